@@ -1,0 +1,7 @@
+"""``python -m dynasim`` is the ``dynasim`` command."""
+
+import sys
+
+from dynasim.cli import main
+
+sys.exit(main())

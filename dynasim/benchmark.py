@@ -1,0 +1,49 @@
+"""Speed benchmark (a script, not a test): simulate a whole real trace and print wall
+seconds and simulated seconds per wall second.
+
+    python -m dynasim.benchmark [--trace azure-conv-2023] [--profile distserve-opt13b-a100]
+
+Default: the Azure 2023 conversation trace (19,366 requests at their recorded arrival
+times, one hour) on ``distserve-opt13b-a100``. Target (issue #2): under 30 s on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from dynasim.policy import make_policy
+from dynasim.profile import load_profile
+from dynasim.simulation import simulate
+from dynasim.trace import read_trace
+
+
+def run_benchmark(trace: str = "azure-conv-2023", profile: str = "distserve-opt13b-a100",
+                  repeat: int = 1) -> list[dict]:
+    """Simulate ``trace`` ``repeat`` times; print and return one row per run."""
+    tr = read_trace(trace)
+    prof = load_profile(profile)
+    rows = []
+    for i in range(repeat):
+        t0 = time.perf_counter()
+        records, engine = simulate(tr, prof, make_policy("fcfs"))
+        wall = time.perf_counter() - t0
+        sim_s = float(records["finish_time"].max())
+        row = {"trace": trace, "requests": len(tr), "profile": profile,
+               "wall_s": wall, "simulated_s": sim_s, "speedup": sim_s / wall,
+               "engine_steps": engine.num_steps, "steps_per_wall_s": engine.num_steps / wall}
+        rows.append(row)
+        print(f"run {i + 1}: {len(tr)} requests of {trace} on {profile}: "
+              f"wall {wall:.2f} s, simulated {sim_s:.0f} s, "
+              f"{sim_s / wall:.0f} simulated s per wall s, "
+              f"{engine.num_steps} engine steps ({engine.num_steps / wall:.0f} steps/s)")
+    return rows
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trace", default="azure-conv-2023")
+    ap.add_argument("--profile", default="distserve-opt13b-a100")
+    ap.add_argument("--repeat", type=int, default=1)
+    a = ap.parse_args()
+    run_benchmark(a.trace, a.profile, a.repeat)

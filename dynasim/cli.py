@@ -1,0 +1,260 @@
+"""The ``dynasim`` command line (argparse; flag names follow ``vllm bench serve``).
+
+Every user error ends in one line ``dynasim: error: <file>:<line>: field '<f>': <what>``
+and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from dynasim.errors import InputError
+
+LIMIT_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "kv_capacity_tokens",
+               "block_size", "max_model_len", "scheduling")
+
+
+def _add_limit_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine limits (override the profile's)")
+    g.add_argument("--max-num-seqs", type=int, help="most running requests per step")
+    g.add_argument("--max-num-batched-tokens", type=int, help="token budget per step")
+    g.add_argument("--kv-capacity-tokens", type=int, help="KV cache size in tokens")
+    g.add_argument("--block-size", type=int, help="tokens per KV block")
+    g.add_argument("--max-model-len", type=int, help="prompt + output limit (tokens)")
+    g.add_argument("--scheduling", choices=("v1", "v0"),
+                   help="v1: chunked prefill, decode first; v0: prefill-only steps first")
+
+
+def _profile(args):
+    from dynasim.profile import load_profile
+
+    prof = load_profile(args.profile)
+    return prof.with_overrides(**{k: getattr(args, k) for k in LIMIT_FLAGS})
+
+
+def cmd_simulate(args) -> None:
+    """``dynasim simulate``: run a trace through one simulated replica."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dynasim import arrivals, trace as trace_mod
+    from dynasim.metrics import parse_goodput, summarize
+    from dynasim.policy import make_policy
+    from dynasim.simulation import simulate
+
+    goodput = parse_goodput(args.goodput)
+    profile = _profile(args)
+    policy = make_policy(args.policy)
+    tr = trace_mod.read_trace(args.trace)
+    if args.num_prompts is not None:
+        if args.num_prompts < 1:
+            raise InputError(f"--num-prompts must be >= 1, got {args.num_prompts}",
+                             field="num_prompts")
+        tr = tr.head(args.num_prompts)
+    if args.request_rate is not None:
+        tr = arrivals.retime(tr, args.request_rate, args.burstiness, args.seed)
+    console = Console(stderr=True)
+    t0 = time.perf_counter()
+    with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/"
+                  "{task.total} requests"), TimeElapsedColumn(), console=console,
+                  transient=True, disable=args.no_progress) as bar:
+        task = bar.add_task("sim", total=len(tr))
+        records, engine = simulate(tr, profile, policy,
+                                   progress=lambda n: bar.update(task, completed=n))
+    wall = time.perf_counter() - t0
+    summary = summarize(records, goodput)
+    summary.update({"trace": tr.source, "profile": profile.name, "policy": policy.name,
+                    "scheduling": profile.scheduling, "num_prompts": len(tr),
+                    "request_rate": args.request_rate if args.request_rate is not None
+                    else "trace", "burstiness": args.burstiness, "seed": args.seed,
+                    "engine_steps": engine.num_steps, "wall_seconds": wall})
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records.to_parquet(out / "requests.parquet", index=False)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json) + "\n")
+    print_summary(summary)
+    print(f"wrote {out / 'requests.parquet'} and {out / 'summary.json'}")
+
+
+def _json(v):
+    return v.item() if hasattr(v, "item") else str(v)
+
+
+def print_summary(s: dict) -> None:
+    """Print a summary in ``vllm bench serve``'s layout."""
+    def line(label, value, fmt="{:<10.2f}"):
+        print("{:<40} ".format(label) + (fmt.format(value) if value is not None else ""))
+
+    print("{s:{c}^{n}}".format(s=" Serving Benchmark Result (simulated) ", n=50, c="="))
+    line("Successful requests:", s["completed"], "{:<10}")
+    line("Failed requests:", s["failed"], "{:<10}")
+    line("Benchmark duration (s):", s["duration"])
+    line("Total input tokens:", s["total_input_tokens"], "{:<10}")
+    line("Total generated tokens:", s["total_output_tokens"], "{:<10}")
+    line("Request throughput (req/s):", s["request_throughput"])
+    if "request_goodput" in s:
+        line("Request goodput (req/s):", s["request_goodput"])
+    line("Output token throughput (tok/s):", s["output_throughput"])
+    line("Total Token throughput (tok/s):", s["total_token_throughput"])
+    line("Preemptions:", s["num_preemptions"], "{:<10}")
+    for key, title in (("ttft", "Time to First Token"),
+                       ("tpot", "Time per Output Token (excl. 1st token)"),
+                       ("e2el", "End-to-end Latency")):
+        print("{s:{c}^{n}}".format(s=title, n=50, c="-"))
+        line(f"Mean {key.upper()} (ms):", s[f"mean_{key}_ms"])
+        line(f"Median {key.upper()} (ms):", s[f"median_{key}_ms"])
+        line(f"P90 {key.upper()} (ms):", s[f"p90_{key}_ms"])
+        line(f"P99 {key.upper()} (ms):", s[f"p99_{key}_ms"])
+    print("=" * 50)
+
+
+def cmd_validate(args) -> None:
+    """``dynasim validate``: fidelity against the real vLLM runs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dynasim.validate import RUNS, validate_run
+
+    profile = _profile(args)
+    rows = [validate_run(name, profile) for name in (args.runs or RUNS)]
+    table = Table(title=f"Fidelity of {profile.name} ({profile.scheduling}) against real "
+                        "vLLM runs (median |sim-real|/real per request)")
+    for col in ("run", "requests", "E2E err", "p90 E2E err", "TTFT err", "p90 TTFT err",
+                "real/sim median E2E (s)", "real/sim median TTFT (ms)"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["run"], str(r["requests"]), f"{r['median_e2e_error']:.1%}",
+                      f"{r['p90_e2e_error']:.1%}", f"{r['median_ttft_error']:.1%}",
+                      f"{r['p90_ttft_error']:.1%}",
+                      f"{r['real_median_e2e_s']:.2f} / {r['sim_median_e2e_s']:.2f}",
+                      f"{r['real_median_ttft_s'] * 1e3:.0f} / {r['sim_median_ttft_s'] * 1e3:.0f}")
+    Console().print(table)
+    ok = all(r["median_e2e_error"] <= 0.10 and r["median_ttft_error"] <= 0.25 for r in rows)
+    print("targets (median E2E <= 10%, TTFT <= 25% on every run): "
+          + ("met" if ok else "NOT met"))
+    if args.output:
+        Path(args.output).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def cmd_trace_generate(args) -> None:
+    """``dynasim trace generate``: a seeded Poisson/Gamma trace with real lengths."""
+    from dynasim import arrivals, trace as trace_mod
+
+    src = trace_mod.read_trace(args.lengths_from)
+    tr = arrivals.generate(src, args.num_prompts, args.request_rate, args.burstiness,
+                           args.seed)
+    trace_mod.write_mooncake(tr, args.output)
+    print(f"wrote {len(tr)} requests to {args.output} ({tr.source})")
+
+
+def cmd_profiles(args) -> None:
+    """``dynasim profiles``: list shipped profiles, or build one from its sources."""
+    from dynasim.profile import load_profile, shipped_profiles
+    from dynasim.published import BUILDERS
+
+    if args.build:
+        if args.build not in BUILDERS:
+            raise InputError(f"no builder (buildable: {', '.join(BUILDERS)})",
+                             source=args.build)
+        prof = BUILDERS[args.build]()
+        text = prof.model_dump_json(indent=2) + "\n"
+        if args.output:
+            Path(args.output).write_text(text)
+            print(f"wrote {args.output}")
+        else:
+            sys.stdout.write(text)
+        return
+    print(f"{'name':<26}{'model':<20}{'gpu':<12}{'TP':>3}{'KV tokens':>11}"
+          f"{'seqs':>6}{'batched':>9}  sched")
+    for name in shipped_profiles():
+        p = load_profile(name)
+        print(f"{name:<26}{p.model:<20}{p.gpu:<12}{p.tensor_parallel_size:>3}"
+              f"{p.kv_capacity_tokens:>11}{p.max_num_seqs:>6}{p.max_num_batched_tokens:>9}"
+              f"  {p.scheduling}")
+
+
+def cmd_benchmark(args) -> None:
+    """``dynasim benchmark``: simulator speed on a real trace (see dynasim.benchmark)."""
+    from dynasim.benchmark import run_benchmark
+
+    run_benchmark(args.trace, args.profile, args.repeat)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``dynasim`` command."""
+    parser = argparse.ArgumentParser(prog="dynasim", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="simulate a trace on one vLLM replica")
+    p.add_argument("--trace", required=True, help="dataset name or trace file "
+                   "(.jsonl Mooncake, .csv Azure 2023)")
+    p.add_argument("--profile", required=True, help="profile name or JSON file")
+    p.add_argument("--policy", default="fcfs", help="scheduling policy (default fcfs)")
+    p.add_argument("--request-rate", type=float, default=None,
+                   help="re-time the trace with this rate (req/s; inf = all at t=0); "
+                        "default: keep the trace's own timestamps")
+    p.add_argument("--burstiness", type=float, default=1.0,
+                   help="gamma shape of inter-arrivals when re-timing (1 = Poisson)")
+    p.add_argument("--num-prompts", type=int, default=None,
+                   help="use only the first N requests of the trace")
+    p.add_argument("--seed", type=int, default=0, help="seed of the re-timing draw")
+    p.add_argument("--goodput", nargs="+", metavar="KEY:MS",
+                   help="SLOs for goodput, e.g. ttft:200 tpot:50 e2el:10000")
+    p.add_argument("--output-dir", required=True, help="where requests.parquet and "
+                   "summary.json go")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_limit_flags(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("validate", help="fidelity against real vLLM runs")
+    p.add_argument("--profile", default="distserve-opt13b-a100")
+    p.add_argument("--runs", nargs="+", help="ground-truth runs (default: all three)")
+    p.add_argument("--output", help="also write the rows as JSON here")
+    _add_limit_flags(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("trace", help="trace tools")
+    tsub = p.add_subparsers(dest="trace_command", required=True)
+    g = tsub.add_parser("generate", help="generate arrivals as vllm bench serve does")
+    g.add_argument("--lengths-from", required=True, help="trace whose lengths are drawn")
+    g.add_argument("--request-rate", type=float, required=True, help="req/s")
+    g.add_argument("--burstiness", type=float, default=1.0)
+    g.add_argument("--num-prompts", type=int, required=True)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--output", required=True, help="Mooncake JSONL file to write")
+    g.set_defaults(func=cmd_trace_generate)
+
+    p = sub.add_parser("profiles", help="list shipped profiles or build one")
+    p.add_argument("--build", metavar="NAME", help="rebuild a profile from its sources")
+    p.add_argument("--output", help="file for --build (default stdout)")
+    p.set_defaults(func=cmd_profiles)
+
+    p = sub.add_parser("benchmark", help="simulator speed on a real trace")
+    p.add_argument("--trace", default="azure-conv-2023")
+    p.add_argument("--profile", default="distserve-opt13b-a100")
+    p.add_argument("--repeat", type=int, default=1)
+    p.set_defaults(func=cmd_benchmark)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dynasim`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except InputError as exc:
+        print(f"dynasim: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dynasim: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Named public data files: where each comes from, its sha256, and how to get it.
+
+dynasim never ships third-party data. Each file is named by its public source (GitHub
+repository, commit and path) and its sha256. :func:`fetch` resolves a name to a local
+path in this order:
+
+1. the local mirror ``$DYNASIM_DATA_DIR/<mirror>`` (a folder laid out like
+   ``../shared/data``), checked against the sha256;
+2. the download cache ``$DYNASIM_CACHE_DIR`` (default ``~/.cache/dynasim``), filled by
+   pooch from ``https://raw.githubusercontent.com/OWNER/REPO/COMMIT/PATH`` and checked
+   against the same sha256.
+
+A checksum mismatch or an unreachable source is an :class:`~dynasim.errors.InputError`
+naming the file, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dynasim.errors import InputError
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One public file. ``mirror`` is its path relative to ``$DYNASIM_DATA_DIR``."""
+
+    name: str
+    repo: str
+    commit: str
+    path: str
+    sha256: str
+    mirror: str
+    license: str
+    description: str
+
+    @property
+    def url(self) -> str:
+        """Raw download URL (GitHub's ``raw.githubusercontent.com`` pattern)."""
+        return f"https://raw.githubusercontent.com/{self.repo}/{self.commit}/{self.path}"
+
+
+_AZURE = ("Azure/AzurePublicDataset", "b469a113cedca53ddc3bdea71a143dc4b7d8700c")
+_MOONCAKE = ("kvcache-ai/Mooncake", "3b5a594133958449a1feaf1c9e0fc1b553e34a28")
+_DISTSERVE = ("LLMServe/DistServe", "82831f1604cc6b10bebd360f6c437a07790dde9f")
+_DISTSERVE_GT = ("LLMServe/DistServe", "20a1633ed6f2be5f456d84d1c283865c3e5112d5")
+_GT_DIR = "simdistserve/benchmarks/alignment/data-ground-truth/opt-13b-sharegpt"
+
+REGISTRY: dict[str, DataFile] = {f.name: f for f in [
+    DataFile("azure-conv-2023", *_AZURE, "data/AzureLLMInferenceTrace_conv.csv",
+             "2f1e5b666d4e3055fdbba98598ce2ec307767b9064e03e2fa46676dbcc7d0bf8",
+             "azure_llm_2023/AzureLLMInferenceTrace_conv.csv", "CC-BY-4.0",
+             "Azure LLM inference trace 2023, conversation, 1 h, 19,366 requests"),
+    DataFile("azure-code-2023", *_AZURE, "data/AzureLLMInferenceTrace_code.csv",
+             "54e9a6d2a4bd06ba1e060304b900abbc74cbea53de96506e60fe5bb4f2277fb6",
+             "azure_llm_2023/AzureLLMInferenceTrace_code.csv", "CC-BY-4.0",
+             "Azure LLM inference trace 2023, code, 1 h, 8,819 requests"),
+    DataFile("mooncake-conversation", *_MOONCAKE,
+             "FAST25-release/traces/conversation_trace.jsonl",
+             "b8cbb061a85206d729d91cdc2981f43c9e0d99209dce588d3af5f7934408b9df",
+             "mooncake/conversation_trace.jsonl", "Apache-2.0",
+             "Mooncake (Kimi) conversation trace, 1 h, 12,031 requests, with hash_ids"),
+    DataFile("mooncake-synthetic", *_MOONCAKE,
+             "FAST25-release/traces/synthetic_trace.jsonl",
+             "bd070915a98fc0ed264d7cfef2ce746002eb3076a695ec31ba2674c0111ec131",
+             "mooncake/synthetic_trace.jsonl", "Apache-2.0",
+             "Mooncake synthetic trace, Poisson arrivals, 3,993 requests, with hash_ids"),
+    DataFile("distserve-profiler-a100-vllm", *_DISTSERVE,
+             "simdistserve/estimators/profile_data/profiler-a100-80g.vllm.json",
+             "ab24e00e0e1165fc45c9fbaeaa36aeb1f67cfe21d3961cb995b385a31c95f751",
+             "distserve_vllm_a100_opt13b/profiler-a100-80g.vllm.json", "Apache-2.0",
+             "DistServe fitted vLLM step-time coefficients (ms), OPT-13B/66B, A100-80GB"),
+    DataFile("distserve-max-num-tokens", *_DISTSERVE,
+             "simdistserve/estimators/profile_data/max_num_tokens.csv",
+             "7a70549e4235a6d45fec6a311a5acf3078c1e5400709450e09afcb8be9ca09d3",
+             "distserve_vllm_a100_opt13b/max_num_tokens.csv", "Apache-2.0",
+             "DistServe KV-cache capacity in tokens per model and parallel layout"),
+    DataFile("distserve-vllm-100-1", *_DISTSERVE_GT, f"{_GT_DIR}/vllm-100-1.exp",
+             "d7c0514f9ee3d519b0a4813c8580d891cd91fd8cd3d2f039989e166d353aa161",
+             "distserve_vllm_a100_opt13b/raw_exp/vllm-100-1.exp", "Apache-2.0",
+             "real vLLM run, OPT-13B, one A100-80GB, ShareGPT, 100 requests, Poisson 1 req/s"),
+    DataFile("distserve-vllm-200-2", *_DISTSERVE_GT, f"{_GT_DIR}/vllm-200-2.exp",
+             "fbfaa7ecd537732c976f20c71d248ef4598456fde9f8887a2e8fff2a879e3693",
+             "distserve_vllm_a100_opt13b/raw_exp/vllm-200-2.exp", "Apache-2.0",
+             "real vLLM run, OPT-13B, one A100-80GB, ShareGPT, 200 requests, Poisson 2 req/s"),
+    DataFile("distserve-vllm-300-3", *_DISTSERVE_GT, f"{_GT_DIR}/vllm-300-3.exp",
+             "a31487bb706bbe4ba30db9e3181db18510e6e3f5a11a544659624007001652a4",
+             "distserve_vllm_a100_opt13b/raw_exp/vllm-300-3.exp", "Apache-2.0",
+             "real vLLM run, OPT-13B, one A100-80GB, ShareGPT, 300 requests, Poisson 3 req/s"),
+]}
+
+#: Request traces among :data:`REGISTRY` (usable as ``--trace NAME``).
+TRACES = ("azure-conv-2023", "azure-code-2023", "mooncake-conversation", "mooncake-synthetic")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def data_dir() -> Path | None:
+    """The local mirror folder from ``$DYNASIM_DATA_DIR``, or ``None`` when unset."""
+    value = os.environ.get("DYNASIM_DATA_DIR")
+    return Path(value).expanduser() if value else None
+
+
+def fetch(name: str) -> Path:
+    """Return a local, checksum-verified path for the public file called ``name``.
+
+    Raises:
+        InputError: unknown name; a mirror or downloaded file whose sha256 differs;
+            no mirror and no network.
+    """
+    if name not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY))
+        raise InputError(f"unknown dataset name (known: {known})", source=name)
+    entry = REGISTRY[name]
+    mirror = data_dir()
+    if mirror is not None and (mirror / entry.mirror).is_file():
+        path = mirror / entry.mirror
+        digest = _sha256(path)
+        if digest != entry.sha256:
+            raise InputError(f"sha256 {digest} differs from the published {entry.sha256}",
+                             source=str(path))
+        return path
+    import pooch  # imported late: only needed when downloading
+
+    cache = Path(os.environ.get("DYNASIM_CACHE_DIR", pooch.os_cache("dynasim")))
+    try:
+        got = pooch.retrieve(entry.url, known_hash=f"sha256:{entry.sha256}",
+                             fname=f"{entry.name}-{Path(entry.path).name}", path=cache,
+                             progressbar=False)
+    except ValueError as exc:  # pooch's hash mismatch
+        raise InputError(f"download does not match sha256 {entry.sha256}: {exc}",
+                         source=entry.url) from None
+    except Exception as exc:  # network errors of any kind
+        hint = (f"no mirror at {mirror / entry.mirror}" if mirror is not None
+                else "DYNASIM_DATA_DIR is not set")
+        raise InputError(f"cannot download ({type(exc).__name__}) and {hint}; set "
+                         "DYNASIM_DATA_DIR to a folder laid out like shared/data",
+                         source=name) from None
+    return Path(got)

@@ -1,0 +1,417 @@
+"""The engine: a SimPy model of one vLLM replica doing continuous batching.
+
+One SimPy process (:meth:`Engine.run`) repeats vLLM's loop: *schedule* a step, wait the
+step time the profile's model gives, *apply* it (tokens computed, tokens sampled, requests
+finished). Time is a float in seconds.
+
+Rules, each with its vLLM source:
+
+* **Limits.** A step holds at most ``max_num_seqs`` running requests and
+  ``max_num_batched_tokens`` tokens (``SchedulerConfig``).
+* **V1 step** (``vllm/v1/core/sched/scheduler.py``, ``Scheduler.schedule``): running
+  requests first, in admission order; every decoding request gets 1 token; the rest of
+  the budget goes to chunks of partial prefills (prefills are always at the tail of the
+  running list, because admissions append, so "decodes first" is exactly vLLM's order);
+  then, only if nothing was preempted in this step, waiting requests are admitted in the
+  policy's order with a first chunk each, until the first one that does not fit (``break``).
+* **v0 step** (``vllm/core/scheduler.py`` 0.2-0.4, ``_schedule``): if waiting requests
+  can be admitted whole (sum of their tokens <= budget, seats left, free blocks minus a
+  1% watermark, ``BlockSpaceManager.can_allocate``), the step is prefill only; otherwise
+  every running request decodes one token.
+* **Tokens.** A step that computes every known token of a request samples one more
+  (prefill yields the first token in the step that computes the last prompt chunk).
+* **KV cache.** Blocks of ``block_size`` tokens; a request holds ``ceil(computed /
+  block_size)`` blocks; a decode step needs a new block when ``computed`` is a multiple of
+  the block size. V1 keeps no watermark (``KVCacheManager.allocate_slots``).
+* **Preemption** (recompute only): when blocks run out, the policy's victim (FCFS: the
+  last admitted, ``self.running.pop()``) loses all its blocks and computed tokens and goes
+  to the head of the waiting queue (``prepend_request`` / ``waiting.appendleft``); it
+  keeps its sampled tokens and recomputes prompt + output as a prefill when readmitted.
+* **Rejection.** A request with prompt + output > ``max_model_len`` is rejected at arrival
+  (the OpenAI server's HTTP 400), as is one that could never fit the KV cache.
+
+Speed: a pure decode step changes nothing but counters, so the engine keeps the decoding
+requests as aggregates (count, sum of context, blocks due per step phase, a heap of
+finish steps) and advances a whole run of decode steps in one SimPy timeout, up to the
+next finish or KV exhaustion. An arrival that could be admitted interrupts the run at the
+next step boundary. No Python work is done per token.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable
+
+import simpy
+
+from dynasim.policy import Policy
+from dynasim.profile import Profile
+from dynasim.request import FINISHED, REJECTED, RUNNING, WAITING, Request
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class Engine:
+    """One vLLM replica in a SimPy environment.
+
+    Args:
+        env: the SimPy environment (time in seconds).
+        profile: limits and step-time model (:class:`~dynasim.profile.Profile`).
+        policy: the scheduling policy (:class:`~dynasim.policy.Policy`).
+        on_finish: called with each request when it finishes or is rejected.
+
+    Use :meth:`submit` to hand it requests; the engine process starts at construction.
+    """
+
+    def __init__(self, env: simpy.Environment, profile: Profile, policy: Policy,
+                 on_finish: Callable[[Request], None] | None = None) -> None:
+        self.env = env
+        self.profile = profile
+        self.model = profile.step_time
+        self.policy = policy
+        self.on_finish = on_finish
+        self.waiting = policy.new_queue()
+        self.running: dict[Request, None] = {}  # admission order
+        self.prefilling: list[Request] = []  # running, not decoding, admission order
+        self.block_size = profile.block_size
+        self.total_blocks = profile.num_gpu_blocks
+        self.free_blocks = self.total_blocks
+        self.max_num_seqs = profile.max_num_seqs
+        self.max_num_batched_tokens = profile.max_num_batched_tokens
+        self.v1 = profile.scheduling == "v1"
+        self.watermark_blocks = 0 if self.v1 else int(0.01 * self.total_blocks)
+        # decoding requests as aggregates (see module docstring)
+        self.clock = 0  # decode steps taken so far
+        self.num_decoding = 0
+        self._ctx_base = 0  # sum(computed0 - clock0 + 1); sum ctx = base + n * clock
+        self._phase = [0] * self.block_size  # decoders due a block when clock % bs == i
+        self._finish_heap: list[tuple[int, int, int, Request]] = []
+        self._seq = 0
+        self._idle: simpy.Event | None = None
+        self._leaping = False
+        #: cap on decode steps advanced in one timeout (None: no cap); 1 gives the
+        #: step-by-step reference behaviour the tests compare against
+        self.max_decode_run: int | None = None
+        self.num_steps = 0
+        self.num_preemptions = 0
+        self.process = env.process(self.run())
+
+    # ----------------------------------------------------------------- public
+    def submit(self, req: Request) -> None:
+        """Hand a request to the engine at the current simulated time.
+
+        A request that cannot ever be served is rejected at once (see module docstring):
+        its ``status`` is ``rejected`` and ``error`` says why.
+        """
+        now = self.env.now
+        p = self.profile
+        limit = p.max_model_len
+        if limit is not None and req.prompt_tokens + req.output_tokens > limit:
+            return self._reject(req, f"prompt + output = {req.prompt_tokens + req.output_tokens}"
+                                     f" tokens exceeds max_model_len {limit}")
+        need = _cdiv(req.prompt_tokens + req.output_tokens - 1, self.block_size)
+        if need > self.total_blocks - self.watermark_blocks:
+            return self._reject(req, f"needs {need} KV blocks, the cache has "
+                                     f"{self.total_blocks}")
+        if not self.v1 and req.prompt_tokens + req.output_tokens - 1 > self.max_num_batched_tokens:
+            return self._reject(req, "a recompute prefill would exceed "
+                                     "max_num_batched_tokens (v0 cannot chunk)")
+        self.policy.on_arrival(req, now)
+        req.status = WAITING
+        self.waiting.push(req)
+        if self._idle is not None:
+            if not self._idle.triggered:
+                self._idle.succeed()
+        elif self._leaping and len(self.running) < self.max_num_seqs:
+            self._leaping = False
+            self.process.interrupt()
+
+    def sum_decode_ctx(self) -> int:
+        """Sum over decoding requests of (computed tokens + 1), at the current clock."""
+        return self._ctx_base + self.num_decoding * self.clock
+
+    def sync(self, req: Request) -> None:
+        """Bring a decoding request's ``num_computed``/``num_generated``/``num_blocks``
+        up to the current clock (they are kept as aggregates while decoding)."""
+        if req._decoding:
+            d = self.clock - req._clock0
+            req.num_computed += d
+            req.num_generated += d
+            req._clock0 = self.clock
+            req.num_blocks = _cdiv(req.num_computed, self.block_size)
+
+    def used_blocks(self) -> int:
+        """KV blocks in use now (total minus free)."""
+        return self.total_blocks - self.free_blocks
+
+    # ------------------------------------------------------------ the process
+    def run(self):
+        """The SimPy process: schedule, wait the step time, apply; forever."""
+        env = self.env
+        stalls = 0
+        while True:
+            if not self.running and not len(self.waiting):
+                self._idle = env.event()
+                yield self._idle
+                self._idle = None
+                continue
+            chunks, decode = self._schedule_v1() if self.v1 else self._schedule_v0()
+            if not chunks and not decode:
+                stalls += 1
+                if stalls > 10_000 or not self.running:
+                    group = self.waiting.peek()
+                    raise RuntimeError(f"engine stalled: cannot admit request "
+                                       f"{group[0].request_id} (group of {len(group)}) with "
+                                       f"{self.free_blocks} free blocks")
+                continue
+            stalls = 0
+            if decode and not chunks:
+                yield from self._decode_run()
+                continue
+            n_dec = self.num_decoding if decode else 0
+            dt = self.model.step_time([(n, r.num_computed) for r, n in chunks.items()],
+                                      n_dec, self.sum_decode_ctx() if n_dec else 0)
+            yield env.timeout(dt)
+            self.num_steps += 1
+            if decode:
+                self._advance_decode(1)
+            self._apply_chunks(chunks)
+            self._collect_finished()
+
+    # -------------------------------------------------------------- schedule
+    def _schedule_v1(self) -> tuple[dict[Request, int], bool]:
+        preempted = self._reserve_decode_blocks()
+        budget = self.max_num_batched_tokens - self.num_decoding
+        chunks: dict[Request, int] = {}
+        for req in list(self.prefilling):
+            if req.status != RUNNING:
+                continue
+            if budget <= 0:
+                break
+            n = min(req.num_known_tokens - req.num_computed, budget)
+            while True:
+                need = _cdiv(req.num_computed + n, self.block_size) - req.num_blocks
+                if need <= self.free_blocks - self._due_blocks():
+                    break
+                victim = self.policy.victim(self.running)
+                if victim._decoding:
+                    budget += 1
+                budget += chunks.pop(victim, 0)
+                self._preempt(victim)
+                preempted = True
+                if victim is req:
+                    break
+            if req.status != RUNNING:
+                break
+            self.free_blocks -= need
+            req.num_blocks += need
+            chunks[req] = n
+            budget -= n
+        if not preempted:
+            self._admit(chunks, budget)
+        return chunks, self.num_decoding > 0
+
+    def _admit(self, chunks: dict[Request, int], budget: int) -> None:
+        """V1 admission of waiting groups with a first chunk each (module docstring)."""
+        while len(self.waiting) and budget > 0:
+            group = self.waiting.peek()
+            if len(self.running) + len(group) > self.max_num_seqs:
+                break
+            plan, need, left = [], 0, budget
+            for req in group:
+                n = min(req.num_known_tokens, left)
+                left -= n
+                blocks = _cdiv(n, self.block_size)
+                need += blocks
+                plan.append((req, n, blocks))
+            if need > self.free_blocks - self._due_blocks():
+                break
+            self.waiting.pop()
+            for req, n, blocks in plan:
+                self._start(req, blocks)
+                if n:
+                    chunks[req] = n
+            budget = left
+
+    def _schedule_v0(self) -> tuple[dict[Request, int], bool]:
+        chunks: dict[Request, int] = {}
+        tokens = 0
+        while len(self.waiting):
+            group = self.waiting.peek()
+            if len(self.running) + len(group) > self.max_num_seqs:
+                break
+            g_tokens = sum(r.num_known_tokens for r in group)
+            if tokens + g_tokens > self.max_num_batched_tokens:
+                break
+            need = sum(_cdiv(r.num_known_tokens, self.block_size) for r in group)
+            if self.free_blocks - need < self.watermark_blocks:
+                break
+            self.waiting.pop()
+            for req in group:
+                self._start(req, _cdiv(req.num_known_tokens, self.block_size))
+                chunks[req] = req.num_known_tokens
+            tokens += g_tokens
+        if chunks:
+            return chunks, False
+        self._reserve_decode_blocks()
+        return chunks, self.num_decoding > 0
+
+    def _due_blocks(self) -> int:
+        """Blocks the decoding requests need in the coming step."""
+        return self._phase[self.clock % self.block_size] if self.num_decoding else 0
+
+    def _reserve_decode_blocks(self) -> bool:
+        """Preempt victims until the coming decode step's new blocks fit. True if any."""
+        preempted = False
+        while self._due_blocks() > self.free_blocks:
+            self._preempt(self.policy.victim(self.running))
+            preempted = True
+        return preempted
+
+    # ----------------------------------------------------------------- state
+    def _start(self, req: Request, blocks: int) -> None:
+        req.status = RUNNING
+        self.running[req] = None
+        self.prefilling.append(req)
+        self.free_blocks -= blocks
+        req.num_blocks += blocks
+
+    def _preempt(self, req: Request) -> None:
+        if req._decoding:
+            self._leave_decode(req)
+        else:
+            self.prefilling.remove(req)
+        del self.running[req]
+        self.free_blocks += req.num_blocks
+        req.num_blocks = 0
+        req.num_computed = 0
+        req.num_preemptions += 1
+        req.status = WAITING
+        self.num_preemptions += 1
+        self.waiting.prepend(req)
+
+    def _join_decode(self, req: Request) -> None:
+        req._decoding = True
+        req._clock0 = self.clock
+        self.num_decoding += 1
+        self._ctx_base += req.num_computed + 1 - self.clock
+        self._phase[(self.clock - req.num_computed) % self.block_size] += 1
+        finish_at = self.clock + req.output_tokens - req.num_generated
+        self._seq += 1
+        heapq.heappush(self._finish_heap, (finish_at, self._seq, req._epoch, req))
+
+    def _leave_decode(self, req: Request) -> None:
+        self.sync(req)
+        req._decoding = False
+        req._epoch += 1
+        self.num_decoding -= 1
+        self._ctx_base -= req.num_computed + 1 - self.clock
+        self._phase[(self.clock - req.num_computed) % self.block_size] -= 1
+
+    def _blocks_due(self, k: int) -> int:
+        """New blocks the decoding requests need over the next ``k`` steps."""
+        bs = self.block_size
+        full, rest = divmod(k, bs)
+        return full * self.num_decoding + sum(self._phase[(self.clock + i) % bs]
+                                              for i in range(rest))
+
+    def _advance_decode(self, k: int) -> None:
+        self.free_blocks -= self._blocks_due(k)
+        self.clock += k
+
+    def _apply_chunks(self, chunks: dict[Request, int]) -> None:
+        now = self.env.now
+        for req, n in chunks.items():
+            req.num_computed += n
+            if req.num_computed == req.num_known_tokens:
+                self.prefilling.remove(req)
+                req.num_generated += 1
+                if req.num_generated == 1:
+                    req.first_token_time = now
+                if req.num_generated == req.output_tokens:
+                    self._finish(req)
+                else:
+                    self._join_decode(req)
+
+    def _collect_finished(self) -> None:
+        heap = self._finish_heap
+        while heap and heap[0][0] <= self.clock:
+            _, _, epoch, req = heapq.heappop(heap)
+            if epoch == req._epoch:
+                self._leave_decode(req)
+                self._finish(req)
+
+    def _finish(self, req: Request) -> None:
+        del self.running[req]
+        self.free_blocks += req.num_blocks
+        req.num_blocks = 0
+        req.status = FINISHED
+        req.finish_time = self.env.now
+        self.policy.on_finish(req, self.env.now)
+        if self.on_finish is not None:
+            self.on_finish(req)
+
+    def _reject(self, req: Request, why: str) -> None:
+        req.status = REJECTED
+        req.error = why
+        req.finish_time = self.env.now
+        self.policy.on_finish(req, self.env.now)
+        if self.on_finish is not None:
+            self.on_finish(req)
+
+    # ---------------------------------------------------------- decode runs
+    def _decode_run(self):
+        """Advance up to the next finish or KV exhaustion in one timeout (see module
+        docstring); an admissible arrival interrupts at the next step boundary."""
+        heap = self._finish_heap
+        while heap[0][2] != heap[0][3]._epoch:
+            heapq.heappop(heap)
+        k = heap[0][0] - self.clock
+        if self.max_decode_run is not None:
+            k = min(k, self.max_decode_run)
+        n, bs = self.num_decoding, self.block_size
+        free = self.free_blocks
+        if self._blocks_due(k) > free:  # largest k whose new blocks fit
+            full = free // n
+            k, used = full * bs, full * n
+            while used + self._phase[(self.clock + k) % bs] <= free:
+                used += self._phase[(self.clock + k) % bs]
+                k += 1
+        s0 = self.sum_decode_ctx()
+        alpha = self.model.step_time([], n, s0)
+        beta = self.model.step_time([], n, s0 + n) - alpha
+        total = k * alpha + beta * k * (k - 1) / 2
+        start = self.env.now
+        self._leaping = True
+        try:
+            yield self.env.timeout(total)
+            self._leaping = False
+        except simpy.Interrupt:
+            elapsed = self.env.now - start
+            j = _steps_covering(alpha, beta, elapsed, k)
+            rest = j * alpha + beta * j * (j - 1) / 2 - elapsed
+            yield self.env.timeout(max(rest, 0.0))
+            k = j
+        self.num_steps += k
+        self._advance_decode(k)
+        self._collect_finished()
+
+
+def _steps_covering(alpha: float, beta: float, elapsed: float, kmax: int) -> int:
+    """Smallest j in [1, kmax] with j*alpha + beta*j*(j-1)/2 >= elapsed (steps of time
+    alpha + beta*i): the step in progress at ``elapsed`` always completes."""
+    if beta == 0:
+        j = math.ceil(elapsed / alpha)
+    else:
+        a, b = beta / 2, alpha - beta / 2
+        disc = b * b + 4 * a * elapsed
+        j = math.ceil((-b + math.sqrt(max(disc, 0.0))) / (2 * a))
+    j = min(max(j, 1), kmax)
+    while j > 1 and (j - 1) * alpha + beta * (j - 1) * (j - 2) / 2 >= elapsed:
+        j -= 1
+    while j < kmax and j * alpha + beta * j * (j - 1) / 2 < elapsed:
+        j += 1
+    return j

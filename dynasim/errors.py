@@ -1,0 +1,37 @@
+"""Errors that dynasim reports to users as one clear line.
+
+Every error caused by bad input names *where* it is: the file, the line (1-based, as an
+editor shows it) and the field. The CLI prints ``str(error)`` and exits with status 2;
+library callers can catch :class:`InputError` and read the attributes.
+"""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad user input: a trace, profile, dataset name or flag value.
+
+    Attributes:
+        source: file path or name of the thing that is wrong (``None`` for a flag).
+        line: 1-based line number in ``source`` (``None`` when not line-oriented).
+        field: the field, key or column at fault (``None`` when the whole item is wrong).
+        message: what is wrong, in words.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None,
+                 line: int | None = None, field: str | None = None) -> None:
+        self.source = source
+        self.line = line
+        self.field = field
+        self.message = message
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = ""
+        if self.source is not None:
+            where = str(self.source)
+            if self.line is not None:
+                where += f":{self.line}"
+            where += ": "
+        what = f"field '{self.field}': " if self.field else ""
+        return f"{where}{what}{self.message}"

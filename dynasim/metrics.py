@@ -1,0 +1,89 @@
+"""Summary metrics with ``vllm bench serve``'s keys and definitions.
+
+Source: vLLM ``vllm/benchmarks/serve.py`` (``calculate_metrics``, ``parse_goodput``):
+
+* ``completed`` / ``failed``: requests served / rejected;
+* ``duration`` (s): from t = 0 of the arrival schedule to the last finish;
+* ``request_throughput`` (req/s), ``output_throughput`` and ``total_token_throughput``
+  (tok/s) over ``duration``; token totals count completed requests only;
+* ``{mean,median,std,p90,p99}_{ttft,tpot,e2el}_ms``; TPOT only over requests with more
+  than one output token;
+* ``request_goodput`` (req/s), when SLOs are given: completed requests meeting every
+  given SLO (``ttft``, ``tpot``, ``e2el`` in ms; a one-token output has TPOT 0), over
+  ``duration``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dynasim.errors import InputError
+
+GOODPUT_KEYS = ("ttft", "tpot", "e2el")
+PERCENTILES = (90, 99)
+
+
+def parse_goodput(items: list[str] | None) -> dict[str, float] | None:
+    """Parse ``["ttft:MS", "tpot:MS", "e2el:MS"]`` into ``{key: seconds}``.
+
+    Raises:
+        InputError: unknown key, missing colon, or a value that is not a number > 0.
+    """
+    if not items:
+        return None
+    slos: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition(":")
+        if not sep or key not in GOODPUT_KEYS:
+            raise InputError(f"expected KEY:MS with KEY in {', '.join(GOODPUT_KEYS)}, got "
+                             f"{item!r}", field="goodput")
+        try:
+            ms = float(value)
+        except ValueError:
+            ms = float("nan")
+        if not ms > 0:
+            raise InputError(f"SLO must be a number of milliseconds > 0, got {value!r}",
+                             field="goodput")
+        slos[key] = ms / 1000.0
+    return slos
+
+
+def _stats(values: np.ndarray, name: str, out: dict) -> None:
+    ms = values * 1000.0
+    empty = len(ms) == 0
+    out[f"mean_{name}_ms"] = float(np.mean(ms)) if not empty else 0.0
+    out[f"median_{name}_ms"] = float(np.median(ms)) if not empty else 0.0
+    out[f"std_{name}_ms"] = float(np.std(ms)) if not empty else 0.0
+    for p in PERCENTILES:
+        out[f"p{p}_{name}_ms"] = float(np.percentile(ms, p)) if not empty else 0.0
+
+
+def summarize(records: pd.DataFrame, goodput: dict[str, float] | None = None) -> dict:
+    """The summary dict of a record table (:mod:`dynasim.data_record`); see module doc."""
+    ok = records[records["error"] == ""]
+    duration = float(records["finish_time"].max()) if len(records) else 0.0
+    out: dict = {"completed": int(len(ok)), "failed": int(len(records) - len(ok)),
+                 "duration": duration}
+    total_in = int(ok["prompt_tokens"].sum())
+    total_out = int(ok["output_tokens"].sum())
+    out["total_input_tokens"] = total_in
+    out["total_output_tokens"] = total_out
+    per_s = 1.0 / duration if duration > 0 else 0.0
+    out["request_throughput"] = len(ok) * per_s
+    out["output_throughput"] = total_out * per_s
+    out["total_token_throughput"] = (total_in + total_out) * per_s
+    tpot = ok["tpot"].to_numpy()
+    _stats(ok["ttft"].to_numpy(), "ttft", out)
+    _stats(tpot[~np.isnan(tpot)], "tpot", out)
+    _stats(ok["e2e_latency"].to_numpy(), "e2el", out)
+    out["num_preemptions"] = int(records["num_preemptions"].sum())
+    if goodput:
+        good = np.ones(len(ok), dtype=bool)
+        values = {"ttft": ok["ttft"].to_numpy(), "e2el": ok["e2e_latency"].to_numpy(),
+                  "tpot": np.nan_to_num(tpot, nan=0.0)}
+        for key, slo in goodput.items():
+            good &= values[key] <= slo
+        out["request_goodput"] = int(good.sum()) * per_s
+        out["goodput_slos_ms"] = {k: v * 1000.0 for k, v in goodput.items()}
+    return out

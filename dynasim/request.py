@@ -1,0 +1,61 @@
+"""The request entity: what the engine and the policies see of one LLM request.
+
+Token bookkeeping follows vLLM: a request has ``prompt_tokens`` (P) and asks for
+``output_tokens`` (O, ``max_tokens`` with ``ignore_eos``). ``num_generated`` (g) tokens have
+been sampled so far and ``num_computed`` tokens have their KV in the cache. A step that
+computes every known token (P + g) samples one more token; the prefill step thus yields
+the first token, and the request finishes when g == O, after O - 1 decode steps. KV is
+never needed for the last sampled token, so a request holds at most P + O - 1 tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+WAITING, RUNNING, FINISHED, REJECTED = "waiting", "running", "finished", "rejected"
+
+
+@dataclass(eq=False, slots=True)
+class Request:
+    """One LLM request (identity semantics: two requests are never equal).
+
+    Attributes (times in simulated seconds, sizes in tokens):
+        request_id: 0-based line index in the input trace.
+        arrival_time: when the request reaches the server.
+        prompt_tokens, output_tokens: P and O (both >= 1).
+        program_id: the reasoning program this request belongs to (``None``: alone).
+        priority: vLLM's integer priority (lower runs first), set by the policy.
+        hash_ids: ids of shared prefix blocks (Mooncake), or ``None``.
+        num_computed, num_generated: see the module docstring (kept current by the
+            engine when the request is not decoding; see ``Engine.sync``).
+        first_token_time, finish_time: NaN until they happen.
+        num_preemptions: times the request was preempted (recompute).
+        status: waiting, running, finished or rejected; ``error`` says why rejected.
+    """
+
+    request_id: int
+    arrival_time: float
+    prompt_tokens: int
+    output_tokens: int
+    program_id: int | None = None
+    priority: int = 0
+    hash_ids: tuple[int, ...] | None = None
+    num_computed: int = 0
+    num_generated: int = 0
+    num_blocks: int = 0
+    first_token_time: float = math.nan
+    finish_time: float = math.nan
+    num_preemptions: int = 0
+    status: str = WAITING
+    error: str = ""
+    # decode-set bookkeeping owned by the engine (see engine.py)
+    _clock0: int = field(default=0, repr=False)
+    _computed0: int = field(default=0, repr=False)
+    _epoch: int = field(default=0, repr=False)
+    _decoding: bool = field(default=False, repr=False)
+
+    @property
+    def num_known_tokens(self) -> int:
+        """P + g: tokens whose KV a (re)prefill must compute."""
+        return self.prompt_tokens + self.num_generated

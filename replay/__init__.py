@@ -1,0 +1,1 @@
+"""Live replay harness against OpenAI-compatible servers (not built yet; see README.md)."""

@@ -1,0 +1,33 @@
+"""Small builders shared by the tests (hand-checkable profiles and traces)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dynasim.profile import Profile
+from dynasim.trace import Trace
+
+
+def make_profile(scheduling: str = "v1", kv_capacity_tokens: int = 65536,
+                 max_num_seqs: int = 256, max_num_batched_tokens: int = 4096,
+                 max_model_len: int | None = None, sloped: bool = False) -> Profile:
+    """Prefill 10 ms + 0.1 ms/token; decode 5 ms (+ 0.01 ms/context token and
+    0.2 ms/request when ``sloped``); no overheads."""
+    decode = (5.0, 0.01, 0.2) if sloped else (5.0, 0.0, 0.0)
+    return Profile(name="hand", model="toy", gpu="none", tensor_parallel_size=1,
+                   kv_capacity_tokens=kv_capacity_tokens, block_size=16,
+                   max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                   max_model_len=max_model_len, scheduling=scheduling,
+                   step_time={"form": "distserve", "prefill": (10.0, 0.1, 0.0),
+                              "decode_small_batch": decode, "decode_large_batch": decode})
+
+
+def make_trace(n: int, seed: int = 0, rate: float = 20.0) -> Trace:
+    """A random trace of ``n`` requests (Poisson arrivals, lengths 1..400 / 1..200)."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"arrival_time": np.cumsum(rng.exponential(1 / rate, n)),
+                          "prompt_tokens": rng.integers(1, 400, n),
+                          "output_tokens": rng.integers(1, 200, n)})
+    frame.index.name = "request_id"
+    return Trace("random", frame)
