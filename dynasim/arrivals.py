@@ -39,7 +39,10 @@ def arrival_times(n: int, request_rate: float, burstiness: float = 1.0,
     rng = np.random.default_rng(seed)
     delays = np.cumsum(rng.gamma(shape=burstiness, scale=1.0 / (request_rate * burstiness),
                                  size=n))
-    return delays * ((n / request_rate) / delays[-1])
+    target = n / request_rate
+    times = delays * (target / delays[-1])
+    times[-1] = target  # exact despite rounding; keep the sequence non-decreasing
+    return np.minimum(times, target, out=times)
 
 
 def retime(trace: Trace, request_rate: float, burstiness: float = 1.0,

@@ -212,6 +212,8 @@ def write_mooncake(trace: Trace, path: str | Path) -> None:
                    "output_length": int(d["output_tokens"])}
             for c in extra:
                 v = d[c]
+                if not isinstance(v, (list, tuple, np.ndarray)) and pd.isna(v):
+                    continue  # key absent on this line
                 if isinstance(v, np.generic):
                     v = v.item()
                 obj[c] = list(v) if isinstance(v, (list, tuple, np.ndarray)) else v
