@@ -19,21 +19,24 @@ from dynasim.trace import read_trace
 
 
 def run_benchmark(trace: str = "azure-conv-2023", profile: str = "distserve-opt13b-a100",
-                  repeat: int = 1) -> list[dict]:
-    """Simulate ``trace`` ``repeat`` times; print and return one row per run."""
+                  repeat: int = 1, **limits) -> list[dict]:
+    """Simulate ``trace`` ``repeat`` times; print and return one row per run.
+    ``limits`` override profile limits (e.g. ``max_model_len``, ``scheduling``)."""
     tr = read_trace(trace)
-    prof = load_profile(profile)
+    prof = load_profile(profile).with_overrides(**limits)
     rows = []
     for i in range(repeat):
         t0 = time.perf_counter()
         records, engine = simulate(tr, prof, make_policy("fcfs"))
         wall = time.perf_counter() - t0
         sim_s = float(records["finish_time"].max())
-        row = {"trace": trace, "requests": len(tr), "profile": profile,
+        served = int((records["error"] == "").sum())
+        row = {"trace": trace, "requests": len(tr), "served": served, "profile": profile,
                "wall_s": wall, "simulated_s": sim_s, "speedup": sim_s / wall,
                "engine_steps": engine.num_steps, "steps_per_wall_s": engine.num_steps / wall}
         rows.append(row)
-        print(f"run {i + 1}: {len(tr)} requests of {trace} on {profile}: "
+        print(f"run {i + 1}: {len(tr)} requests of {trace} ({served} served) on {profile} "
+              f"({prof.scheduling}, max_model_len {prof.max_model_len}): "
               f"wall {wall:.2f} s, simulated {sim_s:.0f} s, "
               f"{sim_s / wall:.0f} simulated s per wall s, "
               f"{engine.num_steps} engine steps ({engine.num_steps / wall:.0f} steps/s)")
@@ -45,5 +48,8 @@ if __name__ == "__main__":
     ap.add_argument("--trace", default="azure-conv-2023")
     ap.add_argument("--profile", default="distserve-opt13b-a100")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--scheduling", choices=("v1", "v0"))
+    ap.add_argument("--max-model-len", type=int)
     a = ap.parse_args()
-    run_benchmark(a.trace, a.profile, a.repeat)
+    run_benchmark(a.trace, a.profile, a.repeat, scheduling=a.scheduling,
+                  max_model_len=a.max_model_len)

@@ -92,6 +92,7 @@ class Engine:
         self._seq = 0
         self._idle: simpy.Event | None = None
         self._leaping = False
+        self._preempted = False  # a preemption in this step's schedule
         #: cap on decode steps advanced in one timeout (None: no cap); 1 gives the
         #: step-by-step reference behaviour the tests compare against
         self.max_decode_run: int | None = None
@@ -158,6 +159,7 @@ class Engine:
                 yield self._idle
                 self._idle = None
                 continue
+            self._preempted = False
             chunks, decode = self._schedule_v1() if self.v1 else self._schedule_v0()
             if not chunks and not decode:
                 stalls += 1
@@ -291,6 +293,7 @@ class Engine:
         req.num_preemptions += 1
         req.status = WAITING
         self.num_preemptions += 1
+        self._preempted = True
         self.waiting.prepend(req)
 
     def _join_decode(self, req: Request) -> None:
@@ -365,11 +368,17 @@ class Engine:
     # ---------------------------------------------------------- decode runs
     def _decode_run(self):
         """Advance up to the next finish or KV exhaustion in one timeout (see module
-        docstring); an admissible arrival interrupts at the next step boundary."""
+        docstring); an admissible arrival interrupts at the next step boundary. After a
+        preemption only one step is taken, since the victim may be readmitted then;
+        otherwise a waiting request that could not be admitted at the start of the run
+        cannot be admitted during it (seats and budget are unchanged, free blocks only
+        shrink)."""
         heap = self._finish_heap
         while heap[0][2] != heap[0][3]._epoch:
             heapq.heappop(heap)
         k = heap[0][0] - self.clock
+        if self._preempted:  # the victim may be readmitted at the next step boundary
+            k = 1
         if self.max_decode_run is not None:
             k = min(k, self.max_decode_run)
         n, bs = self.num_decoding, self.block_size

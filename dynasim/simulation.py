@@ -32,10 +32,12 @@ def requests_from_trace(trace: Trace) -> list[Request]:
     return out
 
 
-def arrival_node(env: simpy.Environment, engine: Engine, requests: list[Request]):
-    """SimPy process: submit each request to the engine at its arrival time."""
+def arrival_node(env: simpy.Environment, engine: Engine, requests: list[Request],
+                 frontend_latency: float = 0.0):
+    """SimPy process: submit each request (sorted by arrival) to the engine at its
+    arrival time plus ``frontend_latency`` seconds (the API server's share of TTFT)."""
     for req in requests:
-        delay = req.arrival_time - env.now
+        delay = req.arrival_time + frontend_latency - env.now
         if delay > 0:
             yield env.timeout(delay)
         engine.submit(req)
@@ -62,7 +64,8 @@ def simulate(trace: Trace, profile: Profile, policy: Policy,
             progress(len(done))
 
     engine = Engine(env, profile, policy, on_finish=on_finish)
-    env.process(arrival_node(env, engine, requests_from_trace(trace)))
+    env.process(arrival_node(env, engine, requests_from_trace(trace),
+                             profile.frontend_latency_ms / 1000.0))
     env.run()
     if progress is not None:
         progress(len(done))
