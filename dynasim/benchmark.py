@@ -9,7 +9,6 @@ times, one hour) on ``distserve-opt13b-a100``. Target (issue #2): under 30 s on 
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from dynasim.policy import make_policy
@@ -43,13 +42,9 @@ def run_benchmark(trace: str = "azure-conv-2023", profile: str = "distserve-opt1
     return rows
 
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trace", default="azure-conv-2023")
-    ap.add_argument("--profile", default="distserve-opt13b-a100")
-    ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--scheduling", choices=("v1", "v0"))
-    ap.add_argument("--max-model-len", type=int)
-    a = ap.parse_args()
-    run_benchmark(a.trace, a.profile, a.repeat, scheduling=a.scheduling,
-                  max_model_len=a.max_model_len)
+if __name__ == "__main__":  # same flags as ``dynasim benchmark``
+    import sys
+
+    from dynasim.cli import main
+
+    sys.exit(main(["benchmark", *sys.argv[1:]]))

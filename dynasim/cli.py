@@ -128,8 +128,8 @@ def cmd_validate(args) -> None:
                 "p90 TTFT err", "median E2E s real/sim", "median TTFT ms real/sim"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r["run"].removeprefix("distserve-"), str(r["requests"]), f"{r['median_e2e_error']:.1%}",
-                      f"{r['p90_e2e_error']:.1%}", f"{r['median_ttft_error']:.1%}",
+        table.add_row(r["run"].removeprefix("distserve-"), str(r["requests"]),
+                      f"{r['median_e2e_error']:.1%}", f"{r['p90_e2e_error']:.1%}", f"{r['median_ttft_error']:.1%}",
                       f"{r['p90_ttft_error']:.1%}",
                       f"{r['real_median_e2e_s']:.2f} / {r['sim_median_e2e_s']:.2f}",
                       f"{r['real_median_ttft_s'] * 1e3:.0f} / {r['sim_median_ttft_s'] * 1e3:.0f}")

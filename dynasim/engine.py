@@ -185,7 +185,7 @@ class Engine:
 
     # -------------------------------------------------------------- schedule
     def _schedule_v1(self) -> tuple[dict[Request, int], bool]:
-        preempted = self._reserve_decode_blocks()
+        self._reserve_decode_blocks()
         budget = self.max_num_batched_tokens - self.num_decoding
         chunks: dict[Request, int] = {}
         for req in list(self.prefilling):
@@ -203,7 +203,6 @@ class Engine:
                     budget += 1
                 budget += chunks.pop(victim, 0)
                 self._preempt(victim)
-                preempted = True
                 if victim is req:
                     break
             if req.status != RUNNING:
@@ -212,7 +211,7 @@ class Engine:
             req.num_blocks += need
             chunks[req] = n
             budget -= n
-        if not preempted:
+        if not self._preempted:
             self._admit(chunks, budget)
         return chunks, self.num_decoding > 0
 
@@ -265,13 +264,10 @@ class Engine:
         """Blocks the decoding requests need in the coming step."""
         return self._phase[self.clock % self.block_size] if self.num_decoding else 0
 
-    def _reserve_decode_blocks(self) -> bool:
-        """Preempt victims until the coming decode step's new blocks fit. True if any."""
-        preempted = False
+    def _reserve_decode_blocks(self) -> None:
+        """Preempt victims until the coming decode step's new blocks fit."""
         while self._due_blocks() > self.free_blocks:
             self._preempt(self.policy.victim(self.running))
-            preempted = True
-        return preempted
 
     # ----------------------------------------------------------------- state
     def _start(self, req: Request, blocks: int) -> None:
