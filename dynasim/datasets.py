@@ -26,12 +26,17 @@ from dynasim.errors import InputError
 
 @dataclass(frozen=True)
 class DataFile:
-    """One public file. ``mirror`` is its path relative to ``$DYNASIM_DATA_DIR``."""
+    """One public file. ``mirror`` is its path relative to ``$DYNASIM_DATA_DIR``.
+
+    A *derived* file (``repo is None``) re-shapes a public file and adds token counts
+    (cl100k_base, which needs a tokenizer download dynasim cannot do offline); it has no
+    download URL and is read from the local mirror only, still checked by sha256.
+    """
 
     name: str
-    repo: str
-    commit: str
-    path: str
+    repo: str | None
+    commit: str | None
+    path: str | None
     sha256: str
     mirror: str
     license: str
@@ -47,6 +52,9 @@ _AZURE = ("Azure/AzurePublicDataset", "b469a113cedca53ddc3bdea71a143dc4b7d8700c"
 _MOONCAKE = ("kvcache-ai/Mooncake", "3b5a594133958449a1feaf1c9e0fc1b553e34a28")
 _DISTSERVE = ("LLMServe/DistServe", "82831f1604cc6b10bebd360f6c437a07790dde9f")
 _DISTSERVE_GT = ("LLMServe/DistServe", "20a1633ed6f2be5f456d84d1c283865c3e5112d5")
+_TOT = ("princeton-nlp/tree-of-thought-llm", "ab400345c5ea39d28ea6d7d3be0e417b11113c87")
+_TOT_DIR = "logs/game24"
+_FCOT = ("veronica320/Faithful-COT", "301784317c99cf348cfad92a1b3e8810900e095b")
 _GT_DIR = "simdistserve/benchmarks/alignment/data-ground-truth/opt-13b-sharegpt"
 
 REGISTRY: dict[str, DataFile] = {f.name: f for f in [
@@ -90,6 +98,44 @@ REGISTRY: dict[str, DataFile] = {f.name: f for f in [
              "a31487bb706bbe4ba30db9e3181db18510e6e3f5a11a544659624007001652a4",
              "distserve_vllm_a100_opt13b/raw_exp/vllm-300-3.exp", "Apache-2.0",
              "real vLLM run, OPT-13B, one A100-80GB, ShareGPT, 300 requests, Poisson 3 req/s"),
+    DataFile("game24-cot-log", *_TOT, f"{_TOT_DIR}/gpt-4_0.7_naive_cot_sample_100_start900_end1000.json",
+             "fd2850ed9f9265129d9dca1d9de306e2026bdf0e367668eb99146e64922d6824",
+             "tot_game24/gpt-4_0.7_naive_cot_sample_100_start900_end1000.json", "MIT",
+             "Game of 24, GPT-4, 100 puzzles x 100 chain-of-thought samples, OpenAI usage"),
+    DataFile("game24-standard-log", *_TOT,
+             f"{_TOT_DIR}/gpt-4_0.7_naive_standard_sample_100_start900_end1000.json",
+             "1147c5c0bd61d59ce7320bb11dd2b897f56cf19e1dade865bf4649f63173169d",
+             "tot_game24/gpt-4_0.7_naive_standard_sample_100_start900_end1000.json", "MIT",
+             "Game of 24, GPT-4, 100 puzzles x 100 direct-answer samples, OpenAI usage"),
+    DataFile("game24-tot-log", *_TOT,
+             f"{_TOT_DIR}/gpt-4_0.7_propose1_value3_greedy5_start900_end1000.json",
+             "e08f019024c99e83e540f8feec99acf619f30b0cf047278a03f62ff45888571b",
+             "tot_game24/gpt-4_0.7_propose1_value3_greedy5_start900_end1000.json", "MIT",
+             "Game of 24, GPT-4 Tree-of-Thoughts BFS logs: proposals, values, kept branches"),
+    DataFile("game24-puzzles", *_TOT, "src/tot/data/24/24.csv",
+             "b9f12b3e36d987a3c714c4cef17d89a137d7c59da26532fcfb93b4821d8111b5",
+             "tot_game24/24.csv", "MIT", "Game of 24 puzzles with human solve rates"),
+    DataFile("game24-cot-samples", None, None, None,
+             "4c6dc04d99dbf7250c4fb1b34be104c0a334b7ea3843feeea3588d8628d8bba4",
+             "tot_game24/normalized_cot_samples.csv", "MIT",
+             "derived from game24-cot-log: per-sample answer, correctness, cl100k tokens"),
+    DataFile("game24-standard-samples", None, None, None,
+             "134bfec4a72a877ae316950c5a424cca125b8614cbd35469ddd3269254825f7d",
+             "tot_game24/normalized_standard_samples.csv", "MIT",
+             "derived from game24-standard-log: per-sample answer, correctness, cl100k tokens"),
+    DataFile("date-predictions", *_FCOT,
+             "output_dir/date/test/code002_LtM_n:40/predictions.jsonl",
+             "3be92fe1d1ad93301a61f163029dc1743aca0d0997e9330ec6c810da2731b193",
+             "faithful_cot_date_n40/date_test_code002_LtM_n40_predictions.jsonl", "MIT",
+             "Date Understanding, code-davinci-002 least-to-most, 359 questions x 40 samples"),
+    DataFile("date-gold", *_FCOT, "data/date/test.jsonl",
+             "55098fe0373ab2bd4be922385c45e383fb24e127d2e86ceef89234f69f9a2f88",
+             "faithful_cot_date_n40/date_test_gold.jsonl", "MIT",
+             "Date Understanding test questions and gold answers"),
+    DataFile("date-samples", None, None, None,
+             "d57811fc8d347d282200269d96f018f400cf06e1b1aef62d81d93a3bc90ed941",
+             "faithful_cot_date_n40/normalized_samples.csv", "MIT",
+             "derived from date-predictions: per-sample answer, correctness, cl100k tokens"),
 ]}
 
 #: Request traces among :data:`REGISTRY` (usable as ``--trace NAME``).
@@ -129,6 +175,12 @@ def fetch(name: str) -> Path:
             raise InputError(f"sha256 {digest} differs from the published {entry.sha256}",
                              source=str(path))
         return path
+    if entry.repo is None:
+        hint = (f"no file at {mirror / entry.mirror}" if mirror is not None
+                else "DYNASIM_DATA_DIR is not set")
+        raise InputError(f"derived file with no public download URL ({entry.description})"
+                         f" and {hint}; set DYNASIM_DATA_DIR to a folder laid out like "
+                         "shared/data", source=name)
     import pooch  # imported late: only needed when downloading
 
     cache = Path(os.environ.get("DYNASIM_CACHE_DIR", pooch.os_cache("dynasim")))

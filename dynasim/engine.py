@@ -27,6 +27,10 @@ Rules, each with its vLLM source:
   last admitted, ``self.running.pop()``) loses all its blocks and computed tokens and goes
   to the head of the waiting queue (``prepend_request`` / ``waiting.appendleft``); it
   keeps its sampled tokens and recomputes prompt + output as a prefill when readmitted.
+* **Prefix cache** (``enable_prefix_caching``; :mod:`dynasim.prefix_cache`): at admission
+  the leading cached prompt blocks are shared and count as computed (at most
+  ``num_tokens − 1``); blocks a request computes are registered as they are allocated;
+  unreferenced cached blocks count as free and are evicted on demand.
 * **Rejection.** A request with prompt + output > ``max_model_len`` is rejected at arrival
   (the OpenAI server's HTTP 400), as is one that could never fit the KV cache.
 
@@ -46,6 +50,7 @@ from collections.abc import Callable
 import simpy
 
 from dynasim.policy import Policy
+from dynasim.prefix_cache import PrefixCache, block_hashes
 from dynasim.profile import Profile
 from dynasim.request import FINISHED, REJECTED, RUNNING, WAITING, Request
 
@@ -73,7 +78,13 @@ class Engine:
         self.model = profile.step_time
         self.policy = policy
         self.on_finish = on_finish
-        self.waiting = policy.new_queue()
+        self.cache = PrefixCache(self._program_busy) if profile.enable_prefix_caching \
+            else None
+        self._program_running: dict[int, int] = {}
+        #: prompt tokens looked up in / found in the prefix cache at first admission
+        self.prefix_query_tokens = 0
+        self.prefix_hit_tokens = 0
+        self.waiting = policy.new_queue(prefix_match=self.prefix_match)
         self.running: dict[Request, None] = {}  # admission order
         self.prefilling: list[Request] = []  # running, not decoding, admission order
         self.block_size = profile.block_size
@@ -120,6 +131,9 @@ class Engine:
         if not self.v1 and req.prompt_tokens + req.output_tokens - 1 > self.max_num_batched_tokens:
             return self._reject(req, "a recompute prefill would exceed "
                                      "max_num_batched_tokens (v0 cannot chunk)")
+        if self.cache is not None:
+            req._hashes = block_hashes(req.prompt, req.hash_ids, req.prompt_tokens,
+                                       self.block_size)
         self.policy.on_arrival(req, now)
         req.status = WAITING
         self.waiting.push(req)
@@ -145,8 +159,52 @@ class Engine:
             req.num_blocks = _cdiv(req.num_computed, self.block_size)
 
     def used_blocks(self) -> int:
-        """KV blocks in use now (total minus free)."""
-        return self.total_blocks - self.free_blocks
+        """KV blocks referenced by requests now (cached-but-idle blocks count as free)."""
+        return self.total_blocks - self._free()
+
+    def prefix_match(self, req: Request) -> int:
+        """Prompt tokens of ``req`` cached now (0 without a prefix cache); LPM's key."""
+        if self.cache is None or not req._hashes:
+            return 0
+        return self.cache.match(req._hashes)[0] * self.block_size
+
+    def _program_busy(self, program_id: int | None) -> bool:
+        return program_id is not None and self._program_running.get(program_id, 0) > 0
+
+    def _free(self) -> int:
+        """Blocks available to allocate: free plus cached-but-unreferenced."""
+        return self.free_blocks + (self.cache.num_evictable if self.cache else 0)
+
+    def _alloc(self, n: int) -> None:
+        """Take ``n`` blocks, evicting idle cached blocks when the free ones run out."""
+        if n > self.free_blocks and self.cache is not None:
+            self.free_blocks += self.cache.evict(n - self.free_blocks)
+        self.free_blocks -= n
+
+    def _plan(self, req: Request, left: int, pending: set) -> tuple[int, int, int, int]:
+        """Admission plan of a waiting request with ``left`` budget tokens:
+        (hit blocks, chunk tokens, new blocks, idle cached blocks it would pin).
+        ``pending`` holds blocks registered by earlier members of the same group."""
+        hit = idle = 0
+        hashes = req._hashes
+        if hashes:
+            cache = self.cache
+            limit = (req.num_known_tokens - 1) // self.block_size
+            for h in hashes[:limit]:
+                if h in pending:
+                    hit += 1
+                    continue
+                got, was_idle = cache.match((h,))  # type: ignore[union-attr]
+                if not got:
+                    break
+                hit += 1
+                idle += was_idle
+        c0 = hit * self.block_size
+        n = min(req.num_known_tokens - c0, left)
+        new = _cdiv(c0 + n, self.block_size) - hit
+        for h in hashes[hit:(c0 + n) // self.block_size]:
+            pending.add(h)
+        return hit, n, new, idle
 
     # ------------------------------------------------------------ the process
     def run(self):
@@ -195,8 +253,9 @@ class Engine:
                 break
             n = min(req.num_known_tokens - req.num_computed, budget)
             while True:
-                need = _cdiv(req.num_computed + n, self.block_size) - req.num_blocks
-                if need <= self.free_blocks - self._due_blocks():
+                need = (_cdiv(req.num_computed + n, self.block_size) - req.num_blocks
+                        - req._shared)
+                if need <= self._free() - self._due_blocks():
                     break
                 victim = self.policy.victim(self.running)
                 if victim._decoding:
@@ -207,8 +266,9 @@ class Engine:
                     break
             if req.status != RUNNING:
                 break
-            self.free_blocks -= need
+            self._alloc(need)
             req.num_blocks += need
+            self._register(req, req.num_computed + n)
             chunks[req] = n
             budget -= n
         if not self._preempted:
@@ -221,18 +281,17 @@ class Engine:
             group = self.waiting.peek()
             if len(self.running) + len(group) > self.max_num_seqs:
                 break
-            plan, need, left = [], 0, budget
+            plan, need, left, pending = [], 0, budget, set()
             for req in group:
-                n = min(req.num_known_tokens, left)
+                hit, n, blocks, idle = self._plan(req, left, pending)
                 left -= n
-                blocks = _cdiv(n, self.block_size)
-                need += blocks
-                plan.append((req, n, blocks))
-            if need > self.free_blocks - self._due_blocks():
+                need += blocks + idle
+                plan.append((req, hit, n, blocks))
+            if need > self._free() - self._due_blocks():
                 break
             self.waiting.pop()
-            for req, n, blocks in plan:
-                self._start(req, blocks)
+            for req, hit, n, blocks in plan:
+                self._start(req, hit, blocks, n)
                 if n:
                     chunks[req] = n
             budget = left
@@ -244,16 +303,19 @@ class Engine:
             group = self.waiting.peek()
             if len(self.running) + len(group) > self.max_num_seqs:
                 break
-            g_tokens = sum(r.num_known_tokens for r in group)
+            plan, pending = [], set()
+            for req in group:
+                plan.append(self._plan(req, req.num_known_tokens, pending))
+            g_tokens = sum(p[1] for p in plan)
             if tokens + g_tokens > self.max_num_batched_tokens:
                 break
-            need = sum(_cdiv(r.num_known_tokens, self.block_size) for r in group)
-            if self.free_blocks - need < self.watermark_blocks:
+            need = sum(p[2] + p[3] for p in plan)
+            if self._free() - need < self.watermark_blocks:
                 break
             self.waiting.pop()
-            for req in group:
-                self._start(req, _cdiv(req.num_known_tokens, self.block_size))
-                chunks[req] = req.num_known_tokens
+            for req, (hit, n, blocks, _) in zip(group, plan):
+                self._start(req, hit, blocks, n)
+                chunks[req] = n
             tokens += g_tokens
         if chunks:
             return chunks, False
@@ -266,16 +328,56 @@ class Engine:
 
     def _reserve_decode_blocks(self) -> None:
         """Preempt victims until the coming decode step's new blocks fit."""
-        while self._due_blocks() > self.free_blocks:
+        while self._due_blocks() > self._free():
             self._preempt(self.policy.victim(self.running))
 
     # ----------------------------------------------------------------- state
-    def _start(self, req: Request, blocks: int) -> None:
+    def _start(self, req: Request, hit: int, blocks: int, n: int) -> None:
+        """Admit ``req``: share ``hit`` cached blocks, allocate ``blocks`` new ones for a
+        first chunk of ``n`` tokens."""
         req.status = RUNNING
         self.running[req] = None
         self.prefilling.append(req)
-        self.free_blocks -= blocks
+        pid = req.program_id
+        if pid is not None:
+            self._program_running[pid] = self._program_running.get(pid, 0) + 1
+        if self.cache is not None and req._hashes:
+            self.cache.acquire(req._hashes[:hit])
+            req._shared = hit
+            req.num_computed = hit * self.block_size
+            if req.num_preemptions == 0:
+                self.prefix_query_tokens += req.prompt_tokens
+                self.prefix_hit_tokens += req.num_computed
+                req.num_cached_tokens = req.num_computed
+        self._alloc(blocks)
         req.num_blocks += blocks
+        self._register(req, req.num_computed + n)
+
+    def _register(self, req: Request, upto: int) -> None:
+        """Move the request's newly full prompt blocks (tokens < ``upto``) from private
+        to cached, in order (a block another request cached meanwhile is shared)."""
+        hashes = req._hashes
+        if self.cache is None or not hashes:
+            return
+        cache = self.cache
+        end = min(len(hashes), upto // self.block_size)
+        while req._shared < end:
+            h = hashes[req._shared]
+            if not cache.insert(h, req.program_id):
+                cache.acquire((h,))  # computed meanwhile by another request: share it
+            req._shared += 1
+            req.num_blocks -= 1
+
+    def _release(self, req: Request) -> None:
+        """Free a leaving request's private blocks and unreference its cached ones."""
+        pid = req.program_id
+        if pid is not None:
+            self._program_running[pid] -= 1
+        if req._shared:
+            self.cache.release(req._hashes[:req._shared], self.env.now)  # type: ignore
+            req._shared = 0
+        self.free_blocks += req.num_blocks
+        req.num_blocks = 0
 
     def _preempt(self, req: Request) -> None:
         if req._decoding:
@@ -283,8 +385,7 @@ class Engine:
         else:
             self.prefilling.remove(req)
         del self.running[req]
-        self.free_blocks += req.num_blocks
-        req.num_blocks = 0
+        self._release(req)
         req.num_computed = 0
         req.num_preemptions += 1
         req.status = WAITING
@@ -318,7 +419,7 @@ class Engine:
                                               for i in range(rest))
 
     def _advance_decode(self, k: int) -> None:
-        self.free_blocks -= self._blocks_due(k)
+        self._alloc(self._blocks_due(k))
         self.clock += k
 
     def _apply_chunks(self, chunks: dict[Request, int]) -> None:
@@ -345,8 +446,7 @@ class Engine:
 
     def _finish(self, req: Request) -> None:
         del self.running[req]
-        self.free_blocks += req.num_blocks
-        req.num_blocks = 0
+        self._release(req)
         req.status = FINISHED
         req.finish_time = self.env.now
         self.policy.on_finish(req, self.env.now)
@@ -378,7 +478,7 @@ class Engine:
         if self.max_decode_run is not None:
             k = min(k, self.max_decode_run)
         n, bs = self.num_decoding, self.block_size
-        free = self.free_blocks
+        free = self._free()
         if self._blocks_due(k) > free:  # largest k whose new blocks fit
             full = free // n
             k, used = full * bs, full * n

@@ -88,8 +88,13 @@ class Policy:
 
     name = "fcfs"
 
-    def new_queue(self) -> WaitingQueue:
-        """A fresh waiting queue for one engine (or one replay client)."""
+    def new_queue(self, prefix_match=None) -> WaitingQueue:
+        """A fresh waiting queue for one engine (or one replay client).
+
+        Args:
+            prefix_match: ``prefix_match(req) -> int``, prompt tokens of ``req`` in the
+                engine's prefix cache now (used by LPM; ``None`` where unknown).
+        """
         return FCFSQueue()
 
     def victim(self, running: Iterable[Request]) -> Request:

@@ -16,6 +16,9 @@ key                          meaning
                              in vLLM), null for no limit
 ``scheduling``               ``"v1"`` (chunked prefill, decode first) or ``"v0"``
                              (prefill-only steps first, no chunking)
+``enable_prefix_caching``    reuse cached KV blocks of shared prompt prefixes (vLLM
+                             ``--enable-prefix-caching``; :mod:`dynasim.prefix_cache`);
+                             default false
 ``frontend_latency_ms``      time from the client's send to the engine's queue (HTTP,
                              tokenization, API-server hop); added to TTFT and E2E
 ``step_time``                the step-time model: ``form`` plus its coefficients
@@ -53,6 +56,7 @@ class Profile(BaseModel):
     max_num_batched_tokens: int = Field(ge=1)
     max_model_len: int | None = Field(default=None, ge=2)
     scheduling: Literal["v1", "v0"]
+    enable_prefix_caching: bool = False
     frontend_latency_ms: float = Field(default=0.0, ge=0)
     step_time: DistServeStepTime
     provenance: dict = Field(default_factory=dict)

@@ -27,6 +27,9 @@ class Request:
         program_id: the reasoning program this request belongs to (``None``: alone).
         priority: vLLM's integer priority (lower runs first), set by the policy.
         hash_ids: ids of shared prefix blocks (Mooncake), or ``None``.
+        prompt: the prompt as (content key, tokens) segments (programs), or ``None``.
+        num_cached_tokens: prompt tokens found in the prefix cache at first admission
+            (vLLM's ``num_cached_tokens``).
         num_computed, num_generated: see the module docstring (kept current by the
             engine when the request is not decoding; see ``Engine.sync``).
         first_token_time, finish_time: NaN until they happen.
@@ -41,6 +44,7 @@ class Request:
     program_id: int | None = None
     priority: int = 0
     hash_ids: tuple[int, ...] | None = None
+    prompt: tuple | None = None
     num_computed: int = 0
     num_generated: int = 0
     num_blocks: int = 0
@@ -49,6 +53,11 @@ class Request:
     num_preemptions: int = 0
     status: str = WAITING
     error: str = ""
+    num_cached_tokens: int = 0
+    # prefix-cache bookkeeping owned by the engine: identities of the full prompt
+    # blocks, and how many leading ones this request references in the cache
+    _hashes: tuple = field(default=(), repr=False)
+    _shared: int = field(default=0, repr=False)
     # decode-set bookkeeping owned by the engine (see engine.py)
     _clock0: int = field(default=0, repr=False)
     _computed0: int = field(default=0, repr=False)

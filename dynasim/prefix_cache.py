@@ -1,0 +1,137 @@
+"""The engine's prefix cache: KV blocks of shared prompt prefixes, reused not recomputed.
+
+Model (vLLM automatic prefix caching, ``vllm/v1/core/kv_cache_manager.py``; SGLang's radix
+cache for the eviction order):
+
+* A full prompt block has an identity: the content of every token up to its end. dynasim
+  names it by the prompt's segment keys up to that block plus the block index
+  (:func:`block_hashes`), or by Mooncake's ``hash_ids`` (each id = 512 tokens, split into
+  engine blocks). Equal identities mean equal KV.
+* At admission a request looks up its leading blocks; the hits are *shared* (reference
+  counted) and their tokens count as computed. At least one prompt token is always
+  computed (vLLM caps the hit at ``num_tokens − 1`` so the step can sample).
+* A full prompt block is registered in the cache when the request computes it (vLLM
+  caches blocks as they are allocated for computed tokens, so a request admitted later in
+  the same step already hits them).
+* A block nobody references stays cached and counts as free: it is evicted only when an
+  allocation needs it. Eviction order: blocks of programs with no running request first
+  (SGLang's LPM setting, issue 3), then least recently used, deepest block first (a radix
+  tree evicts leaves before their parents).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from dynasim.call import Segment
+
+BlockHash = tuple
+
+
+def block_hashes(prompt: Sequence[Segment] | None, hash_ids: Sequence[int] | None,
+                 prompt_tokens: int, block_size: int) -> tuple[BlockHash, ...]:
+    """Identities of the full prompt blocks of a request (``prompt_tokens // block_size``
+    of them at most), from prompt segments or Mooncake ``hash_ids`` (512 tokens each).
+
+    Returns an empty tuple when the request names no shared content.
+    """
+    full = prompt_tokens // block_size
+    out: list[BlockHash] = []
+    if prompt:
+        keys: list[str] = []
+        seg_end, it = 0, iter(prompt)
+        for j in range(full):
+            end = (j + 1) * block_size
+            while seg_end < end:
+                try:
+                    key, n = next(it)
+                except StopIteration:
+                    return tuple(out)
+                keys.append(key)
+                seg_end += n
+            out.append((tuple(keys), j))
+    elif hash_ids:
+        per = max(1, 512 // block_size)
+        for j in range(full):
+            i = j // per
+            if i >= len(hash_ids):
+                break
+            out.append((hash_ids[i], j))
+    return tuple(out)
+
+
+class PrefixCache:
+    """Reference-counted cached blocks with program-aware LRU eviction.
+
+    Args:
+        busy: ``busy(program_id) -> bool``, True while the program has a running request.
+
+    Counts are in blocks. ``num_evictable`` blocks are cached but unreferenced (free to
+    reuse); referenced blocks are in use.
+    """
+
+    def __init__(self, busy: Callable[[int | None], bool] = lambda p: False) -> None:
+        self._refs: dict[BlockHash, int] = {}
+        self._owner: dict[BlockHash, int | None] = {}
+        self._idle: dict[BlockHash, tuple[float, int, int]] = {}  # hash -> LRU key
+        self._busy = busy
+        self._seq = 0
+        self.num_evicted = 0
+
+    @property
+    def num_evictable(self) -> int:
+        """Cached blocks that no request references."""
+        return len(self._idle)
+
+    @property
+    def num_cached(self) -> int:
+        """All cached blocks (referenced or not)."""
+        return len(self._refs)
+
+    def match(self, hashes: Sequence[BlockHash]) -> tuple[int, int]:
+        """(hit blocks, of which unreferenced): length of the cached leading run."""
+        hit = idle = 0
+        for h in hashes:
+            if h not in self._refs:
+                break
+            hit += 1
+            idle += h in self._idle
+        return hit, idle
+
+    def acquire(self, hashes: Sequence[BlockHash]) -> None:
+        """Reference cached blocks (a request's hit prefix)."""
+        for h in hashes:
+            self._refs[h] += 1
+            self._idle.pop(h, None)
+
+    def insert(self, h: BlockHash, program_id: int | None) -> bool:
+        """Register a freshly computed block, referenced once. False if already cached
+        (the caller then keeps its copy private, as vLLM keeps a duplicate block)."""
+        if h in self._refs:
+            return False
+        self._refs[h] = 1
+        self._owner[h] = program_id
+        return True
+
+    def release(self, hashes: Sequence[BlockHash], now: float) -> None:
+        """Drop one reference from each block; unreferenced ones become evictable with
+        last-use time ``now`` (seconds)."""
+        for depth, h in enumerate(hashes):
+            r = self._refs[h] - 1
+            self._refs[h] = r
+            if r == 0:
+                self._seq += 1
+                self._idle[h] = (now, -depth, self._seq)
+
+    def evict(self, n: int) -> int:
+        """Evict up to ``n`` unreferenced blocks (module docstring order); returns the
+        number evicted."""
+        if n <= 0 or not self._idle:
+            return 0
+        order = sorted(self._idle, key=lambda h: (self._busy(self._owner[h]),
+                                                  self._idle[h]))
+        gone = order[:n]
+        for h in gone:
+            del self._idle[h], self._refs[h], self._owner[h]
+        self.num_evicted += len(gone)
+        return len(gone)
