@@ -14,6 +14,8 @@ Columns (times in seconds on the trace's clock, sizes in tokens):
 ``e2e_latency``       finish_time - arrival_time
 ``num_preemptions``   times the request was preempted (recompute)
 ``error``             empty when served; why not otherwise (vLLM would answer HTTP 400)
+``program_id``        the reasoning program it belongs to (-1: none)
+``cached_tokens``     prompt tokens found in the prefix cache at first admission
 ====================  =========================================================
 
 The definitions are ``vllm bench serve``'s (``vllm/benchmarks/serve.py``,
@@ -31,17 +33,20 @@ from dynasim.request import FINISHED, Request
 
 COLUMNS = ["request_id", "arrival_time", "first_token_time", "finish_time",
            "prompt_tokens", "output_tokens", "ttft", "tpot", "e2e_latency",
-           "num_preemptions", "error"]
+           "num_preemptions", "error", "program_id", "cached_tokens"]
 
 
 def records_frame(requests: Iterable[Request]) -> pd.DataFrame:
     """The record table of ``requests`` (finished or rejected), sorted by request_id."""
     rows = [(r.request_id, r.arrival_time, r.first_token_time, r.finish_time,
              r.prompt_tokens, r.output_tokens if r.status == FINISHED else 0,
-             r.num_preemptions, r.error) for r in requests]
+             r.num_preemptions, r.error,
+             -1 if r.program_id is None else r.program_id, r.num_cached_tokens)
+            for r in requests]
     df = pd.DataFrame(rows, columns=["request_id", "arrival_time", "first_token_time",
                                      "finish_time", "prompt_tokens", "output_tokens",
-                                     "num_preemptions", "error"])
+                                     "num_preemptions", "error", "program_id",
+                                     "cached_tokens"])
     df = df.sort_values("request_id", kind="stable").reset_index(drop=True)
     df["ttft"] = df["first_token_time"] - df["arrival_time"]
     df["e2e_latency"] = df["finish_time"] - df["arrival_time"]
@@ -49,4 +54,36 @@ def records_frame(requests: Iterable[Request]) -> pd.DataFrame:
     df["tpot"] = (df["e2e_latency"] - df["ttft"]) / decode_tokens
     df["error"] = df["error"].astype(str)
     return df[COLUMNS].astype({"request_id": np.int64, "prompt_tokens": np.int64,
-                               "output_tokens": np.int64, "num_preemptions": np.int64})
+                               "output_tokens": np.int64, "num_preemptions": np.int64,
+                               "program_id": np.int64, "cached_tokens": np.int64})
+
+
+#: Per-program record (issue 3 / Dynasor §4), times in seconds, sizes in tokens:
+#: ``latency`` = finish − arrival; ``deadline`` = SLO scale × difficulty × base deadline
+#: (seconds after arrival); ``slo_met`` = latency <= deadline; ``samples_used`` = calls
+#: issued; ``knob`` = the knob value the intra-program policy settled on;
+#: ``certaindex`` = H̃ (or R) at the detect step (NaN when not measured);
+#: ``fairness`` = φ = latency / output tokens (s/token, App. D.3 finish-time fairness).
+PROGRAM_COLUMNS = ["program_id", "question_id", "algorithm", "arrival_time",
+                   "finish_time", "latency", "deadline", "slo_met", "samples_used",
+                   "prompt_tokens", "output_tokens", "answer", "correct", "difficulty",
+                   "knob", "certaindex", "fairness", "error"]
+
+
+def programs_frame(programs) -> pd.DataFrame:
+    """The program table of finished :class:`~dynasim.program.Program` objects, sorted
+    by program_id (columns :data:`PROGRAM_COLUMNS`)."""
+    rows = []
+    for p in programs:
+        answer, correct = p.result()
+        latency = p.finish_time - p.arrival_time
+        out = p.output_tokens_done
+        sig = p.certaindex.get("entropy", p.certaindex.get("reward", np.nan))
+        rows.append((p.program_id, p.spec.question_id, p.spec.algorithm, p.arrival_time,
+                     p.finish_time, latency, p.deadline, bool(latency <= p.deadline),
+                     p.samples_used, sum(c.prompt_tokens for c in p.issued), out,
+                     "" if answer is None else str(answer), bool(correct),
+                     p.spec.difficulty, p.knob, sig, latency / out if out else np.nan,
+                     p.error))
+    df = pd.DataFrame(rows, columns=PROGRAM_COLUMNS)
+    return df.sort_values("program_id", kind="stable").reset_index(drop=True)

@@ -85,6 +85,7 @@ class Engine:
         self.prefix_query_tokens = 0
         self.prefix_hit_tokens = 0
         self.waiting = policy.new_queue(prefix_match=self.prefix_match)
+        self._refresh = getattr(self.waiting, "refresh", None)  # order may change per step
         self.running: dict[Request, None] = {}  # admission order
         self.prefilling: list[Request] = []  # running, not decoding, admission order
         self.block_size = profile.block_size
@@ -218,6 +219,9 @@ class Engine:
                 self._idle = None
                 continue
             self._preempted = False
+            self.policy.on_step(env.now)
+            if self._refresh is not None:
+                self._refresh()
             chunks, decode = self._schedule_v1() if self.v1 else self._schedule_v0()
             if not chunks and not decode:
                 stalls += 1

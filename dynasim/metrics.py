@@ -87,3 +87,33 @@ def summarize(records: pd.DataFrame, goodput: dict[str, float] | None = None) ->
         out["request_goodput"] = int(good.sum()) * per_s
         out["goodput_slos_ms"] = {k: v * 1000.0 for k, v in goodput.items()}
     return out
+
+
+def summarize_programs(programs: pd.DataFrame) -> dict:
+    """Program-level summary (Dynasor §4): ``num_programs``, ``slo_attainment`` (fraction
+    meeting their deadline), ``accuracy``, token totals, ``program_throughput`` (per s),
+    ``{mean,median,p90,p99}_program_latency_s`` and the finish-time fairness φ
+    distribution ``{mean,median,p90,p99}_fairness_s_per_token``."""
+    n = len(programs)
+    out: dict = {"num_programs": n}
+    if not n:
+        return out
+    lat = programs["latency"].to_numpy(float)
+    out["slo_attainment"] = float(programs["slo_met"].mean())
+    out["accuracy"] = float(programs["correct"].mean())
+    out["total_program_output_tokens"] = int(programs["output_tokens"].sum())
+    out["total_program_prompt_tokens"] = int(programs["prompt_tokens"].sum())
+    out["mean_samples_used"] = float(programs["samples_used"].mean())
+    span = float(programs["finish_time"].max())
+    out["program_throughput"] = n / span if span > 0 else 0.0
+    out["mean_program_latency_s"] = float(lat.mean())
+    out["median_program_latency_s"] = float(np.median(lat))
+    for p in PERCENTILES:
+        out[f"p{p}_program_latency_s"] = float(np.percentile(lat, p))
+    phi = programs["fairness"].dropna().to_numpy(float)
+    if len(phi):
+        out["mean_fairness_s_per_token"] = float(phi.mean())
+        out["median_fairness_s_per_token"] = float(np.median(phi))
+        for p in PERCENTILES:
+            out[f"p{p}_fairness_s_per_token"] = float(np.percentile(phi, p))
+    return out

@@ -12,8 +12,17 @@ as vLLM's scheduler asks its request queue (``vllm/v1/core/sched/request_queue.p
 * **what integer priority a request carries** (:meth:`Policy.priority`), which the replay
   harness sends as vLLM's ``priority`` field.
 
-It is told about events through :meth:`Policy.on_arrival` and :meth:`Policy.on_finish`;
-program-aware policies (gang, SJF, certaindex) keep their per-program state there.
+It is told about events through :meth:`Policy.on_arrival` and :meth:`Policy.on_finish`,
+and about programs through :meth:`Policy.on_program_arrival` /
+:meth:`Policy.on_program_finish`; program-aware policies (gang, SJF) read the live
+:class:`~dynasim.program.Program` objects registered there.
+
+A policy is *inter-program* (the queue order: ``fcfs``, ``lpm``, ``gang``, ``sjf``;
+Dynasor App. D.3) combined with an *intra-program* policy (how much knob each program
+gets: baseline-even by default, ``certaindex`` for static thresholding; App. D.2), held
+in :attr:`Policy.intra`. Names (:func:`make_policy`): ``lpm``, ``gang+certaindex``,
+``sjf+certaindex`` ...; plain ``certaindex`` is Dynasor's full system, certaindex + SJF
+(which is gang-admitted).
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from dynasim.intra_program import (DEFAULT_CAP, DEFAULT_DETECT_AT, DEFAULT_THRESHOLD,
+                                   BaselineEven, BaselineLength, CurveFit, StaticThreshold)
 from dynasim.request import Request
 
 
@@ -82,11 +93,25 @@ class FCFSQueue:
 class Policy:
     """Base policy with vLLM's FCFS behaviour; subclasses override what differs.
 
+    Args:
+        intra: the intra-program policy (default baseline-even at the paper's cap).
+
     Attributes:
-        name: the policy's CLI name.
+        name: the inter-program policy's CLI name.
+        programs: live programs by id (registered by the driver).
     """
 
     name = "fcfs"
+
+    def __init__(self, intra=None) -> None:
+        self.intra = intra if intra is not None else BaselineEven(DEFAULT_CAP)
+        self.programs: dict[int, object] = {}
+
+    @property
+    def label(self) -> str:
+        """``inter`` or ``inter+intra`` as written on the command line."""
+        intra = self.intra.name
+        return self.name if intra == "even" else f"{self.name}+{intra}"
 
     def new_queue(self, prefix_match=None) -> WaitingQueue:
         """A fresh waiting queue for one engine (or one replay client).
@@ -115,6 +140,17 @@ class Policy:
     def on_finish(self, req: Request, now: float) -> None:
         """Called when ``req`` finishes or is rejected; ``now`` in seconds."""
 
+    def on_step(self, now: float) -> None:
+        """Called by the engine before it schedules a step; ``now`` in seconds."""
+
+    def on_program_arrival(self, program, now: float) -> None:
+        """Register a program before its first requests are submitted."""
+        self.programs[program.program_id] = program
+
+    def on_program_finish(self, program, now: float) -> None:
+        """Forget a finished program."""
+        self.programs.pop(program.program_id, None)
+
 
 class FCFS(Policy):
     """First come, first served (vLLM's default ``--scheduling-policy fcfs``)."""
@@ -122,18 +158,76 @@ class FCFS(Policy):
     name = "fcfs"
 
 
-POLICIES: dict[str, type[Policy]] = {"fcfs": FCFS}
+def inter_policies() -> dict[str, type[Policy]]:
+    """Inter-program policies by name (imported late: they subclass :class:`Policy`)."""
+    from dynasim.gang import Gang
+    from dynasim.lpm import LPM
+    from dynasim.sjf import SJF
+
+    return {"fcfs": FCFS, "lpm": LPM, "gang": Gang, "sjf": SJF}
 
 
-def make_policy(name: str) -> Policy:
-    """The policy called ``name``.
+INTRA = ("even", "certaindex", "curve", "length")
+
+
+def make_intra(name: str, cap: int = DEFAULT_CAP, detect_at: int = DEFAULT_DETECT_AT,
+               threshold: float | None = None, reward_threshold: float | None = None,
+               gamma: float = 1.0, max_tokens: int = 0):
+    """The intra-program policy called ``name`` (:data:`INTRA`).
+
+    ``certaindex`` thresholds: ``threshold`` on H̃ (default 0.7, the paper's SC/MATH
+    value) and/or ``reward_threshold`` on R (tree search).
 
     Raises:
         InputError: unknown name.
     """
     from dynasim.errors import InputError
 
-    if name not in POLICIES:
-        raise InputError(f"unknown policy (known: {', '.join(POLICIES)})", field="policy",
-                         source=name)
-    return POLICIES[name]()
+    if name == "even":
+        return BaselineEven(cap, detect_at)
+    if name == "certaindex":
+        th = {}
+        if threshold is not None or reward_threshold is None:
+            th["entropy"] = DEFAULT_THRESHOLD if threshold is None else threshold
+        if reward_threshold is not None:
+            th["reward"] = reward_threshold
+        return StaticThreshold(cap, detect_at, th)
+    if name == "curve":
+        return CurveFit(cap, detect_at, gamma)
+    if name == "length":
+        return BaselineLength(cap, detect_at, max_tokens)
+    raise InputError(f"unknown intra-program policy (known: {', '.join(INTRA)})",
+                     field="policy", source=name)
+
+
+def make_policy(name: str, inter: str | None = None, **intra_args) -> Policy:
+    """The policy called ``name``: ``INTER``, ``INTRA``, ``INTER+INTRA`` or
+    ``INTRA+INTER`` (e.g. ``lpm``, ``gang+certaindex``, ``certaindex+sjf``).
+
+    A lone intra name takes ``inter`` (default ``sjf`` for certaindex, Dynasor's full
+    system; ``fcfs`` otherwise). ``intra_args`` go to :func:`make_intra`.
+
+    Raises:
+        InputError: an unknown name or a name with two inter or two intra parts.
+    """
+    from dynasim.errors import InputError
+
+    known = inter_policies()
+    parts = [p.strip() for p in name.split("+") if p.strip()]
+    inters = [p for p in parts if p in known]
+    intras = [p for p in parts if p in INTRA]
+    bad = [p for p in parts if p not in known and p not in INTRA]
+    if bad or len(inters) > 1 or len(intras) > 1 or not parts:
+        raise InputError(f"unknown policy (inter-program: {', '.join(known)}; "
+                         f"intra-program: {', '.join(INTRA)}; combine as sjf+certaindex)",
+                         field="policy", source=name)
+    if inters and inter is not None and inter != inters[0]:
+        raise InputError(f"--inter-program {inter} contradicts the policy name",
+                         field="inter-program", source=name)
+    chosen = inters[0] if inters else (inter or ("sjf" if intras == ["certaindex"]
+                                                 else "fcfs"))
+    if chosen not in known:
+        raise InputError(f"unknown inter-program policy (known: {', '.join(known)})",
+                         field="inter-program", source=chosen)
+    intra = make_intra(intras[0] if intras else "even", **intra_args)
+    return known[chosen](intra=intra)

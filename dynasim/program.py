@@ -113,6 +113,7 @@ class Program:
     finish_time: float | None = None
     output_tokens_done: int = 0
     calls_done: int = 0
+    error: str = ""
     _stage: int = 0
     _tree_widths: list[int] = field(default_factory=list)
     _tree_step: int = 0
@@ -196,6 +197,20 @@ class Program:
             return used[0].answer, bool(used[0].correct)
         return majority_vote([c.answer for c in used], [c.correct for c in used],
                              self.spec.equivalent)
+
+    def knob_allowed(self) -> int:
+        """Calls this program may still have issued in total: the cap until the detect
+        step decided, the decided knob after (SJF's remaining-knob estimate, App. D.3).
+        ToT counts the calls issued plus one propose call per beam branch left."""
+        if self.spec.algorithm == "cot":
+            return 1
+        if self.spec.algorithm == "tot":
+            steps_left = max(0, self.spec.tree.num_steps - (self._stage + 1) // 2)
+            width = self.knob or self.intra.cap
+            return len(self.issued) + width * steps_left
+        if self._stage >= 2:
+            return self.knob
+        return max(self.knob, min(self.intra.cap, len(self.spec.samples)))
 
     @property
     def samples_used(self) -> int:
