@@ -107,3 +107,21 @@ def tokens_saved(table: pd.DataFrame, policy: str, baseline: str = "even") -> di
     return {"cap": int(cap), "accuracy": float(acc),
             "policy_tokens": float(mine.output_tokens_mean), "baseline_tokens": need,
             "saved": 1.0 - float(mine.output_tokens_mean) / need if need else 0.0}
+
+
+def matched_length_threshold(programs: Sequence[ProgramSpec], certaindex, seeds: int) -> int:
+    """baseline-length's token threshold when none is given: the one that stops the same
+    fraction of programs at the detect step as ``certaindex`` does, so the comparison
+    isolates the stopping signal (length vs certaindex) at an equal stopping rate.
+
+    Returns the ``f``-quantile of the detect-step output-token totals over programs and
+    seeds, ``f`` being certaindex's stopped fraction (0 tokens when it stops none)."""
+    frac = float(np.mean([run_batch(programs, certaindex, s)["stopped"]
+                          for s in range(seeds)]))
+    if frac <= 0:
+        return 0
+    d = certaindex.detect_at
+    totals = [sum(c.output_tokens for c in
+                  shuffled(p, program_rng(s, p.question_id)).samples[:d])
+              for s in range(seeds) for p in programs if p.algorithm == "sc"]
+    return int(np.quantile(totals, frac, method="lower"))

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from dynasim.cli_programs import add_commands, add_program_flags
 from dynasim.errors import InputError
 
 LIMIT_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "kv_capacity_tokens",
@@ -49,6 +50,12 @@ def cmd_simulate(args) -> None:
 
     goodput = parse_goodput(args.goodput)
     profile = _profile(args)
+    if (args.trace is None) == (args.workload is None):
+        raise InputError("give exactly one of --trace and --workload", field="trace")
+    if args.workload is not None:
+        from dynasim.cli_programs import simulate_workload
+
+        return simulate_workload(args, profile)
     policy = make_policy(args.policy)
     tr = trace_mod.read_trace(args.trace)
     if args.num_prompts is not None:
@@ -192,24 +199,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="simulate a trace on one vLLM replica")
-    p.add_argument("--trace", required=True, help="dataset name or trace file "
+    p.add_argument("--trace", help="dataset name or trace file "
                    "(.jsonl Mooncake, .csv Azure 2023)")
+    p.add_argument("--workload", help="reasoning workload name (game24-sc, "
+                   "game24-direct-sc, date-sc, game24-tot) or per-sample CSV")
     p.add_argument("--profile", required=True, help="profile name or JSON file")
-    p.add_argument("--policy", default="fcfs", help="scheduling policy (default fcfs)")
+    p.add_argument("--policy", default="fcfs", help="scheduling policy: fcfs, lpm, gang, "
+                   "sjf, optionally +certaindex / +curve / +length (default fcfs)")
     p.add_argument("--request-rate", type=float, default=None,
-                   help="re-time the trace with this rate (req/s; inf = all at t=0); "
-                        "default: keep the trace's own timestamps")
+                   help="trace: re-time with this rate (req/s; inf = all at t=0; "
+                        "default: the trace's own timestamps); workload: Poisson program "
+                        "arrival rate (programs/s)")
     p.add_argument("--burstiness", type=float, default=1.0,
                    help="gamma shape of inter-arrivals when re-timing (1 = Poisson)")
     p.add_argument("--num-prompts", type=int, default=None,
                    help="use only the first N requests of the trace")
-    p.add_argument("--seed", type=int, default=0, help="seed of the re-timing draw")
+    p.add_argument("--seed", type=int, default=0, help="seed of the arrival draw (and "
+                   "of program order and sample draw order for workloads)")
     p.add_argument("--goodput", nargs="+", metavar="KEY:MS",
                    help="SLOs for goodput, e.g. ttft:200 tpot:50 e2el:10000")
     p.add_argument("--output-dir", required=True, help="where requests.parquet and "
                    "summary.json go")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_limit_flags(p)
+    add_program_flags(p)
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("validate", help="fidelity against real vLLM runs")
@@ -242,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduling", choices=("v1", "v0"))
     p.add_argument("--max-model-len", type=int)
     p.set_defaults(func=cmd_benchmark)
+    add_commands(sub)
     return parser
 
 
