@@ -151,13 +151,14 @@ class Engine:
 
     def sync(self, req: Request) -> None:
         """Bring a decoding request's ``num_computed``/``num_generated``/``num_blocks``
-        up to the current clock (they are kept as aggregates while decoding)."""
+        (private blocks: all but the ``_shared`` cached ones) up to the current clock
+        (they are kept as aggregates while decoding)."""
         if req._decoding:
             d = self.clock - req._clock0
             req.num_computed += d
             req.num_generated += d
             req._clock0 = self.clock
-            req.num_blocks = _cdiv(req.num_computed, self.block_size)
+            req.num_blocks = _cdiv(req.num_computed, self.block_size) - req._shared
 
     def used_blocks(self) -> int:
         """KV blocks referenced by requests now (cached-but-idle blocks count as free)."""
@@ -369,6 +370,7 @@ class Engine:
             h = hashes[req._shared]
             if not cache.insert(h, req.program_id):
                 cache.acquire((h,))  # computed meanwhile by another request: share it
+                self.free_blocks += 1  # and give back the private copy
             req._shared += 1
             req.num_blocks -= 1
 

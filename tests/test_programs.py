@@ -1,0 +1,198 @@
+"""Certaindex, programs, intra-program policies, batch mode, calibration, workloads."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dynasim.batch import run_batch, run_program_offline, token_accuracy
+from dynasim.calibration import calibrate_threshold, fit_curve, split
+from dynasim.call import Call
+from dynasim.certaindex import (clusters, entropy_certaindex, exact_match, is_certain,
+                                majority_vote, math_equal, reward_certaindex)
+from dynasim.errors import InputError
+from dynasim.intra_program import BaselineEven, BaselineLength, CurveFit, StaticThreshold
+from dynasim.policy import make_policy
+from dynasim.program import Program, ProgramSpec, difficulty_of
+from dynasim.simulation import deadlines_for, simulate_programs
+from dynasim.workloads import load_workload, read_samples
+from tests.test_schedulers import unit_profile
+
+
+# ------------------------------------------------------------ certaindex
+def test_entropy_certaindex_hand_values():
+    assert entropy_certaindex(["4", "4", "4", "4"]) == 1.0
+    assert entropy_certaindex(["1", "2", "3", "4"]) == 0.0
+    # {3, 1} of 4: H = -(3/4 ln 3/4 + 1/4 ln 1/4) = 0.5623; (ln 4 - H) / ln 4 = 0.5944
+    assert entropy_certaindex(["a", "a", "b", "a"]) == pytest.approx(0.594361, abs=1e-6)
+    # {2, 2}: H = ln 2, H̃ = 1/2
+    assert entropy_certaindex(["a", "b", "a", "b"]) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        entropy_certaindex(["a"])  # n = 1 is undefined
+
+
+def test_missing_answers_never_agree():
+    assert entropy_certaindex(["None", "None", "", None]) == 0.0
+    assert entropy_certaindex(["7", "7", "None"]) == pytest.approx(
+        (math.log(3) - -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))) / math.log(3))
+    assert majority_vote(["None", "None", "5"], [False, False, True]) == ("5", True)
+    assert majority_vote(["None", ""], [False, False]) == (None, False)
+
+
+def test_math_equivalence_by_value_never_executes():
+    assert math_equal("0.5", "1/2") and math_equal("(3 - 2) / 2", "0.5")
+    assert math_equal("(4 * 6) = 24", "24")
+    assert not math_equal("2", "3")
+    assert not math_equal("__import__('os').system('true')", "0")
+    assert not math_equal("2**99999999", "0")
+    assert len(clusters(["1/2", "0.5", "2"], math_equal)) == 2
+    assert len(clusters(["1/2", "0.5", "2"], exact_match)) == 3
+
+
+def test_reward_certaindex_and_combination():
+    assert reward_certaindex([0.2, 0.6]) == pytest.approx(0.4)
+    assert reward_certaindex([0.2, 0.6], "max") == 0.6
+    with pytest.raises(ValueError):
+        reward_certaindex([1.2])
+    assert is_certain({"entropy": 0.99, "reward": 0.5}, {"entropy": 0.99, "reward": 0.4})
+    assert not is_certain({"entropy": 0.99, "reward": 0.3}, {"entropy": 0.9, "reward": 0.4})
+
+
+def test_majority_vote_ties_go_to_first_seen():
+    assert majority_vote(["b", "a", "a", "b"], [False, True, True, False]) == ("b", False)
+
+
+# --------------------------------------------------------------- programs
+def sc(answers, correct=None, out=10):
+    correct = correct or [a == "x" for a in answers]
+    calls = tuple(Call((("t", 8),), out, a, c) for a, c in zip(answers, correct))
+    return ProgramSpec("q", "sc", calls, difficulty_of(list(correct)))
+
+
+def test_static_threshold_stops_certain_programs_at_detect_step():
+    sure = sc(["x"] * 5 + ["y"] * 15)
+    unsure = sc(["x", "y", "z", "w", "v"] + ["x"] * 15)
+    intra = StaticThreshold(cap=20, detect_at=5, thresholds={"entropy": 0.7})
+    p = run_program_offline(sure, intra)
+    assert p.knob == 5 and p.samples_used == 5 and p.result() == ("x", True)
+    assert p.certaindex["entropy"] == 1.0
+    q = run_program_offline(unsure, intra)
+    assert q.knob == 20 and q.output_tokens_done == 200 and q.result()[0] == "x"
+
+
+def test_even_and_length_and_curve():
+    spec = sc(["x", "y", "x", "y", "x"] + ["x"] * 15, out=10)
+    assert run_program_offline(spec, BaselineEven(20)).samples_used == 20
+    assert run_program_offline(spec, BaselineLength(20, 5, max_tokens=50)).knob == 5
+    assert run_program_offline(spec, BaselineLength(20, 5, max_tokens=49)).knob == 20
+    c = CurveFit(20, 5, gamma=1.0)
+    assert c.budget(1.0) == 5 and c.budget(0.0) == 20 and c.budget(0.5) == 13
+
+
+def test_program_waves_follow_the_knob():
+    spec = sc(["x", "y", "z", "w", "v"] + ["x"] * 15)
+    p = Program(0, spec, StaticThreshold(20, 5))
+    assert len(p.start()) == 5
+    assert len(p.on_wave_done(1.0)) == 15
+    assert p.on_wave_done(2.0) == [] and p.finish_time == 2.0
+
+
+def test_difficulty():
+    assert difficulty_of([True, True]) == 1
+    assert difficulty_of([True, False]) == 2
+    assert difficulty_of([False]) == 3
+
+
+# ------------------------------------------------------------------ batch
+def test_batch_is_deterministic_and_certaindex_saves_on_easy_programs():
+    progs = [sc(["x"] * 20), sc(["x", "y"] * 10), sc(["y"] * 20)]
+    a = run_batch(progs, StaticThreshold(20, 5), seed=3)
+    assert a == run_batch(progs, StaticThreshold(20, 5), seed=3)
+    even = run_batch(progs, BaselineEven(20), seed=3)
+    assert a["output_tokens"] < even["output_tokens"]
+    table = token_accuracy(progs, {"even": BaselineEven}, [5, 10], seeds=2)
+    assert list(table.cap) == [5, 10] and (table.output_tokens_mean > 0).all()
+
+
+def test_calibration_keeps_accuracy_within_tolerance_on_held_out(data_dir):
+    w = load_workload("date-sc")
+    grid = [i / 10 for i in range(11)]
+    res = calibrate_threshold(w.programs, lambda t: StaticThreshold(
+        40, 5, {"entropy": t}), grid, cap=40, tolerance=0.01, seeds=3)
+    h = res["held_out"]
+    calib = {p.question_id for p in split(w.programs, 0.5, 0)[0]}
+    assert len(calib) == res["calibration"]["programs"]
+    assert h["accuracy"] >= h["accuracy_cap"] - 0.01
+    assert h["output_tokens"] < 0.5 * h["output_tokens_cap"]
+
+
+def test_fit_curve_is_monotone_and_within_knob(data_dir):
+    w = load_workload("game24-sc")
+    c = fit_curve(w.programs[:30], cap=20, detect_at=5, seeds=2)
+    assert c.gamma > 0
+    budgets = [c.budget(h / 10) for h in range(11)]
+    assert budgets == sorted(budgets, reverse=True) and budgets[0] <= 20
+    assert budgets[-1] == 5
+
+
+# -------------------------------------------------------------- workloads
+def test_named_workloads(data_dir):
+    g = load_workload("game24-sc")
+    assert len(g.programs) == 100 and all(len(p.samples) == 100 for p in g.programs)
+    assert g.programs[0].samples[0].prompt_tokens == 437
+    d = load_workload("date-sc")
+    assert len(d.programs) == 359 and len(d.programs[0].samples) == 40
+    assert 1000 < d.programs[0].samples[0].prompt_tokens < 2000
+    assert sorted({p.difficulty for p in d.programs}) == [1, 2, 3]
+    t = load_workload("game24-tot")
+    assert len(t.programs) == 100 and t.programs[0].algorithm == "tot"
+
+
+def test_workload_csv_errors_name_file_line_field(write):
+    path = write("w.csv", "question_id,sample_idx,extracted_answer,gold_answer,is_correct,"
+                          "output_tokens\n1,0,5,5,1,10\n1,1,5,5,maybe,10\n")
+    with pytest.raises(InputError) as e:
+        read_samples(path)
+    assert e.value.line == 3 and e.value.field == "is_correct"
+    path = write("x.csv", "question_id,sample_idx,extracted_answer,gold_answer,is_correct,"
+                          "output_tokens\n1,0,5,5,1,0\n")
+    with pytest.raises(InputError) as e:
+        read_samples(path)
+    assert e.value.line == 2 and e.value.field == "output_tokens"
+    path = write("y.csv", "question_id,sample_idx,extracted_answer,gold_answer\n")
+    with pytest.raises(InputError) as e:
+        read_samples(path)
+    assert e.value.field == "is_correct"
+    with pytest.raises(InputError):
+        load_workload("no-such-workload")
+
+
+def test_workload_csv_builds_sc_programs(write):
+    path = write("w.csv", "question_id,sample_idx,extracted_answer,gold_answer,is_correct,"
+                          "output_tokens,prompt_tokens\n7,1,b,a,0,12,30\n7,0,a,a,1,10,30\n")
+    w = read_samples(path)
+    (p,) = w.programs
+    assert [c.answer for c in p.samples] == ["a", "b"] and p.difficulty == 2
+    assert p.samples[0].prompt_tokens == 30 and not w.notes
+
+
+# ----------------------------------------------------- online simulation
+@pytest.mark.parametrize("name", ["fcfs", "lpm", "gang", "sjf", "gang+certaindex",
+                                  "sjf+certaindex", "lpm+certaindex"])
+def test_online_programs_all_accounted_and_cache_consistent(name):
+    specs = [sc(["x"] * 20, out=5), sc(["x", "y"] * 10, out=7), sc(["y"] * 20, out=3)] * 4
+    prof = unit_profile(max_num_seqs=16, kv=2048, prefix=True)
+    times = [0.001 * i for i in range(len(specs))]
+    pol = make_policy(name, cap=10, detect_at=4)
+    req, progs, eng = simulate_programs(specs, times, prof, pol,
+                                        deadlines_for(specs, 1.0, 0.05))
+    assert len(progs) == len(specs) and (progs.finish_time >= progs.arrival_time).all()
+    assert len(req) == progs.samples_used.sum() and (req.error == "").all()
+    assert (req.ttft <= req.e2e_latency).all()
+    assert eng.free_blocks + eng.cache.num_evictable == eng.total_blocks
+    again = simulate_programs(specs, times, prof, make_policy(name, cap=10, detect_at=4),
+                              deadlines_for(specs, 1.0, 0.05))[1]
+    assert again.equals(progs)  # same seed, same result
+    if "certaindex" in name:
+        assert progs.samples_used.min() == 4 and progs.samples_used.max() == 10
