@@ -224,6 +224,20 @@ def add_commands(sub) -> None:
     add_program_flags(p, online=False)
     p.set_defaults(func=cmd_batch)
 
+    from dynasim.ablation import cmd_ablation
+    from dynasim.cli import _add_limit_flags
+
+    p = sub.add_parser("ablation", help="lpm, gang, +certaindex, sjf+certaindex on the "
+                       "same programs and arrivals")
+    p.add_argument("--workload", required=True)
+    p.add_argument("--profile", default="distserve-opt13b-a100")
+    p.add_argument("--request-rate", type=float, required=True, help="programs/s")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="out/ablation.csv")
+    _add_limit_flags(p)
+    add_program_flags(p)
+    p.set_defaults(func=cmd_ablation)
+
     p = sub.add_parser("calibrate-thresholds",
                        help="pick a certaindex threshold on a calibration split")
     p.add_argument("--workload", required=True)

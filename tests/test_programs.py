@@ -196,3 +196,48 @@ def test_online_programs_all_accounted_and_cache_consistent(name):
     assert again.equals(progs)  # same seed, same result
     if "certaindex" in name:
         assert progs.samples_used.min() == 4 and progs.samples_used.max() == 10
+
+
+# -------------------------------------------------------------------- CLI
+def test_cli_workload_batch_calibrate_ablation(data_dir, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from dynasim.cli import main
+
+    out = tmp_path / "sim"
+    assert main(["simulate", "--workload", "game24-direct-sc", "--request-rate", "2",
+                 "--profile", "distserve-opt13b-a100", "--scheduling", "v1",
+                 "--policy", "gang+certaindex", "--num-programs", "30", "--no-progress",
+                 "--output-dir", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    progs = pd.read_parquet(out / "programs.parquet")
+    assert s["num_programs"] == 30 == len(progs) and s["policy"] == "gang+certaindex"
+    assert 0 <= s["slo_attainment"] <= 1 and s["prefix_cache_hit_rate"] > 0.5
+    assert s["slo_attainment"] == pytest.approx(progs.slo_met.mean())
+    assert main(["batch", "--workload", "date-sc", "--caps", "5,10", "--seeds", "2",
+                 "--output", str(tmp_path / "b.csv")]) == 0
+    b = pd.read_csv(tmp_path / "b.csv")
+    assert set(b.policy) == {"even", "certaindex", "length", "curve"} and len(b) == 8
+    assert "fewer output tokens" in capsys.readouterr().out
+    assert main(["calibrate-thresholds", "--workload", "date-sc", "--seeds", "1",
+                 "--step", "0.25", "--output", str(tmp_path / "c.json")]) == 0
+    assert "threshold" in json.loads((tmp_path / "c.json").read_text())
+    assert main(["ablation", "--workload", "game24-direct-sc", "--request-rate", "1",
+                 "--scheduling", "v1", "--num-programs", "20",
+                 "--output", str(tmp_path / "a.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "a.csv")) == 5
+
+
+def test_cli_workload_errors(capsys):
+    from dynasim.cli import main
+
+    assert main(["simulate", "--profile", "distserve-opt13b-a100", "--output-dir", "x"]) == 2
+    assert "exactly one of --trace and --workload" in capsys.readouterr().err
+    assert main(["simulate", "--workload", "nope.csv", "--request-rate", "1", "--profile",
+                 "distserve-opt13b-a100", "--output-dir", "x"]) == 2
+    assert "nope.csv" in capsys.readouterr().err
+    assert main(["simulate", "--workload", "game24-sc", "--profile",
+                 "distserve-opt13b-a100", "--output-dir", "x"]) == 2
+    assert "request-rate" in capsys.readouterr().err
