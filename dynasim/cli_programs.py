@@ -168,8 +168,9 @@ def cmd_batch(args) -> None:
         for n in names:
             if n != "even":
                 s = tokens_saved(table, n)
-                print(f"{n}: {s['saved']:.1%} fewer output tokens than baseline-even at "
-                      f"equal accuracy ({s['accuracy']:.4f}), cap {s['cap']}")
+                how = "fewer" if s["saved"] >= 0 else "more"
+                print(f"{n}: {abs(s['saved']):.1%} {how} output tokens than baseline-even"
+                      f" at equal accuracy ({s['accuracy']:.4f}), cap {s['cap']}")
     print(f"wrote {out}")
 
 
