@@ -29,15 +29,12 @@ def run_ablation(workload, profile, rate: float, intra_args: dict, seed: int = 0
         p90_program_latency_s, slo_attainment, accuracy, total_program_output_tokens,
         mean_samples_used, base_deadline_s``.
     """
-    from dynasim.arrivals import arrival_times
     from dynasim.policy import make_policy
-    from dynasim.simulation import (base_deadline, deadlines_for, program_order,
-                                    simulate_programs)
+    from dynasim.simulation import online_programs, simulate_programs
 
-    specs = program_order(workload, num_programs, seed)
-    times = arrival_times(len(specs), rate, 1.0, seed)
-    base = base or base_deadline(workload.programs, profile, intra_args["cap"])
-    deadlines = deadlines_for(specs, slo_scale, base)
+    specs, times, deadlines, base = online_programs(
+        workload, profile, rate, seed=seed, num_programs=num_programs,
+        slo_scale=slo_scale, base=base, cap=intra_args["cap"])
     rows = []
     for name in policies:
         policy = make_policy(name, **intra_args)
@@ -57,12 +54,10 @@ def run_ablation(workload, profile, rate: float, intra_args: dict, seed: int = 0
 def cmd_ablation(args) -> None:
     """``dynasim ablation``: print and write the ablation table."""
     from dynasim.cli import _profile
-    from dynasim.cli_programs import _intra_args
+    from dynasim.cli_programs import _intra_args, online_profile
     from dynasim.workloads import load_workload
 
-    profile = _profile(args)
-    if args.enable_prefix_caching is not False:
-        profile = profile.with_overrides(enable_prefix_caching=True)
+    profile = online_profile(args, _profile(args))
     w = load_workload(args.workload)
     table = run_ablation(w, profile, args.request_rate, _intra_args(args), args.seed,
                          args.num_programs, args.slo_scale, args.base_deadline,

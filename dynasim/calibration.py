@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from dynasim.batch import program_rng, run_batch, run_program_offline
+from dynasim.batch import program_rng, run_batch
 from dynasim.certaindex import entropy_certaindex, majority_vote
 from dynasim.intra_program import BaselineEven, CurveFit
 from dynasim.program import ProgramSpec, shuffled
@@ -131,5 +131,4 @@ def evaluate(programs: Sequence[ProgramSpec], intra, seeds: int) -> dict[str, fl
     return {"accuracy": acc, "output_tokens": tok}
 
 
-__all__ = ["split", "calibrate_threshold", "needed_samples", "fit_curve", "evaluate",
-           "run_program_offline"]
+__all__ = ["split", "calibrate_threshold", "needed_samples", "fit_curve", "evaluate"]

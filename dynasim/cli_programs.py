@@ -48,19 +48,14 @@ def _intra_args(args) -> dict:
             "max_tokens": args.length_tokens}
 
 
-def simulate_workload(args, profile) -> None:
-    """``dynasim simulate --workload W``: Poisson program arrivals on one replica."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+def online_profile(args, profile):
+    """Check the flags of an online program run and return the profile to use (prefix
+    caching on unless ``--no-enable-prefix-caching``).
 
-    from dynasim.arrivals import arrival_times
-    from dynasim.cli import _json, print_summary
-    from dynasim.metrics import summarize, summarize_programs
-    from dynasim.policy import make_policy
-    from dynasim.simulation import (base_deadline, deadlines_for, program_order,
-                                    simulate_programs)
-    from dynasim.workloads import load_workload
-
+    Raises:
+        InputError: a missing, infinite or non-positive ``--request-rate``,
+            ``--num-programs < 1`` or ``--slo-scale <= 0``.
+    """
     if args.request_rate is None or not args.request_rate > 0 or \
             math.isinf(args.request_rate):
         raise InputError("--request-rate (programs/s, finite, > 0) is required with "
@@ -71,14 +66,29 @@ def simulate_workload(args, profile) -> None:
         raise InputError("--slo-scale must be > 0", field="slo_scale")
     if args.enable_prefix_caching is not False:
         profile = profile.with_overrides(enable_prefix_caching=True)
+    return profile
+
+
+def simulate_workload(args, profile) -> None:
+    """``dynasim simulate --workload W``: Poisson program arrivals on one replica."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dynasim.cli import _json, print_summary
+    from dynasim.metrics import summarize, summarize_programs
+    from dynasim.policy import make_policy
+    from dynasim.simulation import online_programs, simulate_programs
+    from dynasim.workloads import load_workload
+
+    profile = online_profile(args, profile)
     policy = make_policy(args.policy, inter=args.inter_program, **_intra_args(args))
     if hasattr(policy, "aging_s"):
         policy.aging_s = args.sjf_aging
     workload = load_workload(args.workload)
-    specs = program_order(workload, args.num_programs, args.seed)
-    times = arrival_times(len(specs), args.request_rate, args.burstiness, args.seed)
-    base = args.base_deadline or base_deadline(workload.programs, profile, args.cap)
-    deadlines = deadlines_for(specs, args.slo_scale, base)
+    specs, times, deadlines, base = online_programs(
+        workload, profile, args.request_rate, burstiness=args.burstiness, seed=args.seed,
+        num_programs=args.num_programs, slo_scale=args.slo_scale,
+        base=args.base_deadline, cap=args.cap)
     t0 = time.perf_counter()
     with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/"
                   "{task.total} programs"), TimeElapsedColumn(),

@@ -115,10 +115,16 @@ class Gang(Policy):
     def new_queue(self, prefix_match=None) -> ProgramQueue:
         return ProgramQueue(self._program_order)
 
+    def _victim_rank(self, req: Request) -> tuple:
+        """Rank of the request's program, larger = preempted first: arrival order."""
+        return self._program_order(req)[:2]
+
     def victim(self, running: Iterable[Request]) -> Request:
+        """A running request of the program ranked last by :meth:`_victim_rank` (the
+        last admitted of it)."""
         best, best_key = None, None
         for i, req in enumerate(running):
-            k = (self._program_order(req)[:2], i)
+            k = (self._victim_rank(req), i)
             if best_key is None or k > best_key:
                 best, best_key = req, k
         return best  # type: ignore[return-value]

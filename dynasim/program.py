@@ -116,7 +116,7 @@ class Program:
     error: str = ""
     _stage: int = 0
     _tree_widths: list[int] = field(default_factory=list)
-    _tree_step: int = 0
+    _tree_run: object | None = None  # the search at the current widths (cached)
 
     # ------------------------------------------------------------- driving
     def start(self) -> list[Call]:
@@ -171,26 +171,35 @@ class Program:
         steps = tree.num_steps  # type: ignore[union-attr]
         if not self._tree_widths:
             self._tree_widths = [cap] * steps
+            self._tree_run = None
             self.knob = cap
         k, half = divmod(self._stage, 2)
         if k >= steps:
             return []
         self._stage += 1
         if half == 1:
-            return list(tree.run(self._tree_widths).steps[k].value)  # type: ignore[union-attr]
+            return list(self._replay().steps[k].value)
         if k > 0 and k == intra.detect_at_step(steps):  # type: ignore[attr-defined]
             # detect step: the value wave of step k-1 is done; R sets the beam width
-            last = tree.run(self._tree_widths).steps[k - 1]  # type: ignore[union-attr]
+            last = self._replay().steps[k - 1]
             width = intra.decide_width(self, last, cap)  # type: ignore[attr-defined]
             self._tree_widths = [cap] * k + [max(1, min(width, cap))] * (steps - k)
+            self._tree_run = None
             self.knob = self._tree_widths[-1]
-        return list(tree.run(self._tree_widths).steps[k].propose)  # type: ignore[union-attr]
+        return list(self._replay().steps[k].propose)
+
+    def _replay(self):
+        """The ToT search replayed at the current beam widths, recomputed only after the
+        widths change (:meth:`dynasim.tot.TreeSpec.run`)."""
+        if self._tree_run is None:
+            self._tree_run = self.spec.tree.run(self._tree_widths)  # type: ignore
+        return self._tree_run
 
     # ------------------------------------------------------------ results
     def result(self) -> tuple[str | None, bool]:
         """(answer, correct) of the finished program."""
         if self.spec.algorithm == "tot":
-            run = self.spec.tree.run(self._tree_widths)  # type: ignore[union-attr]
+            run = self._replay()
             return run.answer, bool(run.correct)
         used = self.issued
         if self.spec.algorithm == "cot":

@@ -97,6 +97,28 @@ def program_order(workload, num_programs: int | None, seed: int) -> list:
     return out
 
 
+def online_programs(workload, profile: Profile, rate: float, *, burstiness: float = 1.0,
+                    seed: int = 0, num_programs: int | None = None,
+                    slo_scale: float = 1.0, base: float | None = None, cap: int = 20):
+    """The inputs of an online run: programs (:func:`program_order`), their arrival
+    times (``rate`` programs/s, :func:`~dynasim.arrivals.arrival_times`) and deadlines
+    (:func:`deadlines_for`, base from :func:`base_deadline` at ``cap`` unless given).
+
+    Returns:
+        (specs, arrival times in s, deadlines in s after arrival, base deadline in s).
+
+    Raises:
+        InputError: a rate or program count :func:`~dynasim.arrivals.arrival_times`
+            rejects.
+    """
+    from dynasim.arrivals import arrival_times
+
+    specs = program_order(workload, num_programs, seed)
+    times = arrival_times(len(specs), rate, burstiness, seed)
+    base = base or base_deadline(workload.programs, profile, cap)
+    return specs, times, deadlines_for(specs, slo_scale, base), base
+
+
 def simulate_programs(specs, arrival_times, profile: Profile, policy: Policy,
                       deadlines=None, progress: Callable[[int], None] | None = None):
     """Simulate reasoning programs arriving at ``arrival_times`` (seconds, one per spec).

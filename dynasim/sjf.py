@@ -20,8 +20,6 @@ loads where nothing waits that long.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from dynasim.gang import Gang, ProgramQueue
 from dynasim.request import Request
 
@@ -78,14 +76,9 @@ class SJF(Gang):
     def new_queue(self, prefix_match=None) -> ProgramQueue:
         return ProgramQueue(self._key)
 
-    def victim(self, running: Iterable[Request]) -> Request:
-        """A running request of the program ranked last (the last admitted of it)."""
-        best, best_key = None, None
-        for i, req in enumerate(running):
-            k = (self._key(req), i)
-            if best_key is None or k > best_key:
-                best, best_key = req, k
-        return best  # type: ignore[return-value]
+    def _victim_rank(self, req: Request) -> tuple:
+        """The SJF order (:meth:`_key`): the longest, non-starving program goes first."""
+        return self._key(req)
 
     def priority(self, req: Request) -> int:
         """Estimated remaining tokens (smaller first); starving programs get 0."""

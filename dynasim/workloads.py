@@ -86,14 +86,13 @@ def _int(value: str, src: str, line: int, field: str, lo: int = 0) -> int:
 
 
 def read_samples(path: str | Path, *, equivalent: Equivalence = exact_match,
-                 prompt: tuple[tuple[str, int], ...] | None = None,
                  prompt_of=None, default_prompt_tokens: int = 256,
                  algorithm: str = "sc", name: str | None = None) -> Workload:
     """Read a per-sample CSV into SC (or CoT) programs.
 
     Args:
-        prompt: prompt segments shared by all questions' template, then a per-question
-            tail is added by ``prompt_of(question_id) -> segments`` when given.
+        prompt_of: ``prompt_of(question_id) -> segments`` when the file has no
+            ``prompt_tokens`` column (named workloads: template + question tail).
         default_prompt_tokens: prompt length when the file has no ``prompt_tokens``.
         algorithm: ``sc`` (all samples) or ``cot`` (the first sample as one long chain).
 
@@ -137,7 +136,7 @@ def read_samples(path: str | Path, *, equivalent: Equivalence = exact_match,
             elif prompt_of is not None:
                 segs = prompt_of(q)
             else:
-                segs = (prompt or ((f"{src}#template", default_prompt_tokens),))
+                segs = ((f"{src}#template", default_prompt_tokens),)
             ans = row["extracted_answer"]
             by_q.setdefault(q, []).append(
                 (idx, Call(segs, out, answer=ans, correct=ok in ("1", "True", "true"))))
@@ -152,7 +151,7 @@ def read_samples(path: str | Path, *, equivalent: Equivalence = exact_match,
         programs.append(ProgramSpec(q, algorithm, calls,
                                     difficulty_of([bool(c.correct) for _, c in rows]),
                                     equivalent=equivalent))
-    notes = "" if has_prompt or prompt_of or prompt else \
+    notes = "" if has_prompt or prompt_of else \
         f"no prompt_tokens column: assumed {default_prompt_tokens} prompt tokens"
     return Workload(name or src, tuple(programs), notes)
 
