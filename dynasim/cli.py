@@ -92,12 +92,12 @@ def _json(v):
     return v.item() if hasattr(v, "item") else str(v)
 
 
-def print_summary(s: dict) -> None:
-    """Print a summary in ``vllm bench serve``'s layout."""
+def print_summary(s: dict, title: str = "simulated") -> None:
+    """Print a summary in ``vllm bench serve``'s layout (``title``: simulated/replayed)."""
     def line(label, value, fmt="{:<10.2f}"):
         print("{:<40} ".format(label) + (fmt.format(value) if value is not None else ""))
 
-    print("{s:{c}^{n}}".format(s=" Serving Benchmark Result (simulated) ", n=50, c="="))
+    print("{s:{c}^{n}}".format(s=f" Serving Benchmark Result ({title}) ", n=50, c="="))
     line("Successful requests:", s["completed"], "{:<10}")
     line("Failed requests:", s["failed"], "{:<10}")
     line("Benchmark duration (s):", s["duration"])
@@ -256,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-model-len", type=int)
     p.set_defaults(func=cmd_benchmark)
     add_commands(sub)
+    from replay.cli import add_replay_commands
+
+    add_replay_commands(sub)
     return parser
 
 

@@ -48,14 +48,21 @@ def records_frame(requests: Iterable[Request]) -> pd.DataFrame:
                                      "num_preemptions", "error", "program_id",
                                      "cached_tokens"])
     df = df.sort_values("request_id", kind="stable").reset_index(drop=True)
+    return with_latencies(df)[COLUMNS]
+
+
+def with_latencies(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``ttft``, ``e2e_latency`` and ``tpot`` (module table) to a frame holding the
+    time and token columns, and fix the column types; the simulator and the replay
+    harness both build their records with it, so the definitions cannot drift."""
     df["ttft"] = df["first_token_time"] - df["arrival_time"]
     df["e2e_latency"] = df["finish_time"] - df["arrival_time"]
     decode_tokens = (df["output_tokens"] - 1).where(df["output_tokens"] > 1)
     df["tpot"] = (df["e2e_latency"] - df["ttft"]) / decode_tokens
     df["error"] = df["error"].astype(str)
-    return df[COLUMNS].astype({"request_id": np.int64, "prompt_tokens": np.int64,
-                               "output_tokens": np.int64, "num_preemptions": np.int64,
-                               "program_id": np.int64, "cached_tokens": np.int64})
+    return df.astype({"request_id": np.int64, "prompt_tokens": np.int64,
+                      "output_tokens": np.int64, "num_preemptions": np.int64,
+                      "program_id": np.int64, "cached_tokens": np.int64})
 
 
 #: Per-program record (issue 3 / Dynasor §4), times in seconds, sizes in tokens:

@@ -1,0 +1,225 @@
+"""``dynasim replay`` and ``dynasim compare`` (also ``python -m replay``).
+
+Flag names follow ``vllm bench serve`` (``--base-url``, ``--model``, ``--request-rate``,
+``--burstiness``, ``--seed``, ``--num-prompts``, ``--max-concurrency``, ``--goodput``)
+and ``dynasim simulate`` (``--trace`` / ``--workload``, ``--policy`` and the program
+flags), so that the same command line with ``simulate`` swapped for ``replay`` runs the
+same trace, programs and seed against a live server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import uuid
+
+from dynasim.errors import InputError
+
+
+def add_replay_commands(sub) -> None:
+    """Register ``replay`` and ``compare`` on the ``dynasim`` parser."""
+    from dynasim.cli_programs import add_program_flags
+
+    p = sub.add_parser("replay", help="replay a trace or workload against a live "
+                       "OpenAI-compatible server (vLLM)")
+    add_replay_flags(p)
+    add_program_flags(p)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("compare", help="simulated against replayed run: per-request "
+                       "TTFT/E2E errors and SLO attainment")
+    p.add_argument("sim_dir", metavar="SIM_DIR", help="output dir of dynasim simulate")
+    p.add_argument("real_dir", metavar="REAL_DIR", help="output dir of dynasim replay")
+    p.add_argument("--goodput", nargs="+", metavar="KEY:MS",
+                   help="request SLOs for trace runs (default: the replay's --goodput)")
+    p.add_argument("--output", help="figure file (.html; default REAL_DIR/compare.html; "
+                   "a .png is written beside it when Chromium is installed)")
+    p.set_defaults(func=cmd_compare)
+
+
+def add_replay_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of ``dynasim replay`` other than the program flags."""
+    p.add_argument("--base-url", required=True, help="server root, e.g. "
+                   "http://127.0.0.1:8000")
+    p.add_argument("--model", required=True, help="served model name")
+    p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"),
+                   help="bearer token (default: $OPENAI_API_KEY)")
+    p.add_argument("--trace", help="dataset name or trace file (.jsonl Mooncake, .csv "
+                   "Azure 2023)")
+    p.add_argument("--workload", help="reasoning workload name or per-sample CSV")
+    p.add_argument("--policy", default="fcfs", help="fcfs, gang, sjf, optionally "
+                   "+certaindex (LPM needs server support and is refused)")
+    p.add_argument("--request-rate", type=float, default=None,
+                   help="trace: re-time with this rate (req/s; default: the trace's "
+                        "timestamps); workload: Poisson program arrival rate (programs/s)")
+    p.add_argument("--burstiness", type=float, default=1.0)
+    p.add_argument("--num-prompts", type=int, help="use only the first N requests")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", help="profile used to derive the base deadline as "
+                   "dynasim simulate does (workloads; or give --base-deadline)")
+    p.add_argument("--max-concurrency", type=int, help="most requests in flight; due "
+                   "requests wait in the policy's client-side queue")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per request "
+                   "(default: none)")
+    p.add_argument("--goodput", nargs="+", metavar="KEY:MS",
+                   help="SLOs for goodput, e.g. ttft:200 tpot:50 e2el:10000")
+    p.add_argument("--prefix-salt", help="salt of the prompt token ids (default: fresh "
+                   "per run, so no run hits another run's prefix cache)")
+    p.add_argument("--output-dir", required=True, help="where requests.parquet, "
+                   "programs.parquet and summary.json go (written as results arrive)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _inputs(args):
+    """(requests or None, specs, times, deadlines, meta) from the flags."""
+    from dynasim import arrivals, trace as trace_mod
+    from dynasim.simulation import requests_from_trace
+
+    if (args.trace is None) == (args.workload is None):
+        raise InputError("give exactly one of --trace and --workload", field="trace")
+    if args.max_concurrency is not None and args.max_concurrency < 1:
+        raise InputError("--max-concurrency must be >= 1", field="max_concurrency")
+    if args.timeout is not None and not args.timeout > 0:
+        raise InputError("--timeout must be > 0 seconds", field="timeout")
+    if args.trace is not None:
+        tr = trace_mod.read_trace(args.trace)
+        if args.num_prompts is not None:
+            if args.num_prompts < 1:
+                raise InputError("--num-prompts must be >= 1", field="num_prompts")
+            tr = tr.head(args.num_prompts)
+        if args.request_rate is not None:
+            tr = arrivals.retime(tr, args.request_rate, args.burstiness, args.seed)
+        meta = {"trace": tr.source, "num_prompts": len(tr), "request_rate":
+                args.request_rate if args.request_rate is not None else "trace",
+                "burstiness": args.burstiness, "seed": args.seed}
+        return requests_from_trace(tr), None, None, None, meta
+    from dynasim.cli_programs import online_profile
+    from dynasim.profile import load_profile
+    from dynasim.simulation import deadlines_for, online_programs, program_order
+    from dynasim.workloads import load_workload
+
+    workload = load_workload(args.workload)
+    if args.base_deadline is None and args.profile is None:
+        raise InputError("give --base-deadline (seconds) or --profile (the base deadline "
+                         "is then derived as dynasim simulate derives it)",
+                         field="base_deadline")
+    if args.profile is not None:
+        profile = online_profile(args, load_profile(args.profile))
+        specs, times, deadlines, base = online_programs(
+            workload, profile, args.request_rate, burstiness=args.burstiness,
+            seed=args.seed, num_programs=args.num_programs, slo_scale=args.slo_scale,
+            base=args.base_deadline, cap=args.cap)
+    else:
+        from dynasim.arrivals import arrival_times
+
+        _check_rate(args)
+        specs = program_order(workload, args.num_programs, args.seed)
+        times = arrival_times(len(specs), args.request_rate, args.burstiness, args.seed)
+        base = args.base_deadline
+        deadlines = deadlines_for(specs, args.slo_scale, base)
+    meta = {"workload": workload.name, "program_rate": args.request_rate,
+            "burstiness": args.burstiness, "seed": args.seed, "slo_scale": args.slo_scale,
+            "base_deadline_s": base, "num_programs": len(specs)}
+    return None, specs, times, deadlines, meta
+
+
+def _check_rate(args) -> None:
+    if args.request_rate is None or not args.request_rate > 0 or \
+            math.isinf(args.request_rate):
+        raise InputError("--request-rate (programs/s, finite, > 0) is required with "
+                         "--workload", field="request_rate")
+    if args.num_programs is not None and args.num_programs < 1:
+        raise InputError("--num-programs must be >= 1", field="num_programs")
+    if not args.slo_scale > 0:
+        raise InputError("--slo-scale must be > 0", field="slo_scale")
+
+
+def cmd_replay(args) -> None:
+    """``dynasim replay``: run the trace or programs against the server (module doc)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dynasim.cli import print_summary
+    from dynasim.cli_programs import _intra_args, print_program_summary
+    from dynasim.metrics import parse_goodput
+    from dynasim.policy import make_policy
+    from replay.client import new_session
+    from replay.dispatcher import Replay, check_policy, probe_priority, scrape_metrics
+    from replay.journal import Journal
+    from replay.prompts import PromptBuilder, fetch_token_pool
+
+    goodput = parse_goodput(args.goodput)
+    policy = make_policy(args.policy, inter=args.inter_program, **_intra_args(args))
+    if hasattr(policy, "aging_s"):
+        policy.aging_s = args.sjf_aging
+    check_policy(policy)
+    requests, specs, times, deadlines, meta = _inputs(args)
+    console = Console(stderr=True)
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    salt = args.prefix_salt or uuid.uuid4().hex[:12]
+    meta.update({"base_url": args.base_url, "model": args.model, "policy": policy.label,
+                 "intra_program": repr(policy.intra), "max_concurrency":
+                 args.max_concurrency, "timeout": args.timeout, "prefix_salt": salt})
+    journal = Journal(args.output_dir, meta, goodput, programs=specs is not None)
+    total = len(requests) if requests is not None else len(specs)
+    unit = "requests" if requests is not None else "programs"
+
+    async def main(bar, task) -> dict:
+        async with new_session() as client:
+            try:
+                pool = await fetch_token_pool(client, args.base_url, args.model, headers)
+                honoured = await probe_priority(client, args.base_url, args.model,
+                                                headers, pool[0])
+            except RuntimeError as exc:
+                raise InputError(str(exc), field="base_url") from exc
+            if not honoured:
+                console.print("[yellow]the server does not honour vLLM's priority field "
+                              "(start vLLM with --scheduling-policy priority): priorities "
+                              "are not sent; in-engine order is the server's FCFS")
+            meta.update({"server_priority_scheduling": honoured,
+                         "priority_sent": honoured})
+            before = await scrape_metrics(client, args.base_url, headers)
+
+            def progress(n_req, n_prog):
+                bar.update(task, completed=n_req if requests is not None else n_prog)
+
+            rep = Replay(args.base_url, args.model, policy, journal,
+                         PromptBuilder(pool, salt), api_key=args.api_key,
+                         max_concurrency=args.max_concurrency, timeout=args.timeout,
+                         send_priority=honoured, progress=progress)
+            summary = await rep.run(requests, specs, times, deadlines)
+            after = await scrape_metrics(client, args.base_url, headers)
+            extra = {f"server_{k}": after[k] - before.get(k, 0.0) for k in after}
+            extra["interrupted"] = False
+            if "server_num_preemptions" in extra:
+                extra["num_preemptions"] = int(extra["server_num_preemptions"])
+            return journal.write(final=True, extra=extra) if extra else summary
+
+    with Progress(TextColumn("replaying"), BarColumn(), TextColumn(
+            "{task.completed}/{task.total} " + unit), TimeElapsedColumn(),
+            console=console, transient=True, disable=args.no_progress) as bar:
+        task = bar.add_task("replay", total=total)
+        try:
+            summary = asyncio.run(main(bar, task))
+        except KeyboardInterrupt:
+            console.print(f"interrupted: partial results in {args.output_dir}")
+            raise
+    print_summary(summary, "replayed")
+    if specs is not None:
+        print_program_summary(summary)
+    if "p99_dispatch_lag_ms" in summary:
+        print(f"{'Dispatch lag p50/p99 (ms):':<40} {summary['median_dispatch_lag_ms']:.2f}"
+              f" / {summary['p99_dispatch_lag_ms']:.2f}")
+    print(f"wrote {args.output_dir}/requests.parquet, summary.json"
+          + (", programs.parquet" if specs is not None else ""))
+
+
+def cmd_compare(args) -> None:
+    """``dynasim compare SIM_DIR REAL_DIR`` (see :mod:`replay.compare`)."""
+    from replay.compare import compare_dirs, print_comparison
+
+    result = compare_dirs(args.sim_dir, args.real_dir, goodput=args.goodput,
+                          output=args.output)
+    print_comparison(result)

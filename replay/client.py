@@ -1,0 +1,181 @@
+"""One streamed completion against an OpenAI-compatible server, measured as
+``vllm bench serve`` measures it (``vllm/benchmarks/lib/endpoint_request_func.py``,
+``async_request_openai_completions``).
+
+* the send time is taken just before the HTTP request goes out;
+* every SSE chunk that carries ``choices`` is a token chunk: the first one gives the first
+  token time (TTFT), each next one an inter-token latency (ITL), the last one the finish
+  time (E2E latency = last chunk − send);
+* output tokens come from the final ``usage`` chunk (``stream_options.include_usage``);
+* anything else ends the request with an ``error`` string: an HTTP status other than 200,
+  a connection reset, a malformed SSE line, a stream without ``[DONE]``, the per-request
+  timeout, or cancellation. A failed request keeps whatever times it had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the client saw of one request (times in seconds on the run's clock).
+
+    Attributes:
+        send_time: just before the HTTP request was written.
+        first_token_time, finish_time: first and last token chunk (NaN if none).
+        chunk_times: every token chunk, in order (ITL = successive differences).
+        output_tokens: ``usage.completion_tokens`` (the number of token chunks if the
+            server sent no usage; ``usage_reported`` says which).
+        prompt_tokens: ``usage.prompt_tokens`` (-1 if not reported).
+        cached_tokens: ``usage.prompt_tokens_details.cached_tokens`` (-1 if not
+            reported; vLLM reports it with ``--enable-prompt-tokens-details``).
+        http_status: the response status (0: no response).
+        error: empty on success, else what went wrong.
+    """
+
+    send_time: float = math.nan
+    first_token_time: float = math.nan
+    finish_time: float = math.nan
+    chunk_times: list[float] = field(default_factory=list)
+    output_tokens: int = 0
+    prompt_tokens: int = -1
+    cached_tokens: int = -1
+    usage_reported: bool = False
+    http_status: int = 0
+    error: str = ""
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+        msg = doc.get("message") or doc.get("error", {}).get("message") or doc
+    except (ValueError, AttributeError):
+        msg = body[:200].decode("utf-8", "replace")
+    return str(msg)[:300]
+
+
+def _read_usage(usage: dict, out: Outcome) -> None:
+    out.usage_reported = True
+    out.output_tokens = int(usage.get("completion_tokens") or 0)
+    out.prompt_tokens = int(usage.get("prompt_tokens") or -1)
+    details = usage.get("prompt_tokens_details") or {}
+    if details.get("cached_tokens") is not None:
+        out.cached_tokens = int(details["cached_tokens"])
+
+
+async def stream_completion(session: aiohttp.ClientSession, url: str, payload: dict,
+                            headers: dict, timeout: float | None,
+                            clock: Callable[[], float], out: Outcome) -> Outcome:
+    """Send one streamed completion and fill ``out`` as it goes (see module doc).
+
+    ``out`` is filled in place so that a caller that cancels this coroutine still holds
+    every time measured so far. Never raises for server or network faults (they become
+    ``out.error``); re-raises ``asyncio.CancelledError`` after marking ``out.error``.
+
+    Args:
+        session: the run's ``aiohttp.ClientSession`` (aiohttp, as ``vllm bench serve``:
+            its per-request overhead is a fraction of httpx's, which matters at
+            1000 req/s).
+        url: the endpoint, e.g. ``http://127.0.0.1:8000/v1/completions``.
+        payload: the JSON body (``stream`` is forced on, with usage).
+        timeout: seconds for the whole request (``None``: no limit).
+        clock: the run's clock, seconds.
+    """
+    body = dict(payload, stream=True, stream_options={"include_usage": True})
+    chunks = 0
+    try:
+        async with asyncio.timeout(timeout):
+            out.send_time = clock()
+            async with session.post(url, json=body, headers=headers) as resp:
+                out.http_status = resp.status
+                if resp.status != 200:
+                    out.error = f"HTTP {resp.status}: {_error_message(await resp.read())}"
+                    return out
+                done = False
+                buf = b""
+                async for piece in resp.content.iter_any():  # SSE events end in a
+                    buf += piece                            # blank line
+                    *events, buf = buf.split(b"\n\n")
+                    now = clock()
+                    for event in events:
+                        for line in event.splitlines():
+                            line = line.strip()
+                            if not line or line.startswith(b":"):
+                                continue
+                            if not line.startswith(b"data:"):
+                                out.error = f"malformed SSE line {line[:80]!r}"
+                                return out
+                            data = line[5:].strip()
+                            if data == b"[DONE]":
+                                done = True
+                                break
+                            try:
+                                doc = json.loads(data)
+                            except ValueError:
+                                out.error = f"malformed SSE data {data[:80]!r}"
+                                return out
+                            if doc.get("choices"):
+                                if not out.chunk_times:
+                                    out.first_token_time = now
+                                out.chunk_times.append(now)
+                                out.finish_time = now
+                                chunks += 1
+                            usage = doc.get("usage")
+                            if usage:
+                                _read_usage(usage, out)
+                            if "error" in doc and not doc.get("choices"):
+                                out.error = ("server error in stream: "
+                                             f"{_error_message(data)}")
+                                return out
+                        if done:
+                            break
+                    if done:
+                        break
+                if not done:
+                    out.error = "stream ended before [DONE]"
+                    return out
+        if not out.usage_reported:
+            out.output_tokens = chunks
+        if not chunks:
+            out.error = "no token in the response"
+    except TimeoutError:
+        out.error = f"timeout after {timeout:g} s"
+    except asyncio.CancelledError:
+        out.error = out.error or "cancelled"
+        raise
+    except (aiohttp.ClientError, OSError) as exc:
+        out.error = f"{type(exc).__name__}: {exc}"[:300]
+    return out
+
+
+async def post_json(session: aiohttp.ClientSession, url: str, payload: dict,
+                    headers: dict) -> tuple[int, dict | str]:
+    """POST a non-streamed JSON request; returns (status, JSON body or text)."""
+    async with session.post(url, json=payload, headers=headers) as resp:
+        text = await resp.text()
+        try:
+            return resp.status, json.loads(text)
+        except ValueError:
+            return resp.status, text
+
+
+async def get_text(session: aiohttp.ClientSession, url: str,
+                   headers: dict | None = None) -> tuple[int, str]:
+    """GET ``url``; returns (status, body text)."""
+    async with session.get(url, headers=headers or {}) as resp:
+        return resp.status, await resp.text()
+
+
+def new_session(max_connections: int | None = None) -> aiohttp.ClientSession:
+    """The client session of a run: no aiohttp timeout (requests carry their own),
+    at most ``max_connections`` connections (``None``: unlimited)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=max_connections or 0),
+        timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar())

@@ -1,0 +1,356 @@
+"""Open-loop replay of a trace or of reasoning programs, driven by a dynasim policy.
+
+The same :class:`~dynasim.policy.Policy` object that orders the simulated engine's queue
+orders the client's sends here (Dynasor's scheduling is program-level, App. D.3):
+
+* **arrivals** are open-loop: a request (or a program's first wave) is due at its
+  scheduled time whatever the server is doing, as in ``vllm bench serve``;
+* **the client-side queue** is the policy's own waiting queue (``policy.new_queue()``):
+  due requests are pushed, and admission groups are popped in the policy's order while
+  ``--max-concurrency`` leaves room -- a gang (gang, SJF) is sent whole or waits, like the
+  engine's head-of-line rule; without ``--max-concurrency`` everything is sent when due;
+* **in-engine order** is the policy's integer priority (``policy.priority(req)``,
+  computed at send time), sent as vLLM's ``priority`` field, which vLLM honours when it
+  runs ``--scheduling-policy priority`` (lower first); :func:`probe_priority` checks that
+  before the run, and priorities are left out when the server does not honour them;
+* **programs** are the simulator's :class:`~dynasim.program.Program` state machines: a
+  wave is sent when the previous one has finished; the intra-program policy (certaindex,
+  caps) decides the waves from the answers recorded in the trace, so the server supplies
+  the compute and the timing, not the reasoning. A program that stops early simply never
+  sends its remaining samples; :meth:`Replay.cancel_program` aborts a program's queued
+  and in-flight requests (closing an HTTP stream makes vLLM abort the request).
+
+LPM needs the server's prefix-tree state (SGLang's scheduler); vLLM exposes none, so it
+cannot be replayed here and :func:`check_policy` says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import aiohttp
+
+from dynasim.errors import InputError
+from dynasim.request import Request
+from replay.client import Outcome, get_text, new_session, post_json, stream_completion
+from replay.journal import Journal
+from replay.prompts import PromptBuilder, trace_segments
+
+
+def check_policy(policy) -> None:
+    """Refuse policies a client cannot carry out against vLLM.
+
+    Raises:
+        InputError: LPM (longest prefix match orders by the server's radix cache, which
+            only SGLang's own scheduler sees; a client-side imitation would be fake).
+    """
+    if policy.name == "lpm":
+        raise InputError("LPM orders requests by the server's prefix-cache contents; "
+                         "vLLM has no such scheduling policy and exposes no cache state, "
+                         "so it cannot be replayed (run it on SGLang, whose default "
+                         "policy is LPM, or simulate it with dynasim simulate)",
+                         field="policy", source=policy.label)
+
+
+async def probe_priority(session: aiohttp.ClientSession, base_url: str, model: str,
+                         headers: dict, token: int) -> bool:
+    """Whether the server honours vLLM's ``priority`` field: one 1-token request with
+    ``priority=1``. vLLM started without ``--scheduling-policy priority`` answers
+    HTTP 400 ("Priority scheduling is not enabled"); with it, 200.
+
+    Raises:
+        RuntimeError: the server is unreachable or fails the probe for another reason
+            (wrong model name, ...), with its answer.
+    """
+    url = base_url.rstrip("/") + "/v1/completions"
+    body = {"model": model, "prompt": [token] * 4, "max_tokens": 1, "priority": 1}
+    try:
+        status, doc = await post_json(session, url, body, headers)
+    except (aiohttp.ClientError, OSError) as exc:
+        raise RuntimeError(f"{url}: cannot reach the server ({exc})") from exc
+    if status == 200:
+        return True
+    if status == 400 and "riority" in str(doc):
+        return False
+    raise RuntimeError(f"{url}: probe request failed with HTTP {status}: {str(doc)[:300]}")
+
+
+async def scrape_metrics(session: aiohttp.ClientSession, base_url: str,
+                         headers: dict | None = None) -> dict[str, float]:
+    """Counters from vLLM's Prometheus ``/metrics`` (summed over label sets):
+    ``generation_tokens``, ``prompt_tokens``, ``num_preemptions``; ``{}`` if absent."""
+    names = {"vllm:generation_tokens_total": "generation_tokens",
+             "vllm:prompt_tokens_total": "prompt_tokens",
+             "vllm:num_preemptions_total": "num_preemptions"}
+    try:
+        status, text = await get_text(session, base_url.rstrip("/") + "/metrics", headers)
+    except (aiohttp.ClientError, OSError):
+        return {}
+    if status != 200:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in names:
+            try:
+                out[names[name]] = out.get(names[name], 0.0) + float(line.rsplit(" ", 1)[1])
+            except ValueError:
+                continue
+    return out
+
+
+class Replay:
+    """One live run: a policy, a server, a journal.
+
+    Args:
+        base_url: server root, e.g. ``http://127.0.0.1:8000``.
+        model: the served model name.
+        policy: a dynasim policy (:func:`dynasim.policy.make_policy`), not LPM.
+        journal: where rows go (:class:`~replay.journal.Journal`).
+        prompts: token-id prompt builder (:class:`~replay.prompts.PromptBuilder`).
+        api_key: sent as ``Authorization: Bearer``.
+        max_concurrency: most requests in flight (``None``: unlimited).
+        timeout: seconds per request (``None``: none).
+        send_priority: whether to send the ``priority`` field.
+        progress: called with (requests done, programs done) after each request.
+    """
+
+    def __init__(self, base_url: str, model: str, policy, journal: Journal,
+                 prompts: PromptBuilder, api_key: str | None = None,
+                 max_concurrency: int | None = None, timeout: float | None = None,
+                 send_priority: bool = True,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        check_policy(policy)
+        self.url = base_url.rstrip("/") + "/v1/completions"
+        self.model = model
+        self.policy = policy
+        self.journal = journal
+        self.prompts = prompts
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+        self.send_priority = send_priority
+        self.progress = progress
+        self.queue = policy.new_queue()
+        self.in_flight: dict[Request, asyncio.Task] = {}
+        self.t0 = 0.0
+        self.done = 0
+        self.programs_done = 0
+        self._ids = itertools.count()
+        self._due: dict[Request, tuple[float, float]] = {}  # scheduled, queued-at
+        self._owner: dict[Request, tuple] = {}
+        self._outstanding: dict[int, int] = {}
+        self._programs: list = []
+        self._ids_prompt: dict[Request, list[int]] = {}
+        self._idle = asyncio.Event()
+
+    # ------------------------------------------------------------------ clock
+    def clock(self) -> float:
+        """Seconds since the start of the arrival schedule."""
+        return time.perf_counter() - self.t0
+
+    async def _sleep_until(self, t: float) -> None:
+        delay = t - self.clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    # ------------------------------------------------------------- dispatch
+    def _arrive(self, req: Request, scheduled: float) -> None:
+        now = self.clock()
+        self._due[req] = (scheduled, now)
+        self.policy.on_arrival(req, now)
+        self.queue.push(req)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        self.policy.on_step(self.clock())
+        refresh = getattr(self.queue, "refresh", None)
+        if refresh is not None:
+            refresh()
+        cap = self.max_concurrency
+        while len(self.queue):
+            group = self.queue.peek()
+            if cap and self.in_flight and len(self.in_flight) + len(group) > cap:
+                break  # head-of-line: the group waits for room (a gang is sent whole)
+            for req in self.queue.pop():
+                self.in_flight[req] = asyncio.ensure_future(self._send(req))
+        self._idle.clear()
+
+    async def _send(self, req: Request) -> None:
+        scheduled, queued_at = self._due.pop(req)
+        dispatched = self.clock()
+        payload = {"model": self.model, "max_tokens": req.output_tokens,
+                   "ignore_eos": True, "temperature": 0.0,
+                   "prompt": self._ids_prompt.pop(req, None) or self._prompt(req)}
+        priority = self.policy.priority(req) if self.send_priority else None
+        if priority is not None:
+            payload["priority"] = int(priority)
+        headers = dict(self.headers, **{"X-Request-Id": f"dynasim-{req.request_id}"})
+        out = Outcome()
+        try:
+            await stream_completion(self._client, self.url, payload, headers,
+                                    self.timeout, self.clock, out)
+        except asyncio.CancelledError:
+            self._record(req, out, scheduled, queued_at, dispatched, priority)
+            raise
+        self._record(req, out, scheduled, queued_at, dispatched, priority)
+        self._finished(req, out)
+
+    def _prompt(self, req: Request) -> list[int]:
+        if req.prompt is not None:
+            return self.prompts.build(req.prompt)
+        return self.prompts.build(trace_segments(req.request_id, req.prompt_tokens,
+                                                 req.hash_ids))
+
+    def _record(self, req: Request, out: Outcome, scheduled: float, queued_at: float,
+                dispatched: float, priority: int | None) -> None:
+        self.in_flight.pop(req, None)
+        queue_time = max(0.0, dispatched - queued_at)
+        send = out.send_time if not math.isnan(out.send_time) else dispatched
+        times = out.chunk_times
+        self.journal.add_request({
+            "request_id": req.request_id, "arrival_time": send - queue_time,
+            "first_token_time": out.first_token_time, "finish_time": out.finish_time,
+            "prompt_tokens": req.prompt_tokens, "output_tokens": out.output_tokens,
+            "num_preemptions": 0, "error": out.error,
+            "program_id": -1 if req.program_id is None else req.program_id,
+            "cached_tokens": out.cached_tokens, "scheduled_time": scheduled,
+            "send_time": send, "client_queue_time": queue_time,
+            "dispatch_lag": send - scheduled - queue_time,
+            "itl": [b - a for a, b in zip(times, times[1:])],
+            "asked_output_tokens": req.output_tokens,
+            "usage_prompt_tokens": out.prompt_tokens,
+            "priority": -1 if priority is None else priority,
+            "http_status": out.http_status})
+        self.done += 1
+
+    def _finished(self, req: Request, out: Outcome) -> None:
+        now = self.clock()
+        req.status = "finished" if not out.error else "rejected"
+        req.error = out.error
+        self.policy.on_finish(req, now)
+        owner = self._owner.pop(req, None)
+        if owner is not None:
+            prog, call = owner
+            if not out.error:
+                prog.on_call_done(call)
+            else:
+                prog.error = prog.error or out.error
+            self._outstanding[prog.program_id] -= 1
+            if self._outstanding[prog.program_id] == 0:
+                self._start_wave(prog, prog.on_wave_done(now))
+        if self.progress is not None:
+            self.progress(self.done, self.programs_done)
+        self._dispatch()
+        if not self.in_flight and not len(self.queue):
+            self._idle.set()
+
+    # --------------------------------------------------------------- programs
+    def _start_wave(self, prog, wave) -> None:
+        now = self.clock()
+        if not wave:
+            self.policy.on_program_finish(prog, now)
+            self.programs_done += 1
+            from dynasim.data_record import programs_frame
+
+            self.journal.add_program(programs_frame([prog]).iloc[0].to_dict())
+            return
+        self._outstanding[prog.program_id] = len(wave)
+        for call in wave:
+            req = Request(next(self._ids), now, call.prompt_tokens, call.output_tokens,
+                          program_id=prog.program_id, prompt=call.prompt)
+            self._owner[req] = (prog, call)
+            self._arrive(req, now)
+
+    def cancel_program(self, program_id: int) -> int:
+        """Abort every queued and in-flight request of a program (in-flight ones end
+        with error ``cancelled``; vLLM aborts a request whose stream is closed).
+        Returns how many requests were cancelled."""
+        n = 0
+        for req in [r for r in self.queue if r.program_id == program_id]:
+            self.queue.remove(req)
+            self._due.pop(req, None)
+            n += 1
+        for req, task in list(self.in_flight.items()):
+            if req.program_id == program_id:
+                task.cancel()
+                n += 1
+        return n
+
+    # -------------------------------------------------------------------- runs
+    async def _open(self):
+        self._client = new_session(self.max_concurrency)
+        return self._client
+
+    async def _drain(self) -> None:
+        while self.in_flight or len(self.queue):
+            self._idle.clear()
+            await self._idle.wait()
+
+    async def _periodic(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            await asyncio.to_thread(self.journal.write, False)
+
+    async def _cancel_all(self) -> None:
+        tasks = list(self.in_flight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for req in list(self.queue):  # queued, never sent: accounted as not sent
+            self.queue.remove(req)
+            scheduled, queued_at = self._due.pop(req, (math.nan, math.nan))
+            self._record(req, Outcome(error="not sent (run interrupted)"), scheduled,
+                         queued_at, queued_at, None)
+
+    async def run(self, requests: Sequence[Request] | None = None, specs=None,
+                  arrival_times=None, deadlines=None, flush_every: float = 10.0) -> dict:
+        """Replay ``requests`` (trace mode) or programs ``specs`` arriving at
+        ``arrival_times`` (seconds) with ``deadlines`` (seconds after arrival); returns
+        the final summary. On cancellation (Ctrl-C) every in-flight request is aborted
+        and recorded with its error, the summary says ``interrupted``, and the
+        cancellation propagates after the files are written."""
+        from dynasim.program import Program
+
+        await self._open()
+        writer = None
+        interrupted = False
+        try:
+            if requests is not None:  # build prompts before the clock starts
+                for req in requests:
+                    self._ids_prompt[req] = self._prompt(req)
+            self.t0 = time.perf_counter()
+            writer = asyncio.ensure_future(self._periodic(flush_every))
+            if requests is not None:
+                for req in requests:
+                    await self._sleep_until(req.arrival_time)
+                    self._arrive(req, req.arrival_time)
+            else:
+                for i, (spec, t) in enumerate(zip(specs, arrival_times)):
+                    prog = Program(i, spec, self.policy.intra, float(t))
+                    if deadlines is not None:
+                        prog.deadline = float(deadlines[i])
+                    self._programs.append(prog)
+                for prog in self._programs:
+                    await self._sleep_until(prog.arrival_time)
+                    self.policy.on_program_arrival(prog, self.clock())
+                    self._start_wave(prog, prog.start())
+            await self._drain()
+        except asyncio.CancelledError:
+            interrupted = True
+            await self._cancel_all()
+            raise
+        finally:
+            if writer is not None:
+                writer.cancel()
+            await self._client.close()
+            self.summary = self.journal.write(final=not interrupted,
+                                              extra={"interrupted": interrupted})
+            self.journal.close()
+        return self.summary

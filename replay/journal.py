@@ -1,0 +1,188 @@
+"""Results of a live run, written as they arrive, so that no finished measurement is lost.
+
+Every finished request (and program) is appended at once to ``requests.jsonl``
+(``programs.jsonl``) and flushed: a crash or ``kill -9`` loses nothing already measured.
+Every few seconds, and at the end or on Ctrl-C, the tables are rewritten atomically
+(temporary file + rename) as ``requests.parquet``, ``programs.parquet`` and
+``summary.json`` (``"partial": true`` until the run completes), so a reader never sees a
+half-written file. :func:`read_records` reads a run directory, preferring the JSONL logs.
+
+Request columns: the simulator's (:data:`dynasim.data_record.COLUMNS`, same units and
+definitions, ``arrival_time`` being the time the request was handed to the client's
+sender: its send time unless the client-side policy queued it) plus :data:`EXTRA`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dynasim.data_record import COLUMNS, PROGRAM_COLUMNS, with_latencies
+from dynasim.metrics import summarize, summarize_programs
+
+#: Replay-only request columns (seconds on the run clock unless said):
+#: ``scheduled_time`` when the trace (or the program's previous wave) made the request
+#: due; ``send_time`` just before the HTTP request went out; ``client_queue_time`` time
+#: spent in the client-side policy queue (``--max-concurrency``); ``dispatch_lag`` =
+#: send − scheduled − client queue time (the client's own overhead); ``itl`` list of
+#: inter-token latencies; ``asked_output_tokens`` the ``max_tokens`` sent;
+#: ``usage_prompt_tokens`` the server's prompt count; ``priority`` the vLLM priority
+#: sent (-1: none); ``http_status``.
+EXTRA = ["scheduled_time", "send_time", "client_queue_time", "dispatch_lag", "itl",
+         "asked_output_tokens", "usage_prompt_tokens", "priority", "http_status"]
+
+
+def _dump(row: dict) -> str:
+    return json.dumps(row, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+
+
+def requests_table(rows: list[dict]) -> pd.DataFrame:
+    """The record table of replayed request rows (columns COLUMNS + EXTRA)."""
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in COLUMNS + EXTRA})
+    df = pd.DataFrame(rows)
+    df = df.sort_values("request_id", kind="stable").reset_index(drop=True)
+    return with_latencies(df)[COLUMNS + EXTRA]
+
+
+def programs_table(rows: list[dict]) -> pd.DataFrame:
+    """The program table of replayed program rows (columns PROGRAM_COLUMNS)."""
+    if not rows:
+        return pd.DataFrame(columns=PROGRAM_COLUMNS)
+    df = pd.DataFrame(rows, columns=PROGRAM_COLUMNS)
+    return df.sort_values("program_id", kind="stable").reset_index(drop=True)
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+class Journal:
+    """Incremental writer of one run directory (module doc).
+
+    Args:
+        out_dir: the run directory (created).
+        meta: configuration keys copied into ``summary.json``.
+        goodput: SLOs in seconds (``dynasim.metrics.parse_goodput``) or ``None``.
+        programs: whether the run has programs (writes ``programs.*``).
+    """
+
+    def __init__(self, out_dir: str | Path, meta: dict, goodput=None,
+                 programs: bool = False) -> None:
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.meta = meta
+        self.goodput = goodput
+        self.has_programs = programs
+        self.requests: list[dict] = []
+        self.programs: list[dict] = []
+        self._req_log = open(self.dir / "requests.jsonl", "w")
+        self._prog_log = open(self.dir / "programs.jsonl", "w") if programs else None
+
+    def add_request(self, row: dict) -> None:
+        """Append one finished (or failed) request row and flush it to disk."""
+        self.requests.append(row)
+        self._req_log.write(_dump(row) + "\n")
+        self._req_log.flush()
+
+    def add_program(self, row: dict) -> None:
+        """Append one finished program row and flush it to disk."""
+        self.programs.append(row)
+        if self._prog_log is not None:
+            self._prog_log.write(_dump(row) + "\n")
+            self._prog_log.flush()
+
+    def summary(self, extra: dict | None = None, rows=None, prows=None) -> dict:
+        """The run's summary: the simulator's keys (``dynasim.metrics``) over what has
+        finished, plus dispatch-lag and ITL percentiles (ms), ``meta`` and ``extra``."""
+        df = requests_table(self.requests if rows is None else rows)
+        out = summarize(df, self.goodput)
+        if self.has_programs:
+            out.update(summarize_programs(programs_table(
+                self.programs if prows is None else prows)))
+        ok = df[df["error"] == ""]
+        lag = ok["dispatch_lag"].to_numpy(float) * 1000.0
+        if len(lag):
+            out["median_dispatch_lag_ms"] = float(np.median(lag))
+            out["p99_dispatch_lag_ms"] = float(np.percentile(lag, 99))
+            out["max_dispatch_lag_ms"] = float(lag.max())
+        itl = [x for v in ok["itl"] for x in (v if isinstance(v, list) else list(v))]
+        if itl:
+            ms = np.asarray(itl) * 1000.0
+            out["mean_itl_ms"] = float(ms.mean())
+            out["median_itl_ms"] = float(np.median(ms))
+            out["p99_itl_ms"] = float(np.percentile(ms, 99))
+        out["errors"] = df.loc[df["error"] != "", "error"].str.split(":").str[0] \
+            .value_counts().to_dict()
+        out.update(self.meta)
+        out.update(extra or {})
+        return out
+
+    def write(self, final: bool, extra: dict | None = None) -> dict:
+        """Rewrite the parquet tables and ``summary.json`` atomically; returns the
+        summary (``partial`` is ``not final``)."""
+        rows, prows = list(self.requests), list(self.programs)  # snapshot: may run in
+        req = requests_table(rows)                               # a worker thread
+        _atomic(self.dir / "requests.parquet", lambda p: req.to_parquet(p, index=False))
+        if self.has_programs:
+            prog = programs_table(prows)
+            _atomic(self.dir / "programs.parquet",
+                    lambda p: prog.to_parquet(p, index=False))
+        summary = self.summary(dict(extra or {}, partial=not final), rows, prows)
+        text = json.dumps(summary, indent=2, default=_json_default) + "\n"
+        _atomic(self.dir / "summary.json", lambda p: p.write_text(text))
+        return summary
+
+    def close(self) -> None:
+        """Close the JSONL logs."""
+        self._req_log.close()
+        if self._prog_log is not None:
+            self._prog_log.close()
+
+
+def _json_default(v):
+    if hasattr(v, "item"):
+        return v.item()
+    return str(v)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:  # a line cut by a crash mid-write: the only one possible
+                break
+    return rows
+
+
+def read_records(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(requests, programs or None) of a run directory: a replayed run (JSONL logs,
+    complete even after a crash) or a simulated one (parquet).
+
+    Raises:
+        FileNotFoundError: the directory holds neither.
+    """
+    d = Path(run_dir)
+    if (d / "requests.jsonl").exists():
+        req = requests_table(_read_jsonl(d / "requests.jsonl"))
+        progs = programs_table(_read_jsonl(d / "programs.jsonl")) \
+            if (d / "programs.jsonl").exists() else None
+        return req, progs
+    if not (d / "requests.parquet").exists():
+        raise FileNotFoundError(f"{d}: no requests.jsonl or requests.parquet")
+    req = pd.read_parquet(d / "requests.parquet")
+    progs = pd.read_parquet(d / "programs.parquet") \
+        if (d / "programs.parquet").exists() else None
+    return req, progs
+
