@@ -43,7 +43,7 @@ def request_attainment(df: pd.DataFrame, slos: dict[str, float]) -> float:
     """Share of ``df``'s requests that succeeded and meet every SLO (seconds)."""
     if not len(df):
         return float("nan")
-    ok = (df["error"] == "").to_numpy()
+    ok = (df["error"] == "").to_numpy().copy()
     values = {"ttft": df["ttft"], "e2el": df["e2e_latency"],
               "tpot": df["tpot"].fillna(0.0)}
     for key, slo in slos.items():

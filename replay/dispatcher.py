@@ -68,15 +68,21 @@ async def probe_priority(session: aiohttp.ClientSession, base_url: str, model: s
     """
     url = base_url.rstrip("/") + "/v1/completions"
     body = {"model": model, "prompt": [token] * 4, "max_tokens": 1, "priority": 1}
-    try:
-        status, doc = await post_json(session, url, body, headers)
-    except (aiohttp.ClientError, OSError) as exc:
-        raise RuntimeError(f"{url}: cannot reach the server ({exc})") from exc
-    if status == 200:
-        return True
-    if status == 400 and "riority" in str(doc):
-        return False
-    raise RuntimeError(f"{url}: probe request failed with HTTP {status}: {str(doc)[:300]}")
+    status, doc = 0, ""
+    for attempt in range(3):  # a transient 5xx must not abort a long run
+        try:
+            status, doc = await post_json(session, url, body, dict(
+                headers, **{"X-Request-Id": f"dynasim-probe-{attempt}"}))
+        except (aiohttp.ClientError, OSError) as exc:
+            status, doc = 0, f"cannot reach the server ({exc})"
+            continue
+        if status == 200:
+            return True
+        if status == 400 and "riority" in str(doc):
+            return False
+        if status < 500:
+            break
+    raise RuntimeError(f"{url}: probe request failed (HTTP {status}): {str(doc)[:300]}")
 
 
 async def scrape_metrics(session: aiohttp.ClientSession, base_url: str,
