@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def programs_table(rows: list[dict]) -> pd.DataFrame:
 
 
 def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     write(tmp)
     os.replace(tmp, path)
 
@@ -84,6 +85,7 @@ class Journal:
         self.programs: list[dict] = []
         self._req_log = open(self.dir / "requests.jsonl", "w")
         self._prog_log = open(self.dir / "programs.jsonl", "w") if programs else None
+        self._lock = threading.Lock()  # the periodic write runs in a worker thread
 
     def add_request(self, row: dict) -> None:
         """Append one finished (or failed) request row and flush it to disk."""
@@ -126,7 +128,11 @@ class Journal:
 
     def write(self, final: bool, extra: dict | None = None) -> dict:
         """Rewrite the parquet tables and ``summary.json`` atomically; returns the
-        summary (``partial`` is ``not final``)."""
+        summary (``partial`` is ``not final``). Thread-safe."""
+        with self._lock:
+            return self._write(final, extra)
+
+    def _write(self, final: bool, extra: dict | None) -> dict:
         rows, prows = list(self.requests), list(self.programs)  # snapshot: may run in
         req = requests_table(rows)                               # a worker thread
         _atomic(self.dir / "requests.parquet", lambda p: req.to_parquet(p, index=False))
