@@ -155,6 +155,8 @@ class Replay:
         self._programs: list = []
         self._ids_prompt: dict[Request, list[int]] = {}
         self._idle = asyncio.Event()
+        self._interrupted = False
+        self._cancelled: set[int] = set()
 
     # ------------------------------------------------------------------ clock
     def clock(self) -> float:
@@ -204,7 +206,10 @@ class Replay:
                                     self.timeout, self.clock, out)
         except asyncio.CancelledError:
             self._record(req, out, scheduled, queued_at, dispatched, priority)
-            raise
+            if self._interrupted:
+                raise
+            self._finished(req, out)  # cancel_program: the run goes on
+            return
         self._record(req, out, scheduled, queued_at, dispatched, priority)
         self._finished(req, out)
 
@@ -260,6 +265,9 @@ class Replay:
     # --------------------------------------------------------------- programs
     def _start_wave(self, prog, wave) -> None:
         now = self.clock()
+        if prog.program_id in self._cancelled and wave:
+            prog.finish_time = now  # a cancelled program issues no further wave
+            wave = []
         if not wave:
             self.policy.on_program_finish(prog, now)
             self.programs_done += 1
@@ -279,9 +287,13 @@ class Replay:
         with error ``cancelled``; vLLM aborts a request whose stream is closed).
         Returns how many requests were cancelled."""
         n = 0
+        self._cancelled.add(program_id)
         for req in [r for r in self.queue if r.program_id == program_id]:
             self.queue.remove(req)
-            self._due.pop(req, None)
+            scheduled, queued_at = self._due.pop(req, (math.nan, math.nan))
+            out = Outcome(error="cancelled before send")
+            self._record(req, out, scheduled, queued_at, queued_at, None)
+            self._finished(req, out)
             n += 1
         for req, task in list(self.in_flight.items()):
             if req.program_id == program_id:
@@ -305,6 +317,7 @@ class Replay:
             await asyncio.to_thread(self.journal.write, False)
 
     async def _cancel_all(self) -> None:
+        self._interrupted = True
         tasks = list(self.in_flight.values())
         for task in tasks:
             task.cancel()

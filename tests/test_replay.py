@@ -206,3 +206,31 @@ def test_compare_trace_sim_against_replay(tmp_path, capsys):
     assert (tmp_path / "real" / "compare.html").exists()
     # the stub's E2E is ~10 ms + 2 ms/token: the A100 profile's is far from it
     assert result["e2e_error"]["median"] > 0.0
+
+
+def test_cancel_program_aborts_its_requests_only(tmp_path):
+    """cancel_program closes the streams of one program (vLLM aborts a request whose
+    client disconnects) and drops its queued requests; other programs run on."""
+    reqs = [Request(i, 0.0, 20, 100, program_id=1 if i < 4 else 2) for i in range(6)]
+
+    async def run():
+        rep = Replay(url, "stub", make_policy("gang"), Journal(tmp_path, {}),
+                     PromptBuilder(range(3, 259)), max_concurrency=5)
+
+        async def cancel_later():
+            await asyncio.sleep(0.3)
+            return rep.cancel_program(1)
+
+        t0 = time.perf_counter()
+        cancelled, _ = await asyncio.gather(cancel_later(), rep.run(reqs))
+        return cancelled, time.perf_counter() - t0
+
+    with StubServer(token_delay_ms=5) as url:
+        cancelled, wall = asyncio.run(run())
+    df, _ = read_records(tmp_path)
+    assert cancelled == 4 and len(df) == 6
+    p1, p2 = df[df["program_id"] == 1], df[df["program_id"] == 2]
+    assert p1["error"].str.startswith("cancelled").all()
+    assert (p2["error"] == "").all() and (p2["output_tokens"] == 100).all()
+    # the 6th request found the 5 seats taken and waited for the cancel to free one
+    assert p2["client_queue_time"].max() >= 0.25 and wall < 1.5
