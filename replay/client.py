@@ -92,8 +92,17 @@ async def stream_completion(session: aiohttp.ClientSession, url: str, payload: d
     chunks = 0
     try:
         async with asyncio.timeout(timeout):
-            out.send_time = clock()
-            async with session.post(url, json=body, headers=headers) as resp:
+            for attempt in (0, 1):
+                out.send_time = clock()
+                try:
+                    resp = await session.post(url, json=body, headers=headers)
+                    break
+                except aiohttp.ServerDisconnectedError:
+                    # the server closed a pooled keep-alive connection as it was reused
+                    # (uvicorn's 5 s idle limit): nothing reached it, send once more
+                    if attempt:
+                        raise
+            async with resp:
                 out.http_status = resp.status
                 if resp.status != 200:
                     out.error = f"HTTP {resp.status}: {_error_message(await resp.read())}"
@@ -175,7 +184,8 @@ async def get_text(session: aiohttp.ClientSession, url: str,
 
 def new_session(max_connections: int | None = None) -> aiohttp.ClientSession:
     """The client session of a run: no aiohttp timeout (requests carry their own),
-    at most ``max_connections`` connections (``None``: unlimited)."""
+    at most ``max_connections`` connections (``None``: unlimited), idle connections
+    dropped after 2 s, before vLLM's uvicorn drops them (5 s keep-alive)."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=max_connections or 0),
+        connector=aiohttp.TCPConnector(limit=max_connections or 0, keepalive_timeout=2.0),
         timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar())
