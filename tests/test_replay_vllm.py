@@ -83,7 +83,9 @@ def test_priorities_reach_the_engine(vllm_server, tmp_path):
     """Four long requests fill the server's seats; twelve more arrive with priorities in
     the reverse of their send order. vLLM's priority queue must admit the best first."""
     seats = vllm_server.max_num_seqs
-    reqs = [Request(i, 0.0, 32, 200) for i in range(seats)]
+    # the blockers run for seconds, so that every late request has reached the engine's
+    # waiting queue (through an API server that shares a core on CI) before a seat frees
+    reqs = [Request(i, 0.0, 32, 800) for i in range(seats)]
     late = [Request(seats + i, 0.3 + 0.01 * i, 32, 8) for i in range(12)]
     ranks = {r.request_id: 100 - i for i, r in enumerate(late)}  # last sent = best
 
@@ -99,6 +101,8 @@ def test_priorities_reach_the_engine(vllm_server, tmp_path):
     _check_requests(req)
     late_df = req[req["request_id"] >= seats].sort_values("priority")
     best, worst = late_df.head(4), late_df.tail(4)
+    assert late_df["send_time"].max() < req.loc[req["request_id"] < seats,
+                                                "finish_time"].min()
     assert best["first_token_time"].max() < worst["first_token_time"].min()
 
 
