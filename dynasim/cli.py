@@ -38,12 +38,32 @@ def _profile(args):
     return prof.with_overrides(**{k: getattr(args, k) for k in LIMIT_FLAGS})
 
 
+def trace_from_args(args):
+    """The trace of ``--trace``, cut to ``--num-prompts`` and re-timed by
+    ``--request-rate`` / ``--burstiness`` / ``--seed`` (``simulate`` and ``replay``
+    read the same requests at the same times from the same flags).
+
+    Raises:
+        InputError: an unreadable trace or ``--num-prompts < 1``.
+    """
+    from dynasim import arrivals, trace as trace_mod
+
+    tr = trace_mod.read_trace(args.trace)
+    if args.num_prompts is not None:
+        if args.num_prompts < 1:
+            raise InputError(f"--num-prompts must be >= 1, got {args.num_prompts}",
+                             field="num_prompts")
+        tr = tr.head(args.num_prompts)
+    if args.request_rate is not None:
+        tr = arrivals.retime(tr, args.request_rate, args.burstiness, args.seed)
+    return tr
+
+
 def cmd_simulate(args) -> None:
     """``dynasim simulate``: run a trace through one simulated replica."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from dynasim import arrivals, trace as trace_mod
     from dynasim.metrics import parse_goodput, summarize
     from dynasim.policy import make_policy
     from dynasim.simulation import simulate
@@ -57,14 +77,7 @@ def cmd_simulate(args) -> None:
 
         return simulate_workload(args, profile)
     policy = make_policy(args.policy)
-    tr = trace_mod.read_trace(args.trace)
-    if args.num_prompts is not None:
-        if args.num_prompts < 1:
-            raise InputError(f"--num-prompts must be >= 1, got {args.num_prompts}",
-                             field="num_prompts")
-        tr = tr.head(args.num_prompts)
-    if args.request_rate is not None:
-        tr = arrivals.retime(tr, args.request_rate, args.burstiness, args.seed)
+    tr = trace_from_args(args)
     console = Console(stderr=True)
     t0 = time.perf_counter()
     with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/"

@@ -48,13 +48,12 @@ def _intra_args(args) -> dict:
             "max_tokens": args.length_tokens}
 
 
-def online_profile(args, profile):
-    """Check the flags of an online program run and return the profile to use (prefix
-    caching on unless ``--no-enable-prefix-caching``).
+def check_online_flags(args) -> None:
+    """Check the flags of an online program run (``simulate``/``replay --workload``).
 
     Raises:
         InputError: a missing, infinite or non-positive ``--request-rate``,
-            ``--num-programs < 1`` or ``--slo-scale <= 0``.
+            ``--num-programs < 1``, ``--slo-scale <= 0`` or ``--base-deadline <= 0``.
     """
     if args.request_rate is None or not args.request_rate > 0 or \
             math.isinf(args.request_rate):
@@ -64,6 +63,18 @@ def online_profile(args, profile):
         raise InputError("--num-programs must be >= 1", field="num_programs")
     if not args.slo_scale > 0:
         raise InputError("--slo-scale must be > 0", field="slo_scale")
+    if args.base_deadline is not None and not args.base_deadline > 0:
+        raise InputError("--base-deadline must be > 0 seconds", field="base_deadline")
+
+
+def online_profile(args, profile):
+    """Check the flags of an online program run (:func:`check_online_flags`) and return
+    the profile to use (prefix caching on unless ``--no-enable-prefix-caching``).
+
+    Raises:
+        InputError: see :func:`check_online_flags`.
+    """
+    check_online_flags(args)
     if args.enable_prefix_caching is not False:
         profile = profile.with_overrides(enable_prefix_caching=True)
     return profile

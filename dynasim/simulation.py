@@ -97,12 +97,13 @@ def program_order(workload, num_programs: int | None, seed: int) -> list:
     return out
 
 
-def online_programs(workload, profile: Profile, rate: float, *, burstiness: float = 1.0,
+def online_programs(workload, profile: Profile | None, rate: float, *, burstiness: float = 1.0,
                     seed: int = 0, num_programs: int | None = None,
                     slo_scale: float = 1.0, base: float | None = None, cap: int = 20):
     """The inputs of an online run: programs (:func:`program_order`), their arrival
     times (``rate`` programs/s, :func:`~dynasim.arrivals.arrival_times`) and deadlines
-    (:func:`deadlines_for`, base from :func:`base_deadline` at ``cap`` unless given).
+    (:func:`deadlines_for`, base from :func:`base_deadline` at ``cap`` on ``profile``
+    unless given; ``profile`` may be ``None`` when ``base`` is given).
 
     Returns:
         (specs, arrival times in s, deadlines in s after arrival, base deadline in s).
@@ -115,7 +116,8 @@ def online_programs(workload, profile: Profile, rate: float, *, burstiness: floa
 
     specs = program_order(workload, num_programs, seed)
     times = arrival_times(len(specs), rate, burstiness, seed)
-    base = base or base_deadline(workload.programs, profile, cap)
+    if base is None:
+        base = base_deadline(workload.programs, profile, cap)
     return specs, times, deadlines_for(specs, slo_scale, base), base
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import uuid
 
@@ -73,8 +72,9 @@ def add_replay_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _inputs(args):
-    """(requests or None, specs, times, deadlines, meta) from the flags."""
-    from dynasim import arrivals, trace as trace_mod
+    """(requests or None, specs, times, deadlines, meta) from the flags, read exactly as
+    ``dynasim simulate`` reads them."""
+    from dynasim.cli import trace_from_args
     from dynasim.simulation import requests_from_trace
 
     if (args.trace is None) == (args.workload is None):
@@ -84,20 +84,14 @@ def _inputs(args):
     if args.timeout is not None and not args.timeout > 0:
         raise InputError("--timeout must be > 0 seconds", field="timeout")
     if args.trace is not None:
-        tr = trace_mod.read_trace(args.trace)
-        if args.num_prompts is not None:
-            if args.num_prompts < 1:
-                raise InputError("--num-prompts must be >= 1", field="num_prompts")
-            tr = tr.head(args.num_prompts)
-        if args.request_rate is not None:
-            tr = arrivals.retime(tr, args.request_rate, args.burstiness, args.seed)
+        tr = trace_from_args(args)
         meta = {"trace": tr.source, "num_prompts": len(tr), "request_rate":
                 args.request_rate if args.request_rate is not None else "trace",
                 "burstiness": args.burstiness, "seed": args.seed}
         return requests_from_trace(tr), None, None, None, meta
-    from dynasim.cli_programs import online_profile
+    from dynasim.cli_programs import check_online_flags, online_profile
     from dynasim.profile import load_profile
-    from dynasim.simulation import deadlines_for, online_programs, program_order
+    from dynasim.simulation import online_programs
     from dynasim.workloads import load_workload
 
     workload = load_workload(args.workload)
@@ -105,35 +99,17 @@ def _inputs(args):
         raise InputError("give --base-deadline (seconds) or --profile (the base deadline "
                          "is then derived as dynasim simulate derives it)",
                          field="base_deadline")
-    if args.profile is not None:
-        profile = online_profile(args, load_profile(args.profile))
-        specs, times, deadlines, base = online_programs(
-            workload, profile, args.request_rate, burstiness=args.burstiness,
-            seed=args.seed, num_programs=args.num_programs, slo_scale=args.slo_scale,
-            base=args.base_deadline, cap=args.cap)
-    else:
-        from dynasim.arrivals import arrival_times
-
-        _check_rate(args)
-        specs = program_order(workload, args.num_programs, args.seed)
-        times = arrival_times(len(specs), args.request_rate, args.burstiness, args.seed)
-        base = args.base_deadline
-        deadlines = deadlines_for(specs, args.slo_scale, base)
+    check_online_flags(args)
+    # the profile only derives the base deadline; a given --base-deadline needs none
+    profile = online_profile(args, load_profile(args.profile)) if args.profile else None
+    specs, times, deadlines, base = online_programs(
+        workload, profile, args.request_rate, burstiness=args.burstiness, seed=args.seed,
+        num_programs=args.num_programs, slo_scale=args.slo_scale, base=args.base_deadline,
+        cap=args.cap)
     meta = {"workload": workload.name, "program_rate": args.request_rate,
             "burstiness": args.burstiness, "seed": args.seed, "slo_scale": args.slo_scale,
             "base_deadline_s": base, "num_programs": len(specs)}
     return None, specs, times, deadlines, meta
-
-
-def _check_rate(args) -> None:
-    if args.request_rate is None or not args.request_rate > 0 or \
-            math.isinf(args.request_rate):
-        raise InputError("--request-rate (programs/s, finite, > 0) is required with "
-                         "--workload", field="request_rate")
-    if args.num_programs is not None and args.num_programs < 1:
-        raise InputError("--num-programs must be >= 1", field="num_programs")
-    if not args.slo_scale > 0:
-        raise InputError("--slo-scale must be > 0", field="slo_scale")
 
 
 def cmd_replay(args) -> None:
@@ -189,13 +165,13 @@ def cmd_replay(args) -> None:
                          PromptBuilder(pool, salt), api_key=args.api_key,
                          max_concurrency=args.max_concurrency, timeout=args.timeout,
                          send_priority=honoured, progress=progress)
-            summary = await rep.run(requests, specs, times, deadlines)
+            await rep.run(requests, specs, times, deadlines)
             after = await scrape_metrics(client, args.base_url, headers)
             extra = {f"server_{k}": after[k] - before.get(k, 0.0) for k in after}
             extra["interrupted"] = False
             if "server_num_preemptions" in extra:
                 extra["num_preemptions"] = int(extra["server_num_preemptions"])
-            return journal.write(final=True, extra=extra) if extra else summary
+            return journal.write(final=True, extra=extra)  # with the server's counters
 
     with Progress(TextColumn("replaying"), BarColumn(), TextColumn(
             "{task.completed}/{task.total} " + unit), TimeElapsedColumn(),

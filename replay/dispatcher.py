@@ -152,7 +152,6 @@ class Replay:
         self._due: dict[Request, tuple[float, float]] = {}  # scheduled, queued-at
         self._owner: dict[Request, tuple] = {}
         self._outstanding: dict[int, int] = {}
-        self._programs: list = []
         self._ids_prompt: dict[Request, list[int]] = {}
         self._idle = asyncio.Event()
         self._interrupted = False
@@ -355,8 +354,6 @@ class Replay:
                     prog = Program(i, spec, self.policy.intra, float(t))
                     if deadlines is not None:
                         prog.deadline = float(deadlines[i])
-                    self._programs.append(prog)
-                for prog in self._programs:
                     await self._sleep_until(prog.arrival_time)
                     self.policy.on_program_arrival(prog, self.clock())
                     self._start_wave(prog, prog.start())

@@ -234,3 +234,11 @@ def test_cancel_program_aborts_its_requests_only(tmp_path):
     assert (p2["error"] == "").all() and (p2["output_tokens"] == 100).all()
     # the 6th request found the 5 seats taken and waited for the cancel to free one
     assert p2["client_queue_time"].max() >= 0.25 and wall < 1.5
+
+
+def test_replay_rejects_a_non_positive_base_deadline(tmp_path, capsys, data_dir):
+    rc = main(["replay", "--base-url", "http://127.0.0.1:9", "--model", "m", "--workload",
+               "game24-sc", "--request-rate", "1", "--base-deadline", "0", "--output-dir",
+               str(tmp_path / "o")])
+    assert rc == 2
+    assert "--base-deadline must be > 0" in capsys.readouterr().err
