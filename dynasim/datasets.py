@@ -56,6 +56,11 @@ _TOT = ("princeton-nlp/tree-of-thought-llm", "ab400345c5ea39d28ea6d7d3be0e417b11
 _TOT_DIR = "logs/game24"
 _FCOT = ("veronica320/Faithful-COT", "301784317c99cf348cfad92a1b3e8810900e095b")
 _GT_DIR = "simdistserve/benchmarks/alignment/data-ground-truth/opt-13b-sharegpt"
+_SPLITWISE = ("Mutinifni/splitwise-sim", "8f99e7dc9b407f4ce2488d03dd44c0b8b946dab0")
+_VIDUR = ("microsoft/vidur", "7d47513363ec447a741ac5e47241580b47724fbf")
+_LLMSS = ("casys-kaist/LLMServingSim", "5daddb21a545658d5150b535712d0494584b5278")
+_LLMSS_DIR = "profiler/perf/RTXPRO6000/meta-llama/Llama-3.1-8B/bf16"
+_LLMSS_MIRROR = "llmservingsim_profiles/RTXPRO6000_Llama-3.1-8B_bf16"
 
 REGISTRY: dict[str, DataFile] = {f.name: f for f in [
     DataFile("azure-conv-2023", *_AZURE, "data/AzureLLMInferenceTrace_conv.csv",
@@ -136,6 +141,36 @@ REGISTRY: dict[str, DataFile] = {f.name: f for f in [
              "d57811fc8d347d282200269d96f018f400cf06e1b1aef62d81d93a3bc90ed941",
              "faithful_cot_date_n40/normalized_samples.csv", "MIT",
              "derived from date-predictions: per-sample answer, correctness, cl100k tokens"),
+    DataFile("splitwise-perf-model", *_SPLITWISE, "data/perf_model.csv",
+             "dbbe505d1d64fc4bd1ec03c50edf944643586de4f68a81e94cbd55dd5bdfbf41",
+             "splitwise_sim/perf_model.csv", "MIT",
+             "Splitwise measured prefill and per-token decode times (ms), Llama-2-70B and "
+             "BLOOM-176B on A100/H100 at TP 2/4/8, 1,260 rows"),
+    DataFile("vidur-a100-llama3-8b-mlp", *_VIDUR,
+             "data/profiling/compute/a100/meta-llama/Meta-Llama-3-8B/mlp.csv",
+             "98c26488298e324e89db7349e213f75c856ae83dc6b17548a68636d2cb5efff0",
+             "vidur/profiling__compute__a100__meta-llama__Meta-Llama-3-8B__mlp.csv", "MIT",
+             "Vidur per-operator GPU times (ms, non-attention), Llama-3-8B on A100, by "
+             "num_tokens and TP 1/2/4/8"),
+    DataFile("llmservingsim-rtxpro6000-llama31-8b-meta", *_LLMSS, f"{_LLMSS_DIR}/meta.yaml",
+             "01c964ad3e8ce9604773e7c0b3ae815c22545385d789842a920d8f33b1ce8b98",
+             f"{_LLMSS_MIRROR}/meta.yaml", "MIT",
+             "LLMServingSim profiler run: vLLM 0.19, engine flags, attention grid"),
+    DataFile("llmservingsim-rtxpro6000-llama31-8b-attention", *_LLMSS,
+             f"{_LLMSS_DIR}/tp1/attention.csv",
+             "dd802390245b2c215a491b78c390482fbc6e49afc760182d7ce15fddff369175",
+             f"{_LLMSS_MIRROR}/tp1_attention.csv", "MIT",
+             "per-layer attention time (us), Llama-3.1-8B, RTX PRO 6000, TP 1, by prefill "
+             "chunk, its context, decode count and decode context"),
+    DataFile("llmservingsim-rtxpro6000-llama31-8b-dense", *_LLMSS, f"{_LLMSS_DIR}/tp1/dense.csv",
+             "6f23be95325a16544319b78c477d71bec8996fdc826ae55140c36f36e17973c4",
+             f"{_LLMSS_MIRROR}/tp1_dense.csv", "MIT",
+             "per-layer dense operator times (us), Llama-3.1-8B, RTX PRO 6000, TP 1, by tokens"),
+    DataFile("llmservingsim-rtxpro6000-llama31-8b-per-sequence", *_LLMSS,
+             f"{_LLMSS_DIR}/tp1/per_sequence.csv",
+             "af9abb35ef5eb7c98e1856fa5fe5090008d8b98f1b6278b6d081577451d9c618",
+             f"{_LLMSS_MIRROR}/tp1_per_sequence.csv", "MIT",
+             "lm_head and sampler times (us), Llama-3.1-8B, RTX PRO 6000, TP 1, by sequences"),
 ]}
 
 #: Request traces among :data:`REGISTRY` (usable as ``--trace NAME``).

@@ -18,6 +18,11 @@ Rules, each with its vLLM source:
   can be admitted whole (sum of their tokens <= budget, seats left, free blocks minus a
   1% watermark, ``BlockSpaceManager.can_allocate``), the step is prefill only; otherwise
   every running request decodes one token.
+* **v0 padding** (``max_paddings`` set; vLLM 0.2.x ``Scheduler._schedule`` and
+  ``ModelRunner._prepare_prompt``): the prompts of a prefill step are padded to the
+  longest, so the step's tokens are ``len(prompts) * max(prompt lengths)``; admission
+  stops when that exceeds ``max_num_batched_tokens`` or the padding exceeds
+  ``max_paddings``; the step costs the padded batch.
 * **Tokens.** A step that computes every known token of a request samples one more
   (prefill yields the first token in the step that computes the last prompt chunk).
 * **KV cache.** Blocks of ``block_size`` tokens; a request holds ``ceil(computed /
@@ -31,6 +36,12 @@ Rules, each with its vLLM source:
   the leading cached prompt blocks are shared and count as computed (at most
   ``num_tokens − 1``); blocks a request computes are registered as they are allocated;
   unreferenced cached blocks count as free and are evicted on demand.
+* **CPU overheads** (V1 ``EngineCore.step``: ``Scheduler.schedule``, the forward pass,
+  ``Scheduler.update_from_output``; the API server detokenizes and streams in another
+  process): a step pays the model's per-step term (``step_ms`` / ``step_overhead_ms``)
+  and per-sequence term (``seq_ms`` / ``overhead_ms_per_seq``) on top of the GPU work;
+  a request reaches the waiting queue ``frontend_latency_ms`` after it was sent (HTTP,
+  tokenization, the hop to the engine core; :mod:`dynasim.simulation`).
 * **Rejection.** A request with prompt + output > ``max_model_len`` is rejected at arrival
   (the OpenAI server's HTTP 400), as is one that could never fit the KV cache.
 
@@ -95,6 +106,7 @@ class Engine:
         self.max_num_batched_tokens = profile.max_num_batched_tokens
         self.v1 = profile.scheduling == "v1"
         self.watermark_blocks = 0 if self.v1 else int(0.01 * self.total_blocks)
+        self.max_paddings = None if self.v1 else profile.max_paddings
         # decoding requests as aggregates (see module docstring)
         self.clock = 0  # decode steps taken so far
         self.num_decoding = 0
@@ -237,8 +249,8 @@ class Engine:
                 yield from self._decode_run()
                 continue
             n_dec = self.num_decoding if decode else 0
-            dt = self.model.step_time([(n, r.num_computed) for r, n in chunks.items()],
-                                      n_dec, self.sum_decode_ctx() if n_dec else 0)
+            dt = self.model.step_time(self._prefill_shape(chunks), n_dec,
+                                      self.sum_decode_ctx() if n_dec else 0)
             yield env.timeout(dt)
             self.num_steps += 1
             if decode:
@@ -312,8 +324,15 @@ class Engine:
             for req in group:
                 plan.append(self._plan(req, req.num_known_tokens, pending))
             g_tokens = sum(p[1] for p in plan)
-            if tokens + g_tokens > self.max_num_batched_tokens:
-                break
+            if self.max_paddings is None:
+                if tokens + g_tokens > self.max_num_batched_tokens:
+                    break
+            else:  # padded batch: every prompt costs the longest one's tokens
+                lens = [*chunks.values(), *(p[1] for p in plan)]
+                padded = len(lens) * max(lens)
+                if (padded > self.max_num_batched_tokens
+                        or padded - tokens - g_tokens > self.max_paddings):
+                    break
             need = sum(p[2] + p[3] for p in plan)
             if self._free() - need < self.watermark_blocks:
                 break
@@ -326,6 +345,14 @@ class Engine:
             return chunks, False
         self._reserve_decode_blocks()
         return chunks, self.num_decoding > 0
+
+    def _prefill_shape(self, chunks: dict[Request, int]) -> list[tuple[int, int]]:
+        """The step's prefill chunks as the step-time model sees them: ``(new tokens,
+        computed before)``; with v0 padding every prompt is padded to the longest."""
+        if self.max_paddings is None or self.v1:
+            return [(n, r.num_computed) for r, n in chunks.items()]
+        longest = max(chunks.values())
+        return [(longest, r.num_computed) for r in chunks]
 
     def _due_blocks(self) -> int:
         """Blocks the decoding requests need in the coming step."""

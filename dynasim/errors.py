@@ -35,3 +35,11 @@ class InputError(ValueError):
             where += ": "
         what = f"field '{self.field}': " if self.field else ""
         return f"{where}{what}{self.message}"
+
+
+def from_validation_error(exc, source: str | None) -> InputError:
+    """The :class:`InputError` of a pydantic ``ValidationError``: its first error, with
+    the dotted location as ``field`` (used for profiles and sweep configs)."""
+    err = exc.errors()[0]
+    field = ".".join(str(x) for x in err["loc"]) or None
+    return InputError(err["msg"], source=source, field=field)

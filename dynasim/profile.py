@@ -19,9 +19,15 @@ key                          meaning
 ``enable_prefix_caching``    reuse cached KV blocks of shared prompt prefixes (vLLM
                              ``--enable-prefix-caching``; :mod:`dynasim.prefix_cache`);
                              default false
+``max_paddings``             v0 only: pad a prefill step's prompts to the longest and cap
+                             the padding (vLLM 0.2.x ``--max-paddings``, default 256);
+                             null: no padding (V1, and v0 from vLLM 0.4 on)
 ``frontend_latency_ms``      time from the client's send to the engine's queue (HTTP,
                              tokenization, API-server hop); added to TTFT and E2E
 ``step_time``                the step-time model: ``form`` plus its coefficients
+                             (:mod:`dynasim.step_time`)
+``fit``                      for fitted profiles, the fit's held-out error and the ranges
+                             it is valid for (:class:`StepTimeFit`); null otherwise
 ``provenance``               free-form: sources, commits, sha256, what was assumed
 ===========================  ================================================================
 
@@ -37,8 +43,30 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dynasim.errors import InputError
-from dynasim.step_time import DistServeStepTime
+from dynasim.errors import InputError, from_validation_error
+from dynasim.step_time import StepTime
+
+
+class StepTimeFit(BaseModel):
+    """How well a fitted step-time model matches its measurements (:mod:`dynasim.fit`).
+
+    Errors are fractions ``|model - measured| / measured`` per measured step;
+    ``held_out_*`` are on rows kept out of the fit. The ``max_*`` fields are the ranges
+    the fit saw: inside them the profile interpolates, outside it extrapolates.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: int = Field(ge=0)
+    held_out_rows: int = Field(ge=0)
+    train_median_error: float = Field(ge=0)
+    held_out_median_error: float = Field(ge=0)
+    held_out_p90_error: float = Field(ge=0)
+    held_out_max_error: float = Field(ge=0)
+    max_step_tokens: int = Field(ge=0)
+    max_num_decode: int = Field(ge=0)
+    max_sum_decode_ctx: int = Field(ge=0)
+    max_prompt_tokens: int = Field(ge=0)
 
 
 class Profile(BaseModel):
@@ -57,8 +85,10 @@ class Profile(BaseModel):
     max_model_len: int | None = Field(default=None, ge=2)
     scheduling: Literal["v1", "v0"]
     enable_prefix_caching: bool = False
+    max_paddings: int | None = Field(default=None, ge=0)
     frontend_latency_ms: float = Field(default=0.0, ge=0)
-    step_time: DistServeStepTime
+    step_time: StepTime
+    fit: StepTimeFit | None = None
     provenance: dict = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -96,9 +126,7 @@ def _validate(data: dict, source: str) -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or None
-        raise InputError(err["msg"], source=source, field=field) from None
+        raise from_validation_error(exc, source) from None
 
 
 def shipped_profiles() -> list[str]:

@@ -10,16 +10,17 @@ from __future__ import annotations
 import csv
 import json
 
-from dynasim import datasets
+from dynasim import datasets, llmservingsim, splitwise, vidur
 from dynasim.profile import Profile
 
 
-PREFILL_SCALE = 0.832
-OVERHEAD_MS_PER_SEQ = 0.35
-FRONTEND_LATENCY_MS = 5.0
+CALIBRATION = {"prefill_scale": 0.848, "decode_scale": 0.97, "decode_ctx_scale": 1.0,
+               "overhead_ms_per_seq": 0.352, "frontend_latency_ms": 5.124}
+"""The five numbers fitted against DistServe's real vLLM runs (``dynasim validate
+--refit`` reproduces them; see :func:`distserve_opt13b_a100`)."""
 
 
-def distserve_opt13b_a100() -> Profile:
+def distserve_opt13b_a100(calibration: dict[str, float] | None = None) -> Profile:
     """``distserve-opt13b-a100``: vLLM serving OPT-13B on one A100-80GB, TP 1.
 
     Step time: DistServe's fitted vLLM coefficients (``profiler-a100-80g.vllm.json``,
@@ -29,19 +30,22 @@ def distserve_opt13b_a100() -> Profile:
     DistServe's main branch already folds in their realignment factors (x1.4 prefill,
     x1.2 decode, commit 4c68ed9), so no further factor is applied.
 
-    Calibration against real vLLM (DistServe's baseline runs, :mod:`dynasim.validate`),
-    three numbers, each with its physical reason:
+    Calibration against real vLLM (DistServe's baseline runs, :mod:`dynasim.validate`):
+    five numbers in :data:`CALIBRATION`, each a physical quantity the coefficients leave
+    out, fitted jointly on the three runs by :func:`dynasim.validate.refit` (simulate,
+    minimise the worst run's median E2E error + 0.3 x the worst median TTFT error) and
+    checked by leaving each run out:
 
-    * prefill coefficients x 0.832: the ratio of measured to modelled prefill time,
-      regressed on 72 low-contention requests (TTFT against the prompt's modelled prefill
-      cost; per run 0.81 / 0.92 / 0.79);
-    * ``overhead_ms_per_seq`` = 0.35 ms per running sequence per step: vLLM 0.2's
-      per-sequence CPU work (sampling, detokenization, output streaming over Ray); real
-      decode steps rise ~0.92 ms per sequence against the profile's ~0.6. Fitted on all
-      three runs; leave-one-run-out fits give 0.30 / 0.25 / 0.45;
-    * ``frontend_latency_ms`` = 5 ms: HTTP, tokenization and the Ray hop before the engine
-      (the intercept of that TTFT regression is 22.9 ms, of which ~13 ms is waiting for
-      the step in flight and 2 ms the step overhead).
+    * ``prefill_scale`` multiplies the prefill coefficients ``b, c`` (DistServe's profile
+      is of their own engine; vLLM's prefill is faster);
+    * ``decode_scale`` and ``decode_ctx_scale`` multiply the decode constant ``a`` and
+      the per-context-token ``b`` (both batch-size sets);
+    * ``overhead_ms_per_seq``: vLLM 0.2's per-sequence CPU work per step (sampling,
+      detokenization, output streaming over Ray);
+    * ``frontend_latency_ms``: HTTP, tokenization and the Ray hop before the engine.
+
+    v0 padding: ``max_paddings`` 256, vLLM 0.2.x's default; prompts batched in a prefill
+    step are padded to the longest (:mod:`dynasim.engine`).
 
     Limits: KV capacity from ``max_num_tokens.csv`` (opt-13b, TP 1, PP 1); the vLLM
     server flags DistServe used for its baseline runs (``--max-num-batched-tokens
@@ -58,18 +62,24 @@ def distserve_opt13b_a100() -> Profile:
                 kv = int(row["max_num_tokens"])
     src = datasets.REGISTRY["distserve-profiler-a100-vllm"]
     kv_src = datasets.REGISTRY["distserve-max-num-tokens"]
+    cal = {**CALIBRATION, **(calibration or {})}
+    pa, pb, pc = tp1["prefill"]
+
+    def decode(abc: list[float]) -> list[float]:
+        return [abc[0] * cal["decode_scale"], abc[1] * cal["decode_ctx_scale"], abc[2]]
+
     return Profile(
         name="distserve-opt13b-a100", model="facebook/opt-13b", gpu="A100-80GB",
         tensor_parallel_size=1, kv_capacity_tokens=kv, block_size=16, max_num_seqs=1024,
-        max_num_batched_tokens=16384, max_model_len=2048, scheduling="v0",
-        frontend_latency_ms=FRONTEND_LATENCY_MS,
+        max_num_batched_tokens=16384, max_model_len=2048, scheduling="v0", max_paddings=256,
+        frontend_latency_ms=round(cal["frontend_latency_ms"], 4),
         step_time={"form": "distserve",
-                   "prefill": [PREFILL_SCALE * x for x in tp1["prefill"]],
-                   "decode_small_batch": tp1["decoding_smallbs"],
-                   "decode_large_batch": tp1["decoding_largebs"],
+                   "prefill": [pa, pb * cal["prefill_scale"], pc * cal["prefill_scale"]],
+                   "decode_small_batch": decode(tp1["decoding_smallbs"]),
+                   "decode_large_batch": decode(tp1["decoding_largebs"]),
                    "large_batch_threshold": tp1["decoding_large_small_bs_threshold"],
                    "step_overhead_ms": 2.0, "overhead_ms_per_context_token": 1e-4,
-                   "overhead_ms_per_seq": OVERHEAD_MS_PER_SEQ},
+                   "overhead_ms_per_seq": round(cal["overhead_ms_per_seq"], 4)},
         provenance={
             "step_time": {"repo": src.repo, "commit": src.commit, "path": src.path,
                           "sha256": src.sha256, "key": "facebook/opt-13b / tp 1",
@@ -82,11 +92,13 @@ def distserve_opt13b_a100() -> Profile:
                       "--block-size 16)",
             "calibration": {
                 "against": "DistServe vLLM runs vllm-{100-1,200-2,300-3} (dynasim validate)",
-                "prefill_scale": PREFILL_SCALE, "overhead_ms_per_seq": OVERHEAD_MS_PER_SEQ,
-                "frontend_latency_ms": FRONTEND_LATENCY_MS,
+                **cal,
                 "method": "see dynasim.published.distserve_opt13b_a100 docstring"},
             "license": "Apache-2.0 (DistServe)",
         })
 
 
-BUILDERS = {"distserve-opt13b-a100": distserve_opt13b_a100}
+BUILDERS = {"distserve-opt13b-a100": distserve_opt13b_a100,
+            **splitwise.builders(),
+            vidur.NAME: vidur.build,
+            llmservingsim.NAME: llmservingsim.build}

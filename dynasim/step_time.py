@@ -11,13 +11,21 @@ A model maps the composition of a step to seconds. The engine describes a step b
 
 Contract used by the engine to advance many decode steps at once: for a fixed
 ``num_decode``, a pure decode step's time is affine in ``sum_decode_ctx``.
+
+Two forms ship, chosen by the profile's ``step_time.form``:
+
+* ``"distserve"`` (:class:`DistServeStepTime`): DistServe's fitted prefill/decode
+  polynomials, for the profiles built from DistServe's coefficients;
+* ``"tokens"`` (:class:`TokensStepTime`): a roofline-shaped form over the tokens of the
+  step, fitted by :mod:`dynasim.fit` to live measurements (``dynasim calibrate``) and to
+  published per-step or per-operator timings.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class StepTimeModel(Protocol):
@@ -81,3 +89,60 @@ class DistServeStepTime(BaseModel):
         ms += self.overhead_ms_per_context_token * ctx_tokens
         ms += self.overhead_ms_per_seq * (num_decode + len(prefill))
         return ms / 1000.0
+
+
+class TokensStepTime(BaseModel):
+    """Step time from the tokens of the step, coefficients in milliseconds.
+
+    With ``T`` the tokens computed in the step (every prefill chunk's tokens plus one per
+    decoding request), ``S`` the sequences in it (chunks + decodes), and causal attention
+    counted as query-key pairs (a chunk of ``n`` new tokens after ``p`` computed ones
+    has ``n * p + n * (n + 1) / 2`` pairs)::
+
+        ms = step_ms                                   # per step: scheduler, launch, sync
+           + max(dense_floor_ms, dense_ms_per_token * T)   # linear layers: reading the
+                                                       #   weights or computing, whichever
+                                                       #   is slower (roofline)
+           + prefill_attention_ms_per_pair * pairs     # prefill attention FLOPs
+           + decode_attention_ms_per_token * sum_decode_ctx  # reading the KV cache
+           + seq_ms * S                                # per-sequence work: sampling,
+                                                       #   logits, output processing
+
+    Every term is a physical cost with a sign constraint (all coefficients >= 0), so a
+    fit cannot trade one against another into negative times. A pure decode step with a
+    fixed ``num_decode`` has fixed ``T`` and ``S``, so its time is affine in
+    ``sum_decode_ctx`` as the engine requires.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    form: Literal["tokens"] = "tokens"
+    step_ms: float = Field(ge=0)
+    dense_floor_ms: float = Field(ge=0)
+    dense_ms_per_token: float = Field(ge=0)
+    prefill_attention_ms_per_pair: float = Field(ge=0)
+    decode_attention_ms_per_token: float = Field(ge=0)
+    seq_ms: float = Field(ge=0)
+
+    def step_time(self, prefill: list[tuple[int, int]], num_decode: int,
+                  sum_decode_ctx: int) -> float:
+        """Seconds for one step; see the class docstring for the rule."""
+        tokens, pairs = num_decode, 0.0
+        for n, p in prefill:
+            tokens += n
+            pairs += n * p + n * (n + 1) / 2
+        ms = (self.step_ms + max(self.dense_floor_ms, self.dense_ms_per_token * tokens)
+              + self.prefill_attention_ms_per_pair * pairs
+              + self.decode_attention_ms_per_token * sum_decode_ctx
+              + self.seq_ms * (num_decode + len(prefill)))
+        return ms / 1000.0
+
+    @staticmethod
+    def coefficient_names() -> tuple[str, ...]:
+        """The fitted coefficients, in the order :mod:`dynasim.fit` uses."""
+        return ("step_ms", "dense_floor_ms", "dense_ms_per_token",
+                "prefill_attention_ms_per_pair", "decode_attention_ms_per_token", "seq_ms")
+
+
+StepTime = Annotated[Union[DistServeStepTime, TokensStepTime], Field(discriminator="form")]
+"""Either shipped form, told apart by its ``form`` key."""

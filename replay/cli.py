@@ -37,6 +37,88 @@ def add_replay_commands(sub) -> None:
                    "a .png is written beside it when Chromium is installed)")
     p.set_defaults(func=cmd_compare)
 
+    p = sub.add_parser("calibrate", help="measure a running vLLM through its API and fit "
+                       "a profile (step times, per-request overhead, limits)")
+    add_calibrate_flags(p)
+    p.set_defaults(func=cmd_calibrate)
+
+
+def add_calibrate_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of ``dynasim calibrate`` (see :mod:`replay.calibrate`)."""
+    p.add_argument("--base-url", required=True, help="server root, e.g. "
+                   "http://127.0.0.1:8000")
+    p.add_argument("--model", required=True, help="served model name")
+    p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"),
+                   help="bearer token (default: $OPENAI_API_KEY)")
+    p.add_argument("--output", required=True, help="profile JSON to write")
+    p.add_argument("--report", help="HTML report to write (measured vs fitted)")
+    p.add_argument("--name", help="profile name (default calibrated-MODEL)")
+    p.add_argument("--gpu", default="unknown", help="what the server runs on, for the "
+                   "profile (vLLM does not report it)")
+    p.add_argument("--tensor-parallel-size", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="fewer sizes and repeats "
+                   "(about 20 s on the tiny CPU model instead of about a minute)")
+    for flag in ("max-num-seqs", "max-num-batched-tokens", "max-model-len",
+                 "kv-capacity-tokens", "block-size"):
+        p.add_argument(f"--{flag}", type=int, help="the server's value, when it cannot "
+                       "be read from it" + (" (default 2048)" if "batched" in flag else ""))
+    p.add_argument("--scheduling", choices=("v1", "v0"), help="default: v1 for vLLM >= 0.8")
+    p.add_argument("--probe-seqs", type=int, default=256, help="requests sent at once to "
+                   "find max_num_seqs (when --max-num-seqs is not given)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def cmd_calibrate(args) -> None:
+    """``dynasim calibrate``: measure, fit, write the profile (and the report)."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from replay.calibrate import calibrate
+
+    limits = {"max_num_seqs": args.max_num_seqs, "max_model_len": args.max_model_len,
+              "max_num_batched_tokens": args.max_num_batched_tokens,
+              "kv_capacity_tokens": args.kv_capacity_tokens, "block_size": args.block_size}
+    for key, value in limits.items():
+        if value is not None and value < 1:
+            raise InputError(f"must be >= 1, got {value}", field=key)
+    console = Console(stderr=True)
+    with Progress(TextColumn("calibrating"), BarColumn(), TextColumn(
+            "{task.completed}/{task.total} {task.description}"), TimeElapsedColumn(),
+            console=console, transient=True, disable=args.no_progress) as bar:
+        task = bar.add_task("connecting", total=None)
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=what)
+
+        cal = calibrate(args.base_url, args.model, quick=args.quick, api_key=args.api_key,
+                        limits=limits, name=args.name, gpu=args.gpu,
+                        tensor_parallel_size=args.tensor_parallel_size,
+                        scheduling=args.scheduling, probe_seqs=args.probe_seqs,
+                        progress=progress)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(cal.profile.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    p, f = cal.profile, cal.profile.fit
+    console.print(f"step time ({p.step_time.form}): " + ", ".join(
+        f"{k} {v:.4g}" for k, v in p.step_time.model_dump().items() if k != "form"))
+    console.print(f"fit: {f.rows} rows, {f.held_out_rows} held out; held-out median "
+                  f"error {f.held_out_median_error:.1%}, p90 {f.held_out_p90_error:.1%}; "
+                  f"frontend latency {p.frontend_latency_ms:.2f} ms")
+    console.print("limits: " + ", ".join(f"{k} {getattr(p, k)} ({src})" for k, src in
+                                         p.provenance["limits"].items()))
+    if p.provenance["discarded_measurements"]:
+        console.print(f"[yellow]{p.provenance['discarded_measurements']} measurements "
+                      "discarded: requests did not run as planned (e.g. the server let new "
+                      "requests in or tokens out only when idle: a CPU-starved API server "
+                      "or engine core)")
+    print(f"wrote {out} ({cal.seconds:.0f} s of measurements)")
+    if args.report:
+        from replay.calibrate_report import write_report
+
+        print("report: " + ", ".join(write_report(cal, args.report)))
+
 
 def add_replay_flags(p: argparse.ArgumentParser) -> None:
     """The flags of ``dynasim replay`` other than the program flags."""
@@ -66,6 +148,10 @@ def add_replay_flags(p: argparse.ArgumentParser) -> None:
                    help="SLOs for goodput, e.g. ttft:200 tpot:50 e2el:10000")
     p.add_argument("--prefix-salt", help="salt of the prompt token ids (default: fresh "
                    "per run, so no run hits another run's prefix cache)")
+    p.add_argument("--dynasor", metavar="JSON", help="send this dynasor object with "
+                   "every request, for a --base-url that is a Dynasor proxy (dynasim "
+                   "proxy), e.g. '{\"probe_interval\": 32}'; its per-request reports "
+                   "go into the dynasor_* columns")
     p.add_argument("--output-dir", required=True, help="where requests.parquet, "
                    "programs.parquet and summary.json go (written as results arrive)")
     p.add_argument("--no-progress", action="store_true")
@@ -112,6 +198,22 @@ def _inputs(args):
     return None, specs, times, deadlines, meta
 
 
+def _dynasor_arg(text: str | None) -> dict | None:
+    """The ``--dynasor`` JSON object (None when not given)."""
+    if text is None:
+        return None
+    import json
+
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"not JSON ({exc})", field="dynasor") from exc
+    if not isinstance(obj, dict):
+        raise InputError("must be a JSON object, e.g. '{\"probe_interval\": 32}'",
+                         field="dynasor")
+    return obj
+
+
 def cmd_replay(args) -> None:
     """``dynasim replay``: run the trace or programs against the server (module doc)."""
     from rich.console import Console
@@ -132,12 +234,14 @@ def cmd_replay(args) -> None:
         policy.aging_s = args.sjf_aging
     check_policy(policy)
     requests, specs, times, deadlines, meta = _inputs(args)
+    dynasor = _dynasor_arg(args.dynasor)
     console = Console(stderr=True)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     salt = args.prefix_salt or uuid.uuid4().hex[:12]
     meta.update({"base_url": args.base_url, "model": args.model, "policy": policy.label,
                  "intra_program": repr(policy.intra), "max_concurrency":
-                 args.max_concurrency, "timeout": args.timeout, "prefix_salt": salt})
+                 args.max_concurrency, "timeout": args.timeout, "prefix_salt": salt,
+                 "dynasor": dynasor})
     journal = Journal(args.output_dir, meta, goodput, programs=specs is not None)
     total = len(requests) if requests is not None else len(specs)
     unit = "requests" if requests is not None else "programs"
@@ -164,7 +268,7 @@ def cmd_replay(args) -> None:
             rep = Replay(args.base_url, args.model, policy, journal,
                          PromptBuilder(pool, salt), api_key=args.api_key,
                          max_concurrency=args.max_concurrency, timeout=args.timeout,
-                         send_priority=honoured, progress=progress)
+                         send_priority=honoured, progress=progress, dynasor=dynasor)
             await rep.run(requests, specs, times, deadlines)
             after = await scrape_metrics(client, args.base_url, headers)
             extra = {f"server_{k}": after[k] - before.get(k, 0.0) for k in after}

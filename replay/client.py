@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -38,6 +39,8 @@ class Outcome:
             reported; vLLM reports it with ``--enable-prompt-tokens-details``).
         http_status: the response status (0: no response).
         error: empty on success, else what went wrong.
+        dynasor: the ``dynasor`` report of a Dynasor proxy (:mod:`replay.proxy`) from
+            the last chunk that carried one (``None``: no proxy report).
     """
 
     send_time: float = math.nan
@@ -50,6 +53,7 @@ class Outcome:
     usage_reported: bool = False
     http_status: int = 0
     error: str = ""
+    dynasor: dict | None = None
 
 
 def _error_message(body: bytes) -> str:
@@ -91,17 +95,8 @@ async def stream_completion(session: aiohttp.ClientSession, url: str, payload: d
     body = dict(payload, stream=True, stream_options={"include_usage": True})
     chunks = 0
     try:
-        async with asyncio.timeout(timeout):
-            for attempt in (0, 1):
-                out.send_time = clock()
-                try:
-                    resp = await session.post(url, json=body, headers=headers)
-                    break
-                except aiohttp.ServerDisconnectedError:
-                    # the server closed a pooled keep-alive connection as it was reused
-                    # (uvicorn's 5 s idle limit): nothing reached it, send once more
-                    if attempt:
-                        raise
+        async with asyncio.timeout(timeout), contextlib.AsyncExitStack() as stack:
+            resp = await _post(session, url, body, headers, clock, out, stack)
             async with resp:
                 out.http_status = resp.status
                 if resp.status != 200:
@@ -139,6 +134,8 @@ async def stream_completion(session: aiohttp.ClientSession, url: str, payload: d
                             usage = doc.get("usage")
                             if usage:
                                 _read_usage(usage, out)
+                            if isinstance(doc.get("dynasor"), dict):
+                                out.dynasor = doc["dynasor"]
                             if "error" in doc and not doc.get("choices"):
                                 out.error = ("server error in stream: "
                                              f"{_error_message(data)}")
@@ -164,6 +161,33 @@ async def stream_completion(session: aiohttp.ClientSession, url: str, payload: d
     return out
 
 
+#: Sends of one request after the server closed its connection without answering.
+DISCONNECT_RETRIES = 2
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: dict, headers: dict,
+                clock: Callable[[], float], out: Outcome,
+                stack: contextlib.AsyncExitStack) -> aiohttp.ClientResponse:
+    """POST, sending again (at most :data:`DISCONNECT_RETRIES` times, each on a new
+    connection) when the server closes the connection before any response byte.
+
+    That is uvicorn closing a pooled keep-alive connection as the request goes out: its
+    5 s idle timer (vLLM's ``VLLM_HTTP_TIMEOUT_KEEP_ALIVE``) can fire after the request
+    bytes have arrived when its event loop stalls (libuv runs due timers before
+    reading sockets), and then every idle connection of the pool is dead at once, so a
+    retry on the pool would meet another. The server never parsed the request, so
+    nothing ran twice; ``out.send_time`` is the last send."""
+    for attempt in range(DISCONNECT_RETRIES + 1):
+        out.send_time = clock()
+        try:
+            return await session.post(url, json=body, headers=headers)
+        except aiohttp.ServerDisconnectedError:
+            if attempt == DISCONNECT_RETRIES:
+                raise
+            session = await stack.enter_async_context(new_session(force_close=True))
+    raise AssertionError("unreachable")
+
+
 async def post_json(session: aiohttp.ClientSession, url: str, payload: dict,
                     headers: dict) -> tuple[int, dict | str]:
     """POST a non-streamed JSON request; returns (status, JSON body or text)."""
@@ -182,10 +206,16 @@ async def get_text(session: aiohttp.ClientSession, url: str,
         return resp.status, await resp.text()
 
 
-def new_session(max_connections: int | None = None) -> aiohttp.ClientSession:
+def new_session(max_connections: int | None = None,
+                force_close: bool = False) -> aiohttp.ClientSession:
     """The client session of a run: no aiohttp timeout (requests carry their own),
     at most ``max_connections`` connections (``None``: unlimited), idle connections
-    dropped after 2 s, before vLLM's uvicorn drops them (5 s keep-alive)."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=max_connections or 0, keepalive_timeout=2.0),
-        timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar())
+    dropped after 2 s, before vLLM's uvicorn drops them (5 s keep-alive);
+    ``force_close``: a new connection per request, none kept (:func:`_post`'s resends).
+    """
+    connector = (aiohttp.TCPConnector(limit=max_connections or 0, force_close=True)
+                 if force_close else
+                 aiohttp.TCPConnector(limit=max_connections or 0, keepalive_timeout=2.0))
+    return aiohttp.ClientSession(connector=connector,
+                                 timeout=aiohttp.ClientTimeout(total=None),
+                                 cookie_jar=aiohttp.DummyCookieJar())

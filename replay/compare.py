@@ -15,7 +15,6 @@ as misses) meeting every ``--goodput`` SLO (``ttft``, ``tpot``, ``e2el`` in ms).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -143,17 +142,22 @@ def write_figure(both: pd.DataFrame, result: dict, path: Path) -> list[str]:
                f"{result['slo_attainment_real']:.3f}")
     fig.update_layout(title=f"Simulated vs replayed: {result['compared']} requests{att}",
                       width=1400, height=450)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    html = path.with_suffix(".html")
-    fig.write_html(html, include_plotlyjs="cdn")
-    files = [str(html)]
-    if shutil.which("chromium") or shutil.which("chromium-browser"):
-        try:
-            fig.write_image(path.with_suffix(".png"))
-            files.append(str(path.with_suffix(".png")))
-        except Exception as exc:  # kaleido missing or failing: HTML is enough
-            result["png_error"] = str(exc)[:200]
+    files, png_error = save_figure(fig, path)
+    if png_error:
+        result["png_error"] = png_error
     return files
+
+
+def save_figure(fig, path: Path) -> tuple[list[str], str | None]:
+    """Write a plotly figure as ``path.html`` (always) and ``path.png`` (through kaleido,
+    only when a Chromium is installed; never downloads one), by
+    :func:`dynasim.plots.write_figures`, the project's one figure writer.
+
+    Returns:
+        ``(files written, why the PNG failed or None)``."""
+    from dynasim.plots import _write_figures
+
+    return _write_figures({Path(path): fig})
 
 
 def print_comparison(r: dict) -> None:

@@ -111,6 +111,18 @@ async def scrape_metrics(session: aiohttp.ClientSession, base_url: str,
     return out
 
 
+def _dynasor_columns(report: dict | None) -> dict:
+    """The journal's ``dynasor_*`` columns from a proxy report (defaults when none)."""
+    from replay.journal import DYNASOR_DEFAULTS
+
+    if not report:
+        return dict(DYNASOR_DEFAULTS)
+    return {"dynasor_probes": int(report.get("probes", -1)),
+            "dynasor_tokens": int(report.get("tokens_generated", -1)),
+            "dynasor_stopped_early": bool(report.get("stopped_early", False)),
+            "dynasor_stop_token": int(report.get("stop_token", -1))}
+
+
 class Replay:
     """One live run: a policy, a server, a journal.
 
@@ -125,14 +137,19 @@ class Replay:
         timeout: seconds per request (``None``: none).
         send_priority: whether to send the ``priority`` field.
         progress: called with (requests done, programs done) after each request.
+        dynasor: a ``dynasor`` object sent with every request (Dynasor-CoT early exit
+            through :mod:`replay.proxy`; ``None``: not sent); the proxy's report goes
+            into the ``dynasor_*`` columns (:data:`replay.journal.DYNASOR_DEFAULTS`).
     """
 
     def __init__(self, base_url: str, model: str, policy, journal: Journal,
                  prompts: PromptBuilder, api_key: str | None = None,
                  max_concurrency: int | None = None, timeout: float | None = None,
                  send_priority: bool = True,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 progress: Callable[[int, int], None] | None = None,
+                 dynasor: dict | None = None) -> None:
         check_policy(policy)
+        self.dynasor = dynasor
         self.url = base_url.rstrip("/") + "/v1/completions"
         self.model = model
         self.policy = policy
@@ -198,6 +215,8 @@ class Replay:
         priority = self.policy.priority(req) if self.send_priority else None
         if priority is not None:
             payload["priority"] = int(priority)
+        if self.dynasor is not None:
+            payload["dynasor"] = self.dynasor
         headers = dict(self.headers, **{"X-Request-Id": f"dynasim-{req.request_id}"})
         out = Outcome()
         try:
@@ -237,7 +256,7 @@ class Replay:
             "asked_output_tokens": req.output_tokens,
             "usage_prompt_tokens": out.prompt_tokens,
             "priority": -1 if priority is None else priority,
-            "http_status": out.http_status})
+            "http_status": out.http_status, **_dynasor_columns(out.dynasor)})
         self.done += 1
 
     def _finished(self, req: Request, out: Outcome) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from dynasim.data_record import COLUMNS, PROGRAM_COLUMNS, with_latencies
+from dynasim.cli import _json
 from dynasim.metrics import summarize, summarize_programs
 
 #: Replay-only request columns (seconds on the run clock unless said):
@@ -32,13 +33,19 @@ from dynasim.metrics import summarize, summarize_programs
 #: send − scheduled − client queue time (the client's own overhead); ``itl`` list of
 #: inter-token latencies; ``asked_output_tokens`` the ``max_tokens`` sent;
 #: ``usage_prompt_tokens`` the server's prompt count; ``priority`` the vLLM priority
-#: sent (-1: none); ``http_status``.
+#: sent (-1: none); ``http_status``; and the per-request report of a Dynasor proxy
+#: (``replay.proxy``, the ``dynasor`` field of its final chunk): ``dynasor_probes``
+#: probes evaluated, ``dynasor_tokens`` tokens it generated, ``dynasor_stopped_early``,
+#: ``dynasor_stop_token`` tokens at the deciding probe (-1 / False: no report).
+DYNASOR_DEFAULTS = {"dynasor_probes": -1, "dynasor_tokens": -1,
+                    "dynasor_stopped_early": False, "dynasor_stop_token": -1}
 EXTRA = ["scheduled_time", "send_time", "client_queue_time", "dispatch_lag", "itl",
-         "asked_output_tokens", "usage_prompt_tokens", "priority", "http_status"]
+         "asked_output_tokens", "usage_prompt_tokens", "priority", "http_status",
+         *DYNASOR_DEFAULTS]
 
 
 def _dump(row: dict) -> str:
-    return json.dumps(row, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    return json.dumps(row, default=_json)
 
 
 def requests_table(rows: list[dict]) -> pd.DataFrame:
@@ -46,6 +53,8 @@ def requests_table(rows: list[dict]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=float) for c in COLUMNS + EXTRA})
     df = pd.DataFrame(rows)
+    for col, default in DYNASOR_DEFAULTS.items():  # rows of runs without a proxy
+        df[col] = df[col].fillna(default).astype(type(default)) if col in df else default
     df = df.sort_values("request_id", kind="stable").reset_index(drop=True)
     return with_latencies(df)[COLUMNS + EXTRA]
 

@@ -41,6 +41,10 @@ TINY_MODEL_SCRIPT = Path(__file__).resolve().with_name("tiny_model.py")
 MODEL_NAME = "tiny-llama"
 MAX_MODEL_LEN = 4096
 ENV_VAR = "DYNASIM_VLLM_PYTHON"
+#: Process names (``/proc/PID/comm``, 15 characters) of vLLM V1's engine core and its
+#: model worker (multiprocessing executor), which :meth:`VLLMServer.pin_cpus` keeps
+#: together.
+ENGINE_PROCESSES = ("VLLM::EngineCor", "VLLM::Worker")
 
 
 def find_vllm_python() -> str | None:
@@ -114,6 +118,10 @@ class VLLMServer:
         More command-line arguments appended to the vLLM command.
     startup_timeout:
         Seconds to wait for ``GET /health`` to answer 200.
+    pin:
+        Once healthy, pin the engine core and model worker to CPU 0 and the API server
+        to the other CPUs (:meth:`pin_cpus`; ``pinned`` says what was pinned). Default
+        False.
     log_path:
         File the server's stdout and stderr are appended to; default a temporary file,
         removed on exit but kept when startup fails. A given file is always kept.
@@ -164,6 +172,7 @@ class VLLMServer:
         log_path: str | Path | None = None,
         enforce_eager: bool = True,
         dtype: str = "float32",
+        pin: bool = False,
     ) -> None:
         self.python = python
         self.model_dir = Path(model_dir) if model_dir is not None else None
@@ -174,6 +183,9 @@ class VLLMServer:
         self.log_path = Path(log_path) if log_path is not None else None
         self.enforce_eager = enforce_eager
         self.dtype = dtype
+        self.pin = pin
+        self.pinned: dict[int, str] = {}
+        self._saved_affinity: dict[tuple[int, int], set[int]] = {}
         self.model = MODEL_NAME
         self.base_url: str | None = None
         self.process: subprocess.Popen | None = None
@@ -204,6 +216,10 @@ class VLLMServer:
         try:
             self._launch()
             self._wait_healthy()
+            if self.pin:
+                rest = set(os.sched_getaffinity(0)) - {0}
+                if rest:  # one CPU: nothing to split
+                    self.pin_cpus({0}, rest)
         except BaseException:
             self._own_log = False  # keep the log of a failed start for the user
             self.stop()
@@ -324,20 +340,85 @@ class VLLMServer:
             self.log_path, self._own_log = None, False
         self.model_dir = self._given_model_dir  # a temporary one was just removed
 
+    def group_processes(self) -> dict[int, str]:
+        """``{pid: comm}`` of every live process of the server's group (Linux /proc)."""
+        out: dict[int, str] = {}
+        if self.process is None or not Path("/proc").is_dir():
+            return out
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if os.getpgid(int(entry.name)) == self.process.pid:
+                        out[int(entry.name)] = (entry / "comm").read_text().strip()
+                except (OSError, ValueError):
+                    continue
+        return out
+
+    def pin_cpus(self, engine_cpus: set[int], other_cpus: set[int]) -> dict[int, str]:
+        """Pin every thread of vLLM's engine-core and model-worker processes
+        (:data:`ENGINE_PROCESSES`) to ``engine_cpus`` and every thread of the server's
+        other processes (the API server: HTTP, tokenisation, detokenisation) to
+        ``other_cpus``. Threads started later inherit their creator's CPUs.
+
+        Why: vLLM's CPU backend binds its OpenMP threads to the first cores and reserves
+        one core (``VLLM_CPU_OMP_THREADS_BIND=auto``: "core ids=[0], reserved_cpus=[1]"
+        on 2 cores), but the engine core's other threads busy-wait (``sched_yield``) for
+        the worker and float; on 2 cores they take the API server's and the client's core
+        for 0.2-0.35 s at a time, so tokens and new requests move only when the engine
+        idles. Pinned, the front end no longer waits for the engine, but the engine
+        core's spinning then takes its own worker's core: measured on 2 cores, decode
+        steps under load 29% slower than calibrated and live fidelity no better
+        (``replay/fidelity.py``). Useful where the engine has cores of its own.
+
+        Returns ``{pid: "comm -> cpus"}`` of what was pinned (also kept as ``pinned``);
+        :meth:`unpin` restores the CPUs each thread had. Raises OSError when a CPU is not
+        on this machine.
+        """
+        done: dict[int, str] = {}
+        for pid, comm in self.group_processes().items():
+            cpus = engine_cpus if comm.startswith(ENGINE_PROCESSES) else other_cpus
+            for tid in self._tasks(pid):
+                try:
+                    self._saved_affinity.setdefault((pid, tid), os.sched_getaffinity(tid))
+                    os.sched_setaffinity(tid, cpus)
+                except ProcessLookupError:
+                    continue
+            done[pid] = f"{comm} -> {sorted(cpus)}"
+        self.pinned = done
+        return done
+
+    def unpin(self) -> None:
+        """Undo :meth:`pin_cpus`: every thread gets back the CPUs it had before (vLLM's
+        own OpenMP binding included); a thread started while pinned gets its process's
+        first saved CPUs."""
+        first: dict[int, set[int]] = {}
+        for (pid, tid), cpus in self._saved_affinity.items():
+            first.setdefault(pid, cpus)
+        for pid, cpus in first.items():
+            for tid in self._tasks(pid):
+                try:
+                    os.sched_setaffinity(tid, self._saved_affinity.get((pid, tid), cpus))
+                except ProcessLookupError:
+                    continue
+        self._saved_affinity.clear()
+        self.pinned = {}
+
+    @staticmethod
+    def _tasks(pid: int) -> list[int]:
+        try:
+            return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            return []
+
     def peak_rss_bytes(self) -> int | None:
         """Peak resident memory (VmHWM) summed over the server's process group, from
         /proc (Linux only; None elsewhere or when not running)."""
         if self.process is None or not Path("/proc").is_dir():
             return None
         total = 0
-        pgid = self.process.pid
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
+        for pid in self.group_processes():
             try:
-                if os.getpgid(int(entry.name)) != pgid:
-                    continue
-                for line in (entry / "status").read_text().splitlines():
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
                         total += int(line.split()[1]) * 1024
             except (OSError, ValueError):
@@ -355,11 +436,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=None,
                         help=f"vLLM environment's python (default ${ENV_VAR} or .venv-vllm)")
     parser.add_argument("--log", default=None, help="server log file (default: temporary)")
+    parser.add_argument("--pin", action="store_true", help="pin vLLM's engine core to CPU "
+                        "0 and its API server to the other CPUs (run the client there "
+                        "too, e.g. replay.fidelity --client-cpus 1); see "
+                        "VLLMServer.pin_cpus")
     args = parser.parse_args(argv)
     if (args.python or find_vllm_python()) is None:
         parser.error(f"no vLLM python: set ${ENV_VAR} or run `make .venv-vllm/.installed`")
     server = VLLMServer(python=args.python, port=args.port, max_num_seqs=args.max_num_seqs,
-                        log_path=args.log)
+                        log_path=args.log, pin=args.pin)
 
     def _interrupt(signum, frame):  # SIGTERM (e.g. `kill`) stops the server like Ctrl-C
         raise KeyboardInterrupt
@@ -368,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"starting vLLM on port {args.port} (about a minute)...", flush=True)
     try:
         with server:
+            for pid, what in server.pinned.items():
+                print(f"pinned {pid} {what}", flush=True)
             print(f"base URL: {server.base_url}\nmodel: {server.model}\n"
                   f"log: {server.log_path}\nready in {server.startup_s:.1f} s; Ctrl-C stops",
                   flush=True)

@@ -175,3 +175,26 @@ def test_same_input_same_result():
     b, _ = simulate(tr, prof, FCFS())
     assert a.equals(b)
     assert a["num_preemptions"].sum() > 0  # the scenario does exercise preemption
+
+
+def test_v0_padding_pads_prompts_and_caps_the_padding():
+    # vLLM 0.2.x: prompts in one prefill step are padded to the longest. R0 (P=100) and
+    # R1 (P=50) both waiting at 0: one step costs 10 + 0.1 * 2 * 100 = 30 ms (not 25).
+    prof = make_profile("v0").model_copy(update={"max_paddings": 256})
+    r0, r1 = Request(0, 0.0, 100, 2), Request(1, 0.0, 50, 2)
+    run_requests(prof, [r0, r1])
+    assert r0.first_token_time == pytest.approx(0.030)
+    assert r1.first_token_time == pytest.approx(0.030)
+    # with max_paddings 40 the 50 padding tokens are refused: R1 waits for its own step
+    # (10 + 0.1 * 100 = 20 ms, then 10 + 0.1 * 50 = 15 ms)
+    prof = make_profile("v0").model_copy(update={"max_paddings": 40})
+    r0, r1 = Request(0, 0.0, 100, 2), Request(1, 0.0, 50, 2)
+    run_requests(prof, [r0, r1])
+    assert r0.first_token_time == pytest.approx(0.020)
+    assert r1.first_token_time == pytest.approx(0.035)
+    # and the padded batch counts against the token budget: 2 x 100 > 150
+    prof = make_profile("v0", max_num_batched_tokens=150, max_num_seqs=8).model_copy(
+        update={"max_paddings": 256})
+    r0, r1 = Request(0, 0.0, 100, 2), Request(1, 0.0, 50, 2)
+    run_requests(prof, [r0, r1])
+    assert r1.first_token_time == pytest.approx(0.035)

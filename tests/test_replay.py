@@ -242,3 +242,53 @@ def test_replay_rejects_a_non_positive_base_deadline(tmp_path, capsys, data_dir)
                str(tmp_path / "o")])
     assert rc == 2
     assert "--base-deadline must be > 0" in capsys.readouterr().err
+
+
+def _closing_server(drop: int):
+    """A raw HTTP server on 127.0.0.1: the first ``drop`` connections are closed as
+    soon as a request arrives (no response byte, like uvicorn's keep-alive timer firing
+    on a request); later ones answer one streamed token."""
+    seen = []
+
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        seen.append(1)
+        if len(seen) <= drop:
+            writer.close()
+            return
+        chunk = json.dumps({"choices": [{"text": "x"}],
+                            "usage": {"completion_tokens": 1, "prompt_tokens": 2}})
+        body = f"data: {chunk}\n\ndata: [DONE]\n\n".encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     b"Connection: close\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    return handle, seen
+
+
+@pytest.mark.parametrize("drop, ok", [(2, True), (3, False)])
+def test_send_again_after_a_disconnect_without_answer(drop, ok):
+    """A request the server dropped unanswered is sent again on a fresh connection, at
+    most DISCONNECT_RETRIES times; beyond that it is a recorded error."""
+    from replay.client import DISCONNECT_RETRIES, Outcome, new_session, stream_completion
+
+    assert DISCONNECT_RETRIES == 2
+
+    async def run():
+        handle, seen = _closing_server(drop)
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, new_session() as s:
+            out = await stream_completion(s, f"http://127.0.0.1:{port}/v1/completions",
+                                          {"prompt": [1, 2], "max_tokens": 1}, {}, 10.0,
+                                          time.perf_counter, Outcome())
+        return out, len(seen)
+
+    out, sent = asyncio.run(run())
+    assert sent == 3
+    if ok:
+        assert out.error == "" and out.output_tokens == 1
+    else:
+        assert out.error.startswith("ServerDisconnectedError")

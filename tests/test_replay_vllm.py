@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from dynasim.cli import main
 from dynasim.policy import FCFS
@@ -22,6 +20,7 @@ from replay.client import new_session
 from replay.dispatcher import Replay, scrape_metrics
 from replay.journal import Journal, read_records
 from replay.prompts import PromptBuilder, fetch_token_pool
+from tests.vllm_fixture import front_end_core  # noqa: F401  (fixture)
 from tests.vllm_fixture import vllm_server  # noqa: F401  (session fixture)
 
 
@@ -80,12 +79,7 @@ class _Ranked(FCFS):
         return self.ranks.get(req.request_id, 0)
 
 
-@pytest.mark.skipif(not os.environ.get("DYNASIM_TIMING_TESTS"), reason=(
-    "in-engine priority order: passed 4 of 5 local runs but failed in both clean-clone "
-    "CI runs on 2 cores (the late requests were served in arrival order; not yet "
-    "understood); set DYNASIM_TIMING_TESTS=1 to run it. test_game24_policies_on_vllm "
-    "checks that the priorities are sent and accepted"))
-def test_priorities_reach_the_engine(vllm_server, tmp_path):
+def test_priorities_reach_the_engine(front_end_core, vllm_server, tmp_path):  # noqa: F811
     """Four long requests fill the server's seats; twelve more arrive with priorities in
     the reverse of their send order. vLLM's priority queue must admit the best first."""
     seats = vllm_server.max_num_seqs

@@ -3,6 +3,10 @@ harness relies on. Skipped only when no vLLM environment exists; never faked."""
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from tests.vllm_fixture import request_json
 from tests.vllm_fixture import vllm_server  # noqa: F401  (session fixture)
 
@@ -58,3 +62,53 @@ def test_chat_completion(vllm_server):
                                 "messages": [{"role": "user", "content": "Solve 4 6 8 2"}]})
     assert status == 200, out
     assert out["usage"]["completion_tokens"] == 8
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_pin_cpus_splits_engine_core_from_the_front_end():
+    """pin_cpus on a process group shaped like vLLM's: a leader (the API server) and
+    children named VLLM::EngineCore and VLLM::Worker, each with an extra thread; every
+    thread lands on its CPUs, and unpin gives every thread back what it had."""
+    import subprocess
+    import sys
+    import time
+
+    from replay.server import ENGINE_PROCESSES, VLLMServer
+
+    def child(name):
+        return ("import threading,time\n"
+                f"open('/proc/self/comm','w').write({name!r})\n"
+                "threading.Thread(target=time.sleep,args=(30,),daemon=True).start()\n"
+                "time.sleep(30)\n")
+
+    leader = "import subprocess,sys,time\n" + "".join(
+        f"subprocess.Popen([sys.executable,'-c',{child(n)!r}])\n"
+        for n in ("VLLM::EngineCore", "VLLM::Worker")) + "time.sleep(30)\n"
+    cpus = sorted(os.sched_getaffinity(0))
+    server = VLLMServer()
+    server.process = subprocess.Popen([sys.executable, "-c", leader], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            procs = server.group_processes()
+            eng = [p for p, c in procs.items() if c.startswith(ENGINE_PROCESSES)]
+            if len(eng) == 2 and all(len(os.listdir(f"/proc/{p}/task")) >= 2 for p in eng):
+                break
+            time.sleep(0.05)
+        procs = server.group_processes()
+        tids = {int(t): p for p in procs for t in os.listdir(f"/proc/{p}/task")}
+        os.sched_setaffinity(next(iter(tids)), {cpus[1]})  # a binding of its own
+        before = {t: os.sched_getaffinity(t) for t in tids}
+        done = server.pin_cpus({cpus[0]}, {cpus[1]})
+        assert len(done) == 3 and server.pinned == done
+        for tid, pid in tids.items():
+            comm = procs[pid]
+            want = {cpus[0]} if comm.startswith(ENGINE_PROCESSES) else {cpus[1]}
+            assert os.sched_getaffinity(tid) == want, (comm, tid)
+        server.unpin()  # every thread gets back what it had, its own binding included
+        assert {t: os.sched_getaffinity(t) for t in tids} == before
+        assert server.pinned == {}
+    finally:
+        os.killpg(server.process.pid, 9)
+        server.process.wait()
+        server.process = None

@@ -1,0 +1,140 @@
+"""Command-line side of the live fidelity check (:mod:`replay.fidelity`): the flags, the
+run from parsed flags and the rich table. ``python -m replay.fidelity --base-url URL
+--model M [--profile P | --quick] [--num-requests N] [--lengths L] [--output-dir D]``;
+``add_fidelity_flags(parser, required=False)`` + ``cmd_fidelity(args)`` plug it into
+another command (``dynasim validate --base-url``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from dynasim.errors import InputError
+from replay.fidelity import (DEFAULT_LENGTHS, E2E_SLO_SCALE, TTFT_SLO_SCALE,
+                             run_fidelity)
+
+
+def print_table(rows: list[dict], console=None) -> None:
+    """The fidelity rows as a rich table (errors and attainment in %)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"live fidelity (SLOs: TTFT <= {TTFT_SLO_SCALE:g}x, E2E <= "
+                    f"{E2E_SLO_SCALE:g}x the isolated latency)")
+    for col in ("load", "req/s", "n", "E2E err med/p90", "TTFT err med/p90",
+                "E2E SLO real/sim/diff", "TTFT SLO real/sim/diff",
+                "decode ms/tok engine/sim", "p99 lag ms", "CPU PSI %"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        real = r.get("engine_decode_ms_per_token", r["client_decode_ms_per_token"])
+        t.add_row(r["load"], f"{r['rate']:.2f}", str(r["requests"]),
+                  f"{r['median_e2e_error']:.1%} / {r['p90_e2e_error']:.1%}",
+                  f"{r['median_ttft_error']:.1%} / {r['p90_ttft_error']:.1%}",
+                  *(f"{r[f'{m}_attainment_real']:.2f} / {r[f'{m}_attainment_sim']:.2f} / "
+                    f"{100 * r[f'{m}_attainment_diff']:+.0f} pt" for m in ("e2e", "ttft")),
+                  f"{real:.2f} / {r['sim_decode_ms_per_token']:.2f}",
+                  f"{r['p99_dispatch_lag_ms']:.0f}",
+                  " / ".join("-" if v is None else f"{v:.0f}"
+                             for v in r["cpu_pressure_pct"]))
+    (console or Console(width=170)).print(t)
+
+
+def add_fidelity_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """Flags of the live fidelity run; ``required=False`` for a command where
+    ``--base-url`` is optional (``dynasim validate``)."""
+    p.add_argument("--base-url", required=required, help="live server root, e.g. "
+                   "http://127.0.0.1:8000")
+    p.add_argument("--model", required=required, help="served model name")
+    p.add_argument("--api-key", default=None, help="bearer token")
+    p.add_argument("--profile", help="calibrated profile (default: calibrate first)")
+    p.add_argument("--num-requests", type=int, default=60, help="requests per load")
+    p.add_argument("--lengths", default=DEFAULT_LENGTHS, help="trace to draw (prompt, "
+                   "output) pairs from, or uniform:PMIN-PMAX:OMIN-OMAX")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="quick calibration (no --profile)")
+    p.add_argument("--output-dir", help="keep per-load records here")
+    p.add_argument("--recalibrate", action="store_true", help="also run a quick "
+                   "calibration just before each load and simulate that load with it "
+                   "(separate measurements; follows the machine's speed drift)")
+    p.add_argument("--client-cpus", metavar="LIST", help="pin this client to these CPUs "
+                   "(comma-separated), e.g. 1 with a server started by `python -m "
+                   "replay.server --pin` (engine core on CPU 0)")
+    p.add_argument("--wait-calm", type=float, metavar="PSI", help="local server: before "
+                   "calibrating and before each load, wait (up to 10 min) until this "
+                   "machine's CPU pressure (PSI some avg10, %%) is below PSI")
+
+
+def cmd_fidelity(args) -> list[dict]:
+    """Run from parsed flags (:func:`add_fidelity_flags`); prints and returns the rows."""
+    from rich.console import Console
+
+    from dynasim.profile import load_profile
+
+    from replay.vllm_metrics import wait_calm
+
+    console = Console(stderr=True)
+    if args.num_requests < 1:
+        raise InputError("--num-requests must be >= 1", field="num_requests")
+    calm = getattr(args, "wait_calm", None)
+    if getattr(args, "client_cpus", None):
+        try:
+            cpus = {int(c) for c in args.client_cpus.split(",") if c.strip()}
+            os.sched_setaffinity(0, cpus)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"cannot pin the client to {args.client_cpus!r} ({exc})",
+                             field="client_cpus") from None
+        console.print(f"client pinned to CPUs {sorted(cpus)}")
+
+    def before() -> None:
+        if calm is not None:
+            psi = wait_calm(args.base_url, calm)
+            if psi is not None:
+                console.print(f"CPU pressure {psi:.1f}%")
+
+    def recal():
+        from replay.calibrate import calibrate
+
+        console.print("quick calibration before the load")
+        return calibrate(args.base_url, args.model, quick=True,
+                         api_key=args.api_key).profile
+
+    if args.profile:
+        profile = load_profile(args.profile)
+    else:
+        from replay.calibrate import calibrate
+
+        console.print("calibrating first (no --profile given)")
+        before()
+        profile = calibrate(args.base_url, args.model, quick=args.quick,
+                            api_key=args.api_key).profile
+    rows = run_fidelity(args.base_url, args.model, profile, num_requests=args.num_requests,
+                        seed=args.seed, lengths=args.lengths, api_key=args.api_key,
+                        output_dir=args.output_dir, before_load=before,
+                        recalibrate=recal if getattr(args, "recalibrate", False) else None,
+                        progress=lambda msg: console.print(f"replaying {msg}"))
+    print_table(rows)
+    if args.output_dir:
+        import json
+
+        path = Path(args.output_dir) / "fidelity.json"
+        path.write_text(json.dumps({"profile": profile.model_dump(), "rows": rows},
+                                   indent=1) + "\n")
+        console.print(f"wrote {path}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m replay.fidelity", description=(
+        "Live fidelity: replay Poisson traces on a vLLM server and simulate them with a "
+        "calibrated profile (see replay/fidelity.py)."))
+    add_fidelity_flags(parser)
+    args = parser.parse_args(argv)
+    try:
+        cmd_fidelity(args)
+    except InputError as exc:
+        print(f"fidelity: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

