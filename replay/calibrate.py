@@ -132,16 +132,17 @@ async def measure(base_url: str, model: str, plan: Plan, *, api_key: str | None 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     given = {k: v for k, v in (limits or {}).items() if v is not None}
     async with new_session() as session:
-        await server_info(session, base_url, model, headers)  # fail fast, clear message
+        first = await server_info(session, base_url, model, headers)  # fail fast
         pool = await fetch_token_pool(session, base_url, model, headers)
         m = Meter(session, base_url, model, headers,
                   PromptBuilder(pool, "calibrate-" + uuid.uuid4().hex[:12]))
+        # warm-up, before the seat probe too: a fresh server's first requests are slower
+        for prompt in (64, 16, 512, 2048):
+            await m.request(m.prompt(min(prompt, given.get(
+                "max_model_len", first.get("max_model_len") or 4096) - 9)), 8)
         info, lim, src = await _limits(session, base_url, model, headers, given, pool,
                                        probe_seqs)
         await asyncio.sleep(0.5)  # let the server settle after the probe's aborts
-        for prompt in (64, 16, 512, 2048):  # warm-up: the first requests are slower
-            await m.request(m.prompt(min(prompt, (lim.get("max_model_len") or 4096) - 9)),
-                            8)
         seats, max_len = lim["max_num_seqs"], lim.get("max_model_len") or 4096
         top = min(max_len - 2, lim["max_num_batched_tokens"] - seats)
         lone = sorted({min(p, top) for p in plan.lone_prompts})

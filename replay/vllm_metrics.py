@@ -154,21 +154,18 @@ async def server_info(session: aiohttp.ClientSession, base_url: str, model: str,
     return info
 
 
-async def probe_max_num_seqs(session: aiohttp.ClientSession, url: str, model: str,
-                             headers: dict, pool: list[int], limit: int,
-                             max_tokens: int = 48) -> tuple[int, bool]:
-    """vLLM's ``max_num_seqs``: send ``limit`` short requests at once and read the
-    gauges while they run; a step that leaves requests waiting (8-token prompts never
-    exhaust the token budget or the KV cache) has every seat taken, so the running count
-    then is the limit. Returns ``(value, exact)``; ``exact`` is False when nothing ever
-    waited, i.e. the limit is at least ``limit`` (the most seen running is returned)."""
+async def _probe_once(session: aiohttp.ClientSession, url: str, model: str,
+                      headers: dict, pool: list[int], limit: int,
+                      max_tokens: int) -> tuple[int, bool, list[str]]:
+    """One probe: (most seen running, exact, the errors of the probe's requests)."""
     completions = url.rstrip("/") + "/v1/completions"
     body = {"model": model, "max_tokens": max_tokens, "ignore_eos": True,
             "temperature": 0.0}
     prompts = [[pool[(i + j) % len(pool)] for j in range(8)] for i in range(limit)]
+    outs = [Outcome() for _ in prompts]
     tasks = [asyncio.ensure_future(stream_completion(
         session, completions, dict(body, prompt=p), headers, 120.0, time.perf_counter,
-        Outcome())) for p in prompts]
+        o)) for p, o in zip(prompts, outs)]
     most, full = 0, []
     try:
         while not all(t.done() for t in tasks):
@@ -185,9 +182,45 @@ async def probe_max_num_seqs(session: aiohttp.ClientSession, url: str, model: st
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    if full:
-        return max(full), True
-    return most, False
+    errors = [o.error for o in outs if o.error and o.error != "cancelled"]
+    return (max(full), True, errors) if full else (most, False, errors)
+
+
+async def probe_max_num_seqs(session: aiohttp.ClientSession, url: str, model: str,
+                             headers: dict, pool: list[int], limit: int,
+                             max_tokens: int = 48, attempts: int = 3) -> tuple[int, bool]:
+    """vLLM's ``max_num_seqs``: send ``limit`` short requests at once and read the
+    gauges while they run; a step that leaves requests waiting (8-token prompts never
+    exhaust the token budget or the KV cache) has every seat taken, so the running count
+    then is the limit. Returns ``(value, exact)``; ``exact`` is False when nothing ever
+    waited, i.e. the limit is at least ``limit`` (the most seen running is returned).
+
+    A probe that saw no full batch is repeated (up to ``attempts`` in all, after the
+    server is idle again): the gauges are set from the engine's step outputs, and a
+    CPU engine that holds its output thread back while busy (:mod:`replay.calibrate_steps`)
+    can deliver a whole probe's outputs at once, so that no scrape sees it running.
+
+    Raises:
+        RuntimeError: every probe request failed (the first error is named), or no probe
+            ever saw a running request (give ``--max-num-seqs``).
+    """
+    best = 0
+    for attempt in range(attempts):
+        if attempt:
+            await wait_idle(session, url, headers)
+        most, exact, errors = await _probe_once(session, url, model, headers, pool,
+                                                limit, max_tokens)
+        if len(errors) == limit:
+            raise RuntimeError(f"{url}: every max_num_seqs probe request failed: "
+                               f"{errors[0]}")
+        if exact:
+            return most, True
+        best = max(best, most)
+    if best == 0:
+        raise RuntimeError(f"{url}: {attempts} probes of {limit} requests never saw a "
+                           "request running in vllm:num_requests_running; give "
+                           "--max-num-seqs")
+    return best, False
 
 
 async def try_scrape(session: aiohttp.ClientSession, base_url: str,

@@ -100,3 +100,63 @@ def test_parse_prometheus():
     assert s["vllm:cache_config_info"][0][0]["num_gpu_blocks"] == "4096"
     assert s["vllm:request_prefill_time_seconds_sum"][0][1] == 0.25
     assert "bad" not in s
+
+
+class _GaugeServer:
+    """A scripted server for faults vLLM cannot be made to show on demand: its
+    ``/metrics`` gauges never show a running request, and ``/v1/completions`` answers
+    ``status`` (200: one streamed token)."""
+
+    def __init__(self, status: int) -> None:
+        self.status, self.probes = status, 0
+
+    async def completions(self, request):
+        from aiohttp import web
+        self.probes += 1
+        if self.status != 200:
+            return web.json_response({"message": "no seats today"}, status=self.status)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices": [{"text": "a"}]}\n\ndata: [DONE]\n\n')
+        return resp
+
+    async def metrics(self, request):
+        from aiohttp import web
+        return web.Response(text="vllm:num_requests_running 0\n"
+                                 "vllm:num_requests_waiting 0\n")
+
+
+@pytest.mark.parametrize("status, message", [
+    (200, "never saw a request running"), (503, "every max_num_seqs probe request failed")])
+def test_seat_probe_fails_clearly(status, message):
+    import asyncio
+
+    from aiohttp import web
+
+    from replay.client import new_session
+    from replay.vllm_metrics import probe_max_num_seqs
+
+    async def go():
+        srv = _GaugeServer(status)
+        app = web.Application()
+        app.router.add_post("/v1/completions", srv.completions)
+        app.router.add_get("/metrics", srv.metrics)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            async with new_session() as session:
+                with pytest.raises(RuntimeError, match=message) as err:
+                    await probe_max_num_seqs(session, f"http://127.0.0.1:{port}", "m",
+                                             {}, [1, 2, 3], 8, max_tokens=2)
+        finally:
+            await runner.cleanup()
+        return srv.probes, str(err.value)
+
+    probes, text = asyncio.run(go())
+    # a probe that saw no full batch is repeated; one whose requests all fail is not
+    assert probes == (3 * 8 if status == 200 else 8)
+    if status != 200:
+        assert "no seats today" in text
