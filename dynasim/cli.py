@@ -136,7 +136,8 @@ def print_summary(s: dict, title: str = "simulated") -> None:
 def cmd_validate(args) -> None:
     """``dynasim validate``: fidelity against the real A100 vLLM runs, and against a
     live server when ``--base-url`` is given (see dynasim.validate)."""
-    from dynasim.validate import RUNS, leave_one_out, print_table, refit, validate_run
+    from dynasim.validate import (RUNS, consistency_table, leave_one_out, print_consistency,
+                                  print_table, refit, validate_run)
 
     profile = _profile(args)
     rows = [validate_run(name, profile) for name in (args.runs or RUNS)]
@@ -145,6 +146,8 @@ def cmd_validate(args) -> None:
     ok = all(r["median_e2e_error"] <= 0.05 and r["median_ttft_error"] <= 0.15 for r in rows)
     print("issue targets (median E2E <= 5%, TTFT <= 15% on every run): "
           + ("met" if ok else "NOT met"))
+    if set(args.runs or RUNS) == set(RUNS):
+        print_consistency(*consistency_table())
     if args.refit:
         cal, cost = refit(max_evals=args.refit)
         print(f"refit on all runs: {cal} (objective {cost:.4f})")
@@ -160,7 +163,7 @@ def cmd_validate(args) -> None:
             base_url=args.base_url, model=args.model, api_key=args.api_key,
             profile=args.live_profile, num_requests=args.num_requests,
             lengths=args.lengths, seed=args.seed, quick=args.quick,
-            output_dir=args.live_output_dir))
+            output_dir=args.live_output_dir, real_repeats=args.real_repeats))
     else:
         print("live fidelity: skipped (no --base-url). Start a server (python -m "
               "replay.server, or any vLLM) and pass --base-url URL --model NAME.")
@@ -276,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "uniform:PMIN-PMAX:OMIN-OMAX")
     p.add_argument("--seed", type=int, default=0, help="seed of the live traces")
     p.add_argument("--live-output-dir", help="keep the live per-load records here")
+    p.add_argument("--real-repeats", type=int, choices=(1, 2), default=1,
+                   help="2: replay each live trace twice and print how much the server "
+                        "differs from itself")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("trace", help="trace tools")

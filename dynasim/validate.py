@@ -86,6 +86,88 @@ def validate_run(name: str, profile: Profile, policy: str = "fcfs") -> dict:
             "sim_median_ttft_s": float(sim["ttft"].median())}
 
 
+def decode_windows(real: pd.DataFrame) -> pd.DataFrame:
+    """Per request of one ground-truth run (a :func:`read_exp` frame), what happened
+    during its decode (first token -> last token), from the timestamps alone.
+
+    Columns: ``decode_ms`` (window length, ms), ``tokens`` (output tokens - 1: the steps
+    in the window), ``batch`` (mean number of requests decoding during the window,
+    itself included: the sum of overlaps / window), ``context_k`` (their mean summed
+    context, thousands of tokens, each growing linearly from prompt to prompt + output
+    over its own decode), ``prefills`` and ``prefill_k`` (other requests whose first
+    token fell in the window, and their prompt tokens in thousands: in vLLM 0.2 every
+    prefill step stalls all decodes). Requests with fewer than 3 output tokens are left
+    out (a window of 0 or 1 step says nothing about the step time).
+    """
+    f = real["first_token_time"].to_numpy()
+    c = real["complete_time"].to_numpy()
+    p = real["prompt_len"].to_numpy(dtype=float)
+    o = real["output_len"].to_numpy(dtype=float)
+    rows = []
+    for i in np.flatnonzero(o >= 3):
+        a, b = f[i], c[i]
+        lo, hi = np.maximum(f, a), np.minimum(c, b)
+        overlap = np.clip(hi - lo, 0.0, None)
+        mid = np.where(c > f, ((lo + hi) / 2 - f) / np.where(c > f, c - f, 1.0), 0.0)
+        ctx = (overlap * (p + o * np.clip(mid, 0.0, 1.0))).sum() / (b - a)
+        inside = (f > a) & (f < b)
+        rows.append({"decode_ms": (b - a) * 1e3, "tokens": o[i] - 1,
+                     "batch": overlap.sum() / (b - a), "context_k": ctx / 1e3,
+                     "prefills": int(inside.sum()), "prefill_k": p[inside].sum() / 1e3})
+    return pd.DataFrame(rows)
+
+
+#: batch-size bins of :func:`consistency_table`
+BATCH_BINS = (0, 5, 10, 15, 20, 25, 30, 40, 60, 1e9)
+
+
+def consistency_table(frames: dict[str, pd.DataFrame] | None = None
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Are the ground-truth runs one machine? A model-light check from the timestamps
+    alone (no simulation): one least-squares fit over all runs of each request's decode
+    time (:func:`decode_windows`),
+
+        decode_ms = tokens x (t0 + t1 x batch + t2 x context_k) + p0 x prefills
+                    + p1 x prefill_k
+
+    (vLLM 0.2: a decode step grows with the batch and its context, and every prefill
+    step stalls the decodes), weighted so that each request counts by relative error.
+
+    Args:
+        frames: run name -> :func:`read_exp` frame (default: the three :data:`RUNS`).
+
+    Returns:
+        ``(bias, per_token)``: ``bias`` has per run the median of (fit - real) / real
+        (a run the common fit finds faster than it was has a negative bias) and the
+        median absolute error; ``per_token`` has the decode time per token after the
+        fitted prefill stalls are taken out (ms), by run and bin of ``batch``
+        (:data:`BATCH_BINS`), with the request count per cell. Runs of one setup
+        should agree cell by cell.
+    """
+    if frames is None:
+        frames = {name: read_exp(datasets.fetch(name)) for name in RUNS}
+    parts = [decode_windows(real).assign(run=name.removeprefix("distserve-"))
+             for name, real in frames.items()]
+    d = pd.concat(parts, ignore_index=True)
+    x = np.column_stack([d.tokens, d.tokens * d.batch, d.tokens * d.context_k,
+                         d.prefills, d.prefill_k])
+    y = d.decode_ms.to_numpy()
+    coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
+    d["rel"] = (x @ coef - y) / y
+    bias = d.groupby("run").agg(requests=("rel", "size"), median_bias=("rel", "median"),
+                                median_abs_error=("rel", lambda r: r.abs().median()))
+    d["per_token_ms"] = (y - coef[3] * d.prefills - coef[4] * d.prefill_k) / d.tokens
+    labels = [f"{lo:g}-{hi:g}" if hi < 1e9 else f"> {lo:g}"
+              for lo, hi in zip(BATCH_BINS, BATCH_BINS[1:])]
+    d["batch_bin"] = pd.cut(d.batch, list(BATCH_BINS), labels=labels).astype(str)
+    per_token = d.pivot_table(index="batch_bin", columns="run", values="per_token_ms",
+                              aggfunc=["median", "size"], sort=False)
+    bias.attrs["coefficients"] = dict(zip(("t0_ms", "t1_ms_per_seq",
+                                           "t2_ms_per_k_context", "p0_ms", "p1_ms_per_k"),
+                                          (float(v) for v in coef)))
+    return bias, per_token
+
+
 def print_table(rows: list[dict], title: str) -> None:
     """Print :func:`validate_run`-style rows as a rich table."""
     from rich.console import Console
@@ -103,6 +185,29 @@ def print_table(rows: list[dict], title: str) -> None:
                       f"{r['real_median_ttft_s'] * 1e3:.0f} / "
                       f"{r['sim_median_ttft_s'] * 1e3:.0f}")
     Console(width=max(Console().width, 130)).print(table)
+
+
+def print_consistency(bias: pd.DataFrame, per_token: pd.DataFrame) -> None:
+    """Print :func:`consistency_table` as rich tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    runs = list(bias.index)
+    table = Table(title="Ground truth alone: decode ms per token at equal batch, prefill "
+                        "stalls taken out (requests in the cell)")
+    table.add_column("requests decoding", justify="right")
+    for run in runs:
+        table.add_column(run, justify="right")
+    for bin_, row in per_token.iterrows():
+        cells = [f"{row[('median', r)]:.1f} ({int(row[('size', r)])})"
+                 if row[("size", r)] > 0 else "" for r in runs]
+        if any(cells):
+            table.add_row(bin_, *cells)
+    console = Console(width=max(Console().width, 130))
+    console.print(table)
+    console.print("one fit of every run's decode times (dynasim.validate."
+                  "consistency_table), median (fit - real) / real: "
+                  + ", ".join(f"{run} {b:+.1%}" for run, b in bias["median_bias"].items()))
 
 
 def _objective(rows: list[dict]) -> float:

@@ -176,11 +176,28 @@ def compare(real: pd.DataFrame, sim: pd.DataFrame, iso: pd.DataFrame) -> dict:
     return out
 
 
+def repeatability(first: pd.DataFrame, again: pd.DataFrame) -> dict:
+    """The server against itself: the same trace replayed twice, per request
+    ``|again - first| / first`` of E2E latency and TTFT (median and p90, fractions;
+    requests that failed in either replay are left out). No simulator can be expected to
+    agree with one replay more closely than a second replay does."""
+    ok = ((first["error"] == "") & (again["error"] == "")).to_numpy()
+    out = {}
+    for name, col in (("e2e", "e2e_latency"), ("ttft", "ttft")):
+        a = first[col].to_numpy(float)[ok]
+        b = again[col].to_numpy(float)[ok]
+        err = np.abs(b - a) / a
+        for q, key in ((50, "median"), (90, "p90")):
+            out[f"{key}_{name}_repeat_error"] = (float(np.percentile(err, q)) if len(err)
+                                                 else float("nan"))
+    return out
+
+
 def run_fidelity(base_url: str, model: str, profile: Profile, *, num_requests: int = 60,
                  loads: dict[str, float] | None = None, seed: int = 0,
                  lengths: str = DEFAULT_LENGTHS, api_key: str | None = None,
                  output_dir: str | Path | None = None, progress=None,
-                 before_load=None, recalibrate=None) -> list[dict]:
+                 before_load=None, recalibrate=None, real_repeats: int = 1) -> list[dict]:
     """Replay and simulate one Poisson trace per load; returns one row per load:
     ``load``, ``factor``, ``rate`` (req/s), ``saturation_rate``, :func:`compare`'s keys,
     ``p99_dispatch_lag_ms`` (the client's own lateness), ``cpu_pressure_pct`` (this
@@ -195,6 +212,9 @@ def run_fidelity(base_url: str, model: str, profile: Profile, *, num_requests: i
     ``recalibrate()``, if given, returns a fresh profile measured just before each
     replay, used to simulate that load (the loads' rates stay those of ``profile``): the
     machine's speed drifts by 10-20% within minutes on a shared 2-core box.
+    ``real_repeats=2`` replays each trace a second time (records in
+    ``output_dir/<load>/repeat-2/``) and adds :func:`repeatability`'s keys: the noise
+    floor of the comparison on this server.
 
     Raises:
         InputError: bad ``lengths``, or a server that cannot be reached.
@@ -236,6 +256,15 @@ def run_fidelity(base_url: str, model: str, profile: Profile, *, num_requests: i
                 real["dispatch_lag"].to_numpy(float), 99) * 1e3)
             row.update(_decode_speed(real, sim, engine))
             row["cpu_pressure_pct"] = (pressure, local_cpu_pressure(base_url))
+            if real_repeats >= 2:
+                if progress is not None:
+                    progress(f"{name}: the same {num_requests} requests again")
+                if before_load is not None:
+                    before_load()
+                again, _ = asyncio.run(replay_trace(base_url, model, trace,
+                                                    d / "repeat-2", api_key))
+                again.to_parquet(d / "repeat-2" / "real.parquet")
+                row.update(repeatability(real, again))
             if recalibrate is not None:
                 row["profile"] = prof.model_dump(exclude={"provenance"})
             rows.append(row)

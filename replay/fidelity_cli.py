@@ -40,6 +40,16 @@ def print_table(rows: list[dict], console=None) -> None:
                   " / ".join("-" if v is None else f"{v:.0f}"
                              for v in r["cpu_pressure_pct"]))
     (console or Console(width=170)).print(t)
+    if rows and "median_e2e_repeat_error" in rows[0]:
+        t = Table(title="the server against itself: the same trace replayed twice, "
+                        "|second - first| / first per request")
+        for col in ("load", "E2E med/p90", "TTFT med/p90"):
+            t.add_column(col, justify="right")
+        for r in rows:
+            t.add_row(r["load"], *(f"{r[f'median_{m}_repeat_error']:.1%} / "
+                                   f"{r[f'p90_{m}_repeat_error']:.1%}"
+                                   for m in ("e2e", "ttft")))
+        (console or Console(width=170)).print(t)
 
 
 def add_fidelity_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -59,6 +69,9 @@ def add_fidelity_flags(p: argparse.ArgumentParser, required: bool = True) -> Non
     p.add_argument("--recalibrate", action="store_true", help="also run a quick "
                    "calibration just before each load and simulate that load with it "
                    "(separate measurements; follows the machine's speed drift)")
+    p.add_argument("--real-repeats", type=int, choices=(1, 2), default=1,
+                   help="2: replay each trace twice and print how much the server "
+                        "differs from itself (the noise floor of the comparison)")
     p.add_argument("--client-cpus", metavar="LIST", help="pin this client to these CPUs "
                    "(comma-separated), e.g. 1 with a server started by `python -m "
                    "replay.server --pin` (engine core on CPU 0)")
@@ -114,6 +127,7 @@ def cmd_fidelity(args) -> list[dict]:
                         seed=args.seed, lengths=args.lengths, api_key=args.api_key,
                         output_dir=args.output_dir, before_load=before,
                         recalibrate=recal if getattr(args, "recalibrate", False) else None,
+                        real_repeats=getattr(args, "real_repeats", 1),
                         progress=lambda msg: console.print(f"replaying {msg}"))
     print_table(rows)
     if args.output_dir:

@@ -62,7 +62,8 @@ def test_live_fidelity_small(calibrated, vllm_server, tmp_path):  # noqa: F811
     """Three Poisson loads of 10 short requests, replayed and simulated."""
     prof = load_profile(str(calibrated[0]))
     rows = run_fidelity(vllm_server.base_url, vllm_server.model, prof, num_requests=10,
-                        lengths="uniform:32-512:16-64", seed=3, output_dir=tmp_path)
+                        lengths="uniform:32-512:16-64", seed=3, output_dir=tmp_path,
+                        real_repeats=2)
     print_table(rows)
     assert [r["load"] for r in rows] == ["light", "near-saturation", "over-saturation"]
     assert rows[0]["rate"] < rows[1]["rate"] < rows[2]["rate"]
@@ -77,6 +78,9 @@ def test_live_fidelity_small(calibrated, vllm_server, tmp_path):  # noqa: F811
             assert r[f"{m}_attainment_diff"] == pytest.approx(
                 r[f"{m}_attainment_sim"] - r[f"{m}_attainment_real"])
         assert (tmp_path / r["load"] / "real.parquet").exists()
+        assert (tmp_path / r["load"] / "repeat-2" / "real.parquet").exists()
+        for key in ("median_e2e_repeat_error", "p90_ttft_repeat_error"):
+            assert math.isfinite(r[key]) and r[key] >= 0, (key, r)
     # loose: at light load the engine rarely stalls its own I/O (5.8-18.7% in 5 runs
     # on 2 busy cores; the 10% target is for the 60-request runs, not this smoke size)
     assert rows[0]["median_e2e_error"] < 0.5, rows[0]
@@ -160,3 +164,18 @@ def test_seat_probe_fails_clearly(status, message):
     assert probes == (3 * 8 if status == 200 else 8)
     if status != 200:
         assert "no seats today" in text
+
+
+def test_repeatability_by_hand():
+    import pandas as pd
+
+    from replay.fidelity import repeatability
+
+    first = pd.DataFrame({"e2e_latency": [1.0, 2.0, 4.0, 9.0], "ttft": [0.1, 0.2, 0.4, 1],
+                          "error": ["", "", "", "HTTP 500"]})
+    again = pd.DataFrame({"e2e_latency": [1.1, 2.0, 3.0, 1.0], "ttft": [0.1, 0.3, 0.4, 1],
+                          "error": ["", "", "", ""]})
+    r = repeatability(first, again)  # the failed request is left out
+    assert r["median_e2e_repeat_error"] == pytest.approx(0.1)
+    assert r["median_ttft_repeat_error"] == pytest.approx(0.0)
+    assert r["p90_ttft_repeat_error"] == pytest.approx(0.4)
