@@ -114,6 +114,17 @@ class VLLMServer:
         has no bf16 matmul, so vLLM falls back to plain torch linear layers and batched
         decoding runs at about half the float32 speed (2,400-3,400 against 6,000 tokens/s
         for 64 streams of 128 tokens on 2 cores).
+    executor:
+        ``"uni"`` (default): the model runs inside vLLM's engine-core process
+        (``--distributed-executor-backend uni``, with ``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
+        which vLLM's CPU platform requires before it keeps ``uni``:
+        ``vllm/platforms/cpu.py``). The API server still talks to the engine core in its
+        own process. ``"mp"``: vLLM's CPU default, a separate model-worker process fed
+        through shared-memory queues whose readers busy-poll with ``sched_yield`` for 1 s
+        after each message (``shm_broadcast.py``, ``busy_loop_s``). On 2 cores that
+        spinning starved the API server and the client: the fidelity client's p99
+        dispatch lag was 391-1,132 ms with ``mp`` and 2-6 ms with ``uni`` (same command,
+        60 requests per load, 2026-12-01; README, fidelity).
     extra_args:
         More command-line arguments appended to the vLLM command.
     startup_timeout:
@@ -153,6 +164,8 @@ class VLLMServer:
         see ``enforce_eager`` and ``dtype`` above.
     ``--host 127.0.0.1``
         loopback only.
+    ``--distributed-executor-backend``
+        see ``executor`` above.
 
     Environment given to the server: ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1``
     (never touch the network), ``VLLM_CPU_KVCACHE_SPACE=1`` (GiB of RAM for the KV cache:
@@ -173,7 +186,11 @@ class VLLMServer:
         enforce_eager: bool = True,
         dtype: str = "float32",
         pin: bool = False,
+        executor: str = "uni",
     ) -> None:
+        if executor not in ("uni", "mp"):
+            raise ValueError(f"executor must be 'uni' or 'mp', not {executor!r}")
+        self.executor = executor
         self.python = python
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.port = port
@@ -246,6 +263,8 @@ class VLLMServer:
         env = dict(os.environ)
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1",
                    VLLM_CACHE_ROOT=str(cache_root), PYTHONUNBUFFERED="1")
+        if self.executor == "uni":
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         # The model writer runs by path, so the project need not be installed there.
         written = subprocess.run([python, str(TINY_MODEL_SCRIPT), str(self.model_dir)],
                                  env=env, capture_output=True, text=True, timeout=300)
@@ -267,6 +286,7 @@ class VLLMServer:
             "--max-model-len", str(MAX_MODEL_LEN),
             "--seed", "0",
             "--dtype", self.dtype,
+            "--distributed-executor-backend", self.executor,
         ]
         if self.enforce_eager:
             self.command.append("--enforce-eager")
@@ -440,10 +460,15 @@ def main(argv: list[str] | None = None) -> int:
                         "0 and its API server to the other CPUs (run the client there "
                         "too, e.g. replay.fidelity --client-cpus 1); see "
                         "VLLMServer.pin_cpus")
+    parser.add_argument("--executor", choices=("uni", "mp"), default="uni",
+                        help="uni (default): the model runs in vLLM's engine-core "
+                             "process; mp: vLLM's CPU default, a separate worker "
+                             "process (see VLLMServer)")
     args = parser.parse_args(argv)
     if (args.python or find_vllm_python()) is None:
         parser.error(f"no vLLM python: set ${ENV_VAR} or run `make .venv-vllm/.installed`")
     server = VLLMServer(python=args.python, port=args.port, max_num_seqs=args.max_num_seqs,
+                        executor=args.executor,
                         log_path=args.log, pin=args.pin)
 
     def _interrupt(signum, frame):  # SIGTERM (e.g. `kill`) stops the server like Ctrl-C
