@@ -25,21 +25,18 @@ Procedure (:func:`run_fidelity`):
 Targets (issue 5): median E2E error <= 10%, median TTFT error <= 25% at each load,
 attainment within 5 points. The fidelity traces are never used for fitting.
 
-Small CPU servers: vLLM's engine-core process busy-waits (``sched_yield``) for its
-model worker. On 2 cores, with the engine core, the API server and the client floating,
-that spinning starves every other task on its core for 0.2-0.35 s at a time (the API
-server, the engine core's own I/O threads, the client: tokens and new requests then
-move only when the engine idles), which no step-time model can follow. Pinning the
-engine core and its worker to core 0 and the API server and client to core 1
-(``python -m replay.server --pin``, this module's ``--client-cpus 1``) does not cure it: measured once (60 requests per load, 2026-12-01),
-median E2E / TTFT error 13.6% / 14.9% light, 31.8% / 41.8% near saturation, 27.2% /
-33.0% over saturation, with the engine's decode step 29% slower under load than
-calibrated (the engine core's spinning then takes the worker's core instead). With the
-worker alone on core 0 and the engine core beside the API server and client on core 1
-(one run, same command): decode 40% faster, but the client's p99 dispatch lag reached
-~1 s and the median E2E / TTFT error was 7.9% / 15.0%, 26.8% / 45.2%, 22.3% / 46.7%.
-vLLM's shared-memory queues busy-poll with ``sched_yield`` for 1 s after each message
-(``shm_broadcast.py``, ``busy_loop_s``), on both sides of the engine-worker pipe.
+Small CPU servers. With vLLM's CPU default (a separate model-worker process, ``mp``),
+the shared-memory queues between engine core and worker busy-poll with ``sched_yield``
+for 1 s after each message (``shm_broadcast.py``, ``busy_loop_s``); on 2 cores that
+spinning starves the API server and the client (p99 dispatch lag 391-1,132 ms), and
+pinning only moves the damage (engine core and worker on core 0: decode 29% slower than
+calibrated; worker alone on core 0: client lag ~1 s). :class:`replay.server.VLLMServer`
+therefore runs the model inside the engine-core process (``executor="uni"``): client
+lag 2-6 ms in one run, 3-593 ms in another. What remains is the machine itself:
+``real_repeats=2`` replays each trace twice, and on the 2-core CI box the server differs
+from itself by 8.5-39% median E2E per load (3 runs, 9 loads), while fixed CPU work
+swings 14-30% between 10 s windows with nothing else running (``python -m
+replay.steadiness``). A 10% target cannot be checked on such a machine.
 """
 
 from __future__ import annotations

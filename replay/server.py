@@ -123,8 +123,9 @@ class VLLMServer:
         through shared-memory queues whose readers busy-poll with ``sched_yield`` for 1 s
         after each message (``shm_broadcast.py``, ``busy_loop_s``). On 2 cores that
         spinning starved the API server and the client: the fidelity client's p99
-        dispatch lag was 391-1,132 ms with ``mp`` and 2-6 ms with ``uni`` (same command,
-        60 requests per load, 2026-12-01; README, fidelity).
+        dispatch lag was 391-1,132 ms with ``mp``; with ``uni`` 2-6 ms in one run, and
+        3, 155 and 593 ms (light to over saturation) in another (same command, 60
+        requests per load, 2026-12-01; README, fidelity).
     extra_args:
         More command-line arguments appended to the vLLM command.
     startup_timeout:
