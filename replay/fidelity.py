@@ -30,9 +30,9 @@ the shared-memory queues between engine core and worker busy-poll with ``sched_y
 for 1 s after each message (``shm_broadcast.py``, ``busy_loop_s``); on 2 cores that
 spinning starves the API server and the client (p99 dispatch lag 391-1,132 ms), and
 pinning only moves the damage (engine core and worker on core 0: decode 29% slower than
-calibrated; worker alone on core 0: client lag ~1 s). :class:`replay.server.VLLMServer`
-therefore runs the model inside the engine-core process (``executor="uni"``): client
-lag 2-6 ms in one run, 3-593 ms in another. What remains is the machine itself:
+calibrated; worker alone on core 0: client lag ~1 s). With the model inside the
+engine-core process (:class:`replay.server.VLLMServer` ``executor="uni"``) the client
+lag was 2-6 ms in one run, 3-593 ms in another. What remains is the machine itself:
 ``real_repeats=2`` replays each trace twice, and on the 2-core CI box the server differs
 from itself by 8.5-39% median E2E per load (3 runs, 9 loads), while fixed CPU work
 swings 14-30% between 10 s windows with nothing else running (``python -m

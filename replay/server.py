@@ -115,17 +115,21 @@ class VLLMServer:
         decoding runs at about half the float32 speed (2,400-3,400 against 6,000 tokens/s
         for 64 streams of 128 tokens on 2 cores).
     executor:
-        ``"uni"`` (default): the model runs inside vLLM's engine-core process
+        ``"mp"`` (default): vLLM's CPU default, a separate model-worker process fed
+        through shared-memory queues whose readers busy-poll with ``sched_yield`` for 1 s
+        after each message (``shm_broadcast.py``, ``busy_loop_s``). ``"uni"``: the model
+        runs inside vLLM's engine-core process
         (``--distributed-executor-backend uni``, with ``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
         which vLLM's CPU platform requires before it keeps ``uni``:
         ``vllm/platforms/cpu.py``). The API server still talks to the engine core in its
-        own process. ``"mp"``: vLLM's CPU default, a separate model-worker process fed
-        through shared-memory queues whose readers busy-poll with ``sched_yield`` for 1 s
-        after each message (``shm_broadcast.py``, ``busy_loop_s``). On 2 cores that
-        spinning starved the API server and the client: the fidelity client's p99
-        dispatch lag was 391-1,132 ms with ``mp``; with ``uni`` 2-6 ms in one run, and
+        own process. On 2 cores ``mp``'s spinning starved the API server and the
+        client: the fidelity client's p99 dispatch lag was 391-1,132 ms with ``mp``;
+        with ``uni`` 2-6 ms in one run, and
         3, 155 and 593 ms (light to over saturation) in another (same command, 60
-        requests per load, 2026-12-01; README, fidelity).
+        requests per load, 2026-12-01; README, fidelity). ``mp`` stays the default: in
+        one clean-clone CI run under ``uni`` the quick calibration's decode steps came
+        out half the engine's during the replay that followed (2.7 against 5.6 ms per
+        token), which no ``mp`` run has shown.
     extra_args:
         More command-line arguments appended to the vLLM command.
     startup_timeout:
@@ -165,8 +169,8 @@ class VLLMServer:
         see ``enforce_eager`` and ``dtype`` above.
     ``--host 127.0.0.1``
         loopback only.
-    ``--distributed-executor-backend``
-        see ``executor`` above.
+    ``--distributed-executor-backend uni``
+        only with ``executor="uni"`` (above).
 
     Environment given to the server: ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1``
     (never touch the network), ``VLLM_CPU_KVCACHE_SPACE=1`` (GiB of RAM for the KV cache:
@@ -187,7 +191,7 @@ class VLLMServer:
         enforce_eager: bool = True,
         dtype: str = "float32",
         pin: bool = False,
-        executor: str = "uni",
+        executor: str = "mp",
     ) -> None:
         if executor not in ("uni", "mp"):
             raise ValueError(f"executor must be 'uni' or 'mp', not {executor!r}")
@@ -287,8 +291,9 @@ class VLLMServer:
             "--max-model-len", str(MAX_MODEL_LEN),
             "--seed", "0",
             "--dtype", self.dtype,
-            "--distributed-executor-backend", self.executor,
         ]
+        if self.executor == "uni":
+            self.command += ["--distributed-executor-backend", "uni"]
         if self.enforce_eager:
             self.command.append("--enforce-eager")
         if self.max_num_seqs is not None:
@@ -461,9 +466,9 @@ def main(argv: list[str] | None = None) -> int:
                         "0 and its API server to the other CPUs (run the client there "
                         "too, e.g. replay.fidelity --client-cpus 1); see "
                         "VLLMServer.pin_cpus")
-    parser.add_argument("--executor", choices=("uni", "mp"), default="uni",
-                        help="uni (default): the model runs in vLLM's engine-core "
-                             "process; mp: vLLM's CPU default, a separate worker "
+    parser.add_argument("--executor", choices=("uni", "mp"), default="mp",
+                        help="mp (default): vLLM's CPU default, a separate worker "
+                             "process; uni: the model runs in vLLM's engine-core "
                              "process (see VLLMServer)")
     args = parser.parse_args(argv)
     if (args.python or find_vllm_python()) is None:

@@ -112,3 +112,10 @@ def test_pin_cpus_splits_engine_core_from_the_front_end():
         os.killpg(server.process.pid, 9)
         server.process.wait()
         server.process = None
+
+
+def test_unknown_executor_is_refused():
+    from replay.server import VLLMServer
+
+    with pytest.raises(ValueError, match="executor must be 'uni' or 'mp'"):
+        VLLMServer(executor="ray")

@@ -58,9 +58,7 @@ def front_end_core(vllm_server):
     runs; pinned, 3 of 3 local runs passed. Pinning is not kept for the whole session:
     it slows the engine's decode steps under load (the engine core then spins on its
     worker's core) and makes calibration noisier (a quick calibration's held-out error
-    reached 30% in one CI run). These measurements were taken with vLLM's ``mp``
-    executor; the server now runs ``uni`` (no worker process to spin on), and pinning
-    is kept for these two tests as a guard. Skipped on one CPU."""
+    reached 30% in one CI run). Skipped on one CPU."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs 2 CPUs to give vLLM's API server a core of its own")
