@@ -35,8 +35,8 @@ engine-core process (:class:`replay.server.VLLMServer` ``executor="uni"``) the c
 lag was 2-6 ms in one run, 3-593 ms in another. What remains is the machine itself:
 ``real_repeats=2`` replays each trace twice, and on the 2-core CI box the server differs
 from itself by 8.5-39% median E2E per load (3 runs, 9 loads), while fixed CPU work
-swings 14-30% between 10 s windows with nothing else running (``python -m
-replay.steadiness``). A 10% target cannot be checked on such a machine.
+swings 23-30% between 10 s windows within a minute with nothing else running (``python
+-m replay.steadiness``, two runs). A 10% target cannot be checked on such a machine.
 """
 
 from __future__ import annotations
