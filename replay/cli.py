@@ -43,13 +43,19 @@ def add_replay_commands(sub) -> None:
     p.set_defaults(func=cmd_calibrate)
 
 
-def add_calibrate_flags(p: argparse.ArgumentParser) -> None:
-    """The flags of ``dynasim calibrate`` (see :mod:`replay.calibrate`)."""
+def add_server_flags(p: argparse.ArgumentParser) -> None:
+    """``--base-url``, ``--model`` and ``--api-key`` (default ``$OPENAI_API_KEY``, as
+    the openai SDK reads it): the live server of ``dynasim calibrate`` and ``replay``."""
     p.add_argument("--base-url", required=True, help="server root, e.g. "
                    "http://127.0.0.1:8000")
     p.add_argument("--model", required=True, help="served model name")
     p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"),
                    help="bearer token (default: $OPENAI_API_KEY)")
+
+
+def add_calibrate_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of ``dynasim calibrate`` (see :mod:`replay.calibrate`)."""
+    add_server_flags(p)
     p.add_argument("--output", required=True, help="profile JSON to write")
     p.add_argument("--report", help="HTML report to write (measured vs fitted)")
     p.add_argument("--name", help="profile name (default calibrated-MODEL)")
@@ -122,11 +128,7 @@ def cmd_calibrate(args) -> None:
 
 def add_replay_flags(p: argparse.ArgumentParser) -> None:
     """The flags of ``dynasim replay`` other than the program flags."""
-    p.add_argument("--base-url", required=True, help="server root, e.g. "
-                   "http://127.0.0.1:8000")
-    p.add_argument("--model", required=True, help="served model name")
-    p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"),
-                   help="bearer token (default: $OPENAI_API_KEY)")
+    add_server_flags(p)
     p.add_argument("--trace", help="dataset name or trace file (.jsonl Mooncake, .csv "
                    "Azure 2023)")
     p.add_argument("--workload", help="reasoning workload name or per-sample CSV")

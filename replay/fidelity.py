@@ -238,14 +238,10 @@ def run_fidelity(base_url: str, model: str, profile: Profile, *, num_requests: i
                 before_load()
             prof = recalibrate() if recalibrate is not None else profile
             pressure = local_cpu_pressure(base_url)
-            try:
-                real, engine = asyncio.run(replay_trace(base_url, model, trace, d, api_key))
-            except RuntimeError as exc:
-                raise InputError(str(exc), field="base_url") from None
+            real, engine = _replay_load(base_url, model, trace, d, api_key)
             sent = trace.frame.copy()  # arrivals: when the replay really sent them
             sent["arrival_time"] = real["arrival_time"].to_numpy()
             sim = _sim(Trace("fidelity", sent), prof)
-            real.to_parquet(d / "real.parquet")
             sim.to_parquet(d / "sim.parquet")
             row = {"load": name, "factor": factor, "rate": rate, "saturation_rate": sat}
             row.update(compare(real, sim, isolated(profile, pairs)))  # same SLOs
@@ -258,9 +254,7 @@ def run_fidelity(base_url: str, model: str, profile: Profile, *, num_requests: i
                     progress(f"{name}: the same {num_requests} requests again")
                 if before_load is not None:
                     before_load()
-                again, _ = asyncio.run(replay_trace(base_url, model, trace,
-                                                    d / "repeat-2", api_key))
-                again.to_parquet(d / "repeat-2" / "real.parquet")
+                again, _ = _replay_load(base_url, model, trace, d / "repeat-2", api_key)
                 row.update(repeatability(real, again))
             if recalibrate is not None:
                 row["profile"] = prof.model_dump(exclude={"provenance"})
@@ -269,6 +263,22 @@ def run_fidelity(base_url: str, model: str, profile: Profile, *, num_requests: i
         if tmp is not None:
             tmp.cleanup()
     return rows
+
+
+def _replay_load(base_url: str, model: str, trace: Trace, out_dir: Path,
+                 api_key: str | None) -> tuple[pd.DataFrame, dict]:
+    """:func:`replay_trace` for one load, its records also written to
+    ``out_dir/real.parquet``.
+
+    Raises:
+        InputError: the server cannot be reached (or has no ``/tokenize``).
+    """
+    try:
+        real, engine = asyncio.run(replay_trace(base_url, model, trace, out_dir, api_key))
+    except RuntimeError as exc:
+        raise InputError(str(exc), field="base_url") from None
+    real.to_parquet(out_dir / "real.parquet")
+    return real, engine
 
 
 def _decode_speed(real: pd.DataFrame, sim: pd.DataFrame, engine: dict) -> dict:
