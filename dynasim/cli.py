@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -64,6 +63,7 @@ def cmd_simulate(args) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from dynasim.data_record import json_default
     from dynasim.metrics import parse_goodput, summarize
     from dynasim.policy import make_policy
     from dynasim.simulation import simulate
@@ -96,13 +96,9 @@ def cmd_simulate(args) -> None:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     records.to_parquet(out / "requests.parquet", index=False)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default) + "\n")
     print_summary(summary)
     print(f"wrote {out / 'requests.parquet'} and {out / 'summary.json'}")
-
-
-def _json(v):
-    return v.item() if hasattr(v, "item") else str(v)
 
 
 def print_summary(s: dict, title: str = "simulated") -> None:

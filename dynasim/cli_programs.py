@@ -85,7 +85,8 @@ def simulate_workload(args, profile) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from dynasim.cli import _json, print_summary
+    from dynasim.cli import print_summary
+    from dynasim.data_record import json_default
     from dynasim.metrics import summarize, summarize_programs
     from dynasim.policy import make_policy
     from dynasim.simulation import online_programs, simulate_programs
@@ -124,7 +125,7 @@ def simulate_workload(args, profile) -> None:
     out.mkdir(parents=True, exist_ok=True)
     requests.to_parquet(out / "requests.parquet", index=False)
     programs.to_parquet(out / "programs.parquet", index=False)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default) + "\n")
     print_summary(summary)
     print_program_summary(summary)
     print(f"wrote {out / 'requests.parquet'}, {out / 'programs.parquet'} and "

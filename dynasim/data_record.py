@@ -94,3 +94,9 @@ def programs_frame(programs) -> pd.DataFrame:
                      p.error))
     df = pd.DataFrame(rows, columns=PROGRAM_COLUMNS)
     return df.sort_values("program_id", kind="stable").reset_index(drop=True)
+
+
+def json_default(value):
+    """``json.dumps(..., default=json_default)`` for records and summaries: a numpy
+    scalar as its Python value (``.item()``; NaN stays NaN), anything else as ``str``."""
+    return value.item() if hasattr(value, "item") else str(value)

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dynasim.cli import _json
+from dynasim.data_record import json_default
 from dynasim.errors import InputError
 from dynasim.sweep_config import LIMIT_KEYS, SweepConfig, cell_id, expand, load_config
 
@@ -147,7 +147,7 @@ class SweepStore:
             records.to_parquet(tmp, index=False)
             tmp.replace(rec / f"{row['cell_id']}.parquet")
         with open(self.journal, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, default=_json) + "\n")  # NaN as NaN: json reads it
+            f.write(json.dumps(row, default=json_default) + "\n")  # NaN as NaN: json reads it
             f.flush()
             os.fsync(f.fileno())
         if not row["error"]:

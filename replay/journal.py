@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dynasim.data_record import COLUMNS, PROGRAM_COLUMNS, with_latencies
-from dynasim.cli import _json
+from dynasim.data_record import COLUMNS, PROGRAM_COLUMNS, json_default, with_latencies
 from dynasim.metrics import summarize, summarize_programs
 
 #: Replay-only request columns (seconds on the run clock unless said):
@@ -45,7 +44,7 @@ EXTRA = ["scheduled_time", "send_time", "client_queue_time", "dispatch_lag", "it
 
 
 def _dump(row: dict) -> str:
-    return json.dumps(row, default=_json)
+    return json.dumps(row, default=json_default)
 
 
 def requests_table(rows: list[dict]) -> pd.DataFrame:
@@ -150,7 +149,7 @@ class Journal:
             _atomic(self.dir / "programs.parquet",
                     lambda p: prog.to_parquet(p, index=False))
         summary = self.summary(dict(extra or {}, partial=not final), rows, prows)
-        text = json.dumps(summary, indent=2, default=_json_default) + "\n"
+        text = json.dumps(summary, indent=2, default=json_default) + "\n"
         _atomic(self.dir / "summary.json", lambda p: p.write_text(text))
         return summary
 
@@ -159,12 +158,6 @@ class Journal:
         self._req_log.close()
         if self._prog_log is not None:
             self._prog_log.close()
-
-
-def _json_default(v):
-    if hasattr(v, "item"):
-        return v.item()
-    return str(v)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
