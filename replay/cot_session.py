@@ -116,9 +116,12 @@ class CotSession:
         self.client_usage = self.client_stream and bool(opts.get("include_usage"))
         self.client_continuous = self.client_usage and bool(opts.get("continuous_usage_stats"))
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.text = ""            # main text so far (reasoning + content for chat)
-        self.content = ""         # chat: content only; completions: == text
-        self.reasoning = ""
+        # pieces of the main text so far, joined only when read (a probe every
+        # probe_interval tokens, the final response): appending to a str attribute
+        # copies it whole per chunk, quadratic on the event loop for a long chain
+        self._text: list[str] = []       # reasoning + content for chat
+        self._content: list[str] = []    # chat: content only; completions: == text
+        self._reasoning: list[str] = []
         self.tokens = 0
         self.usage: dict = {}
         self.meta: dict = {}      # id, created, model of the upstream stream
@@ -253,6 +256,21 @@ class CotSession:
                 return True
         return False
 
+    @property
+    def text(self) -> str:
+        """The main text so far (chat: reasoning + content)."""
+        return "".join(self._text)
+
+    @property
+    def content(self) -> str:
+        """Chat: the content so far; completions: the text."""
+        return "".join(self._content)
+
+    @property
+    def reasoning(self) -> str:
+        """Chat: the reasoning so far."""
+        return "".join(self._reasoning)
+
     # ------------------------------------------------------------------ chunks
     def _absorb(self, doc: dict) -> None:
         if not self.meta:
@@ -263,15 +281,15 @@ class CotSession:
         for choice in doc.get("choices") or ():
             if self.kind == "completions":
                 piece = choice.get("text") or ""
-                self.content += piece
+                self._content.append(piece)
             else:
                 delta = choice.get("delta") or {}
                 r = delta.get("reasoning_content") or delta.get("reasoning") or ""
                 piece = delta.get("content") or ""
-                self.reasoning += r
-                self.content += piece
+                self._reasoning.append(r)
+                self._content.append(piece)
                 piece = r + piece
-            self.text += piece
+            self._text.append(piece)
             if not usage and piece:
                 self.tokens += 1  # no usage reported: one token per text chunk
             if choice.get("finish_reason") is not None:
@@ -367,8 +385,8 @@ class CotSession:
         early = self.report["stopped_early"]
         if early:
             tail = cot_probe.final_answer_text(self.report["answer"])
-            self.content += tail
-            self.text += tail
+            self._content.append(tail)
+            self._text.append(tail)
             self.finish = ("stop", None)
             held = self._chunk(tail, "stop")
         if error is not None and not early:
