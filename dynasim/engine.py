@@ -349,7 +349,7 @@ class Engine:
     def _prefill_shape(self, chunks: dict[Request, int]) -> list[tuple[int, int]]:
         """The step's prefill chunks as the step-time model sees them: ``(new tokens,
         computed before)``; with v0 padding every prompt is padded to the longest."""
-        if self.max_paddings is None or self.v1:
+        if self.max_paddings is None:  # always None for v1 (__init__)
             return [(n, r.num_computed) for r, n in chunks.items()]
         longest = max(chunks.values())
         return [(longest, r.num_computed) for r in chunks]

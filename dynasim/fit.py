@@ -69,8 +69,6 @@ def _start(f: np.ndarray, y: np.ndarray, base: np.ndarray,
     best, best_cost = base.copy(), np.inf
     for knee in knees:
         x = base.copy()
-        if knee and "dense_floor_ms" not in fixed:
-            x[NAMES.index("dense_floor_ms")] = 0.0
         offset = _predict(x, f)
         names = [n for n in cols if n not in fixed]
         mat = [cols[n] for n in names]
@@ -81,12 +79,21 @@ def _start(f: np.ndarray, y: np.ndarray, base: np.ndarray,
         coef, _ = nnls(a, (y - offset) / y)
         for n, c in zip(names, coef):
             x[NAMES.index(n)] = c
-        if knee and "dense_floor_ms" not in fixed:
+        if knee:  # knees other than 0 only when neither dense coefficient is fixed
             x[NAMES.index("dense_floor_ms")] = x[NAMES.index("dense_ms_per_token")] * knee
         cost = float(np.sum(((_predict(x, f) - y) / y) ** 2))
         if cost < best_cost:
             best, best_cost = x, cost
     return best
+
+
+def held_out_mask(n: int, held_out: float = 0.2, seed: int = 0) -> np.ndarray:
+    """Which of ``n`` rows :func:`fit_tokens` keeps out of the fit (bool, shape ``(n,)``):
+    ``round(held_out * n)`` of them, drawn by a seeded permutation."""
+    test = np.zeros(n, dtype=bool)
+    if held_out > 0:
+        test[np.random.default_rng(seed).permutation(n)[:int(round(held_out * n))]] = True
+    return test
 
 
 def fit_tokens(rows: list[StepRow], *, held_out: float = 0.2, seed: int = 0,
@@ -116,10 +123,7 @@ def fit_tokens(rows: list[StepRow], *, held_out: float = 0.2, seed: int = 0,
     if np.any(~np.isfinite(y)) or np.any(y <= 0):
         raise ValueError("every measured step time must be a positive number of ms")
     f = np.array([features(r) for r in rows], dtype=float)
-    rng = np.random.default_rng(seed)
-    test = np.zeros(len(rows), dtype=bool)
-    if held_out > 0:
-        test[rng.permutation(len(rows))[:int(round(held_out * len(rows)))]] = True
+    test = held_out_mask(len(rows), held_out, seed)
     train = ~test
     free = [i for i, n in enumerate(NAMES) if n not in fixed]
     if train.sum() < len(free):

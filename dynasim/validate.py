@@ -16,6 +16,7 @@ see the README's fidelity section).
 from __future__ import annotations
 
 import ast
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -62,9 +63,16 @@ def read_exp(path) -> pd.DataFrame:
     return df
 
 
+@lru_cache(maxsize=None)
+def _real(name: str) -> pd.DataFrame:
+    """The :func:`read_exp` frame of a registered run, read once per process
+    (:func:`refit` simulates every run hundreds of times). Callers must not modify it."""
+    return read_exp(datasets.fetch(name))
+
+
 def validate_run(name: str, profile: Profile, policy: str = "fcfs") -> dict:
     """Simulate one ground-truth run; return its error summary (fractions, not %)."""
-    real = read_exp(datasets.fetch(name))
+    real = _real(name)
     frame = pd.DataFrame({"arrival_time": real["arrival_time"],
                           "prompt_tokens": real["prompt_len"].astype(int),
                           "output_tokens": real["output_len"].astype(int)})
@@ -145,7 +153,7 @@ def consistency_table(frames: dict[str, pd.DataFrame] | None = None
         should agree cell by cell.
     """
     if frames is None:
-        frames = {name: read_exp(datasets.fetch(name)) for name in RUNS}
+        frames = {name: _real(name) for name in RUNS}
     parts = [decode_windows(real).assign(run=name.removeprefix("distserve-"))
              for name, real in frames.items()]
     d = pd.concat(parts, ignore_index=True)

@@ -84,8 +84,8 @@ def sizes(top: int, most: int) -> list[int]:
     return sorted({max(1, round(ratio ** i)) for i in range(most - 1)} | {top})
 
 
-async def _limits(session, base_url, model, headers, given, pool, probe_seqs) -> tuple:
-    info = await server_info(session, base_url, model, headers)
+async def _limits(session, base_url, model, headers, info, given, pool,
+                  probe_seqs) -> tuple:
     lim, src = {}, {}
     for key, what in (("max_model_len", "/v1/models"),
                       ("block_size", "vllm:cache_config_info"),
@@ -113,7 +113,7 @@ async def _limits(session, base_url, model, headers, given, pool, probe_seqs) ->
         lim["max_num_seqs"] = seqs
         src["max_num_seqs"] = "probed: requests running while others waited" if exact \
             else f"probed: at least {seqs} (none waited with {probe_seqs} sent)"
-    return info, lim, src
+    return lim, src
 
 
 async def measure(base_url: str, model: str, plan: Plan, *, api_key: str | None = None,
@@ -132,16 +132,16 @@ async def measure(base_url: str, model: str, plan: Plan, *, api_key: str | None 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     given = {k: v for k, v in (limits or {}).items() if v is not None}
     async with new_session() as session:
-        first = await server_info(session, base_url, model, headers)  # fail fast
+        info = await server_info(session, base_url, model, headers)  # fail fast
         pool = await fetch_token_pool(session, base_url, model, headers)
         m = Meter(session, base_url, model, headers,
                   PromptBuilder(pool, "calibrate-" + uuid.uuid4().hex[:12]))
         # warm-up, before the seat probe too: a fresh server's first requests are slower
         for prompt in (64, 16, 512, 2048):
             await m.request(m.prompt(min(prompt, given.get(
-                "max_model_len", first.get("max_model_len") or 4096) - 9)), 8)
-        info, lim, src = await _limits(session, base_url, model, headers, given, pool,
-                                       probe_seqs)
+                "max_model_len", info.get("max_model_len") or 4096) - 9)), 8)
+        lim, src = await _limits(session, base_url, model, headers, info, given, pool,
+                                 probe_seqs)
         await asyncio.sleep(0.5)  # let the server settle after the probe's aborts
         seats, max_len = lim["max_num_seqs"], lim.get("max_model_len") or 4096
         top = min(max_len - 2, lim["max_num_batched_tokens"] - seats)

@@ -14,15 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dynasim.fit import predict_ms
-
-
-def held_out_mask(n: int, held_out: float = 0.2, seed: int = 0) -> np.ndarray:
-    """The rows :func:`dynasim.fit.fit_tokens` keeps out with the same arguments."""
-    test = np.zeros(n, dtype=bool)
-    if held_out > 0:
-        test[np.random.default_rng(seed).permutation(n)[:int(round(held_out * n))]] = True
-    return test
+from dynasim.fit import held_out_mask, predict_ms
 
 
 def write_report(cal, path: str | Path) -> list[str]:

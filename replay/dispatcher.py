@@ -36,9 +36,10 @@ import aiohttp
 
 from dynasim.errors import InputError
 from dynasim.request import Request
-from replay.client import Outcome, get_text, new_session, post_json, stream_completion
+from replay.client import Outcome, new_session, post_json, stream_completion
 from replay.journal import Journal
 from replay.prompts import PromptBuilder, trace_segments
+from replay.vllm_metrics import try_scrape
 
 
 def check_policy(policy) -> None:
@@ -92,23 +93,10 @@ async def scrape_metrics(session: aiohttp.ClientSession, base_url: str,
     names = {"vllm:generation_tokens_total": "generation_tokens",
              "vllm:prompt_tokens_total": "prompt_tokens",
              "vllm:num_preemptions_total": "num_preemptions"}
-    try:
-        status, text = await get_text(session, base_url.rstrip("/") + "/metrics", headers)
-    except (aiohttp.ClientError, OSError):
+    s = await try_scrape(session, base_url, headers)
+    if s is None:
         return {}
-    if status != 200:
-        return {}
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in names:
-            try:
-                out[names[name]] = out.get(names[name], 0.0) + float(line.rsplit(" ", 1)[1])
-            except ValueError:
-                continue
-    return out
+    return {short: s.total(full) for full, short in names.items() if full in s.samples}
 
 
 def _dynasor_columns(report: dict | None) -> dict:
