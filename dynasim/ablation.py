@@ -37,9 +37,7 @@ def run_ablation(workload, profile, rate: float, intra_args: dict, seed: int = 0
         slo_scale=slo_scale, base=base, cap=intra_args["cap"])
     rows = []
     for name in policies:
-        policy = make_policy(name, **intra_args)
-        if aging_s is not None and hasattr(policy, "aging_s"):
-            policy.aging_s = aging_s
+        policy = make_policy(name, aging_s=aging_s, **intra_args)
         _, progs, _ = simulate_programs(specs, times, profile, policy, deadlines)
         s = summarize_programs(progs)
         rows.append({"policy": name, "program_rate": rate,

@@ -93,9 +93,8 @@ def simulate_workload(args, profile) -> None:
     from dynasim.workloads import load_workload
 
     profile = online_profile(args, profile)
-    policy = make_policy(args.policy, inter=args.inter_program, **_intra_args(args))
-    if hasattr(policy, "aging_s"):
-        policy.aging_s = args.sjf_aging
+    policy = make_policy(args.policy, inter=args.inter_program, aging_s=args.sjf_aging,
+                         **_intra_args(args))
     workload = load_workload(args.workload)
     specs, times, deadlines, base = online_programs(
         workload, profile, args.request_rate, burstiness=args.burstiness, seed=args.seed,

@@ -200,12 +200,15 @@ def make_intra(name: str, cap: int = DEFAULT_CAP, detect_at: int = DEFAULT_DETEC
                      field="policy", source=name)
 
 
-def make_policy(name: str, inter: str | None = None, **intra_args) -> Policy:
+def make_policy(name: str, inter: str | None = None, *, aging_s: float | None = None,
+                **intra_args) -> Policy:
     """The policy called ``name``: ``INTER``, ``INTRA``, ``INTER+INTRA`` or
     ``INTRA+INTER`` (e.g. ``lpm``, ``gang+certaindex``, ``certaindex+sjf``).
 
     A lone intra name takes ``inter`` (default ``sjf`` for certaindex, Dynasor's full
-    system; ``fcfs`` otherwise). ``intra_args`` go to :func:`make_intra`.
+    system; ``fcfs`` otherwise). ``aging_s`` is SJF's aging threshold in seconds
+    (:class:`dynasim.sjf.SJF`; ``None``: its default), unused by the other inter-program
+    policies. ``intra_args`` go to :func:`make_intra`.
 
     Raises:
         InputError: an unknown name or a name with two inter or two intra parts.
@@ -230,4 +233,6 @@ def make_policy(name: str, inter: str | None = None, **intra_args) -> Policy:
         raise InputError(f"unknown inter-program policy (known: {', '.join(known)})",
                          field="inter-program", source=chosen)
     intra = make_intra(intras[0] if intras else "even", **intra_args)
+    if chosen == "sjf" and aging_s is not None:
+        return known[chosen](intra=intra, aging_s=aging_s)
     return known[chosen](intra=intra)

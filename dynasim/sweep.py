@@ -96,9 +96,7 @@ def run_cell(cell: dict) -> dict:
     row = {k: cell.get(k) for k in CONFIG_COLUMNS}
     try:
         profile = _profile(cell)
-        policy = make_policy(cell["policy"], **_intra_args(cell))
-        if hasattr(policy, "aging_s"):
-            policy.aging_s = cell["sjf_aging"]
+        policy = make_policy(cell["policy"], aging_s=cell["sjf_aging"], **_intra_args(cell))
         specs, times, deadlines, _ = online_programs(
             _workload(cell["workload"]), profile, cell["program_rate"],
             burstiness=cell["burstiness"], seed=cell["seed"],

@@ -231,9 +231,8 @@ def cmd_replay(args) -> None:
     from replay.prompts import PromptBuilder, fetch_token_pool
 
     goodput = parse_goodput(args.goodput)
-    policy = make_policy(args.policy, inter=args.inter_program, **_intra_args(args))
-    if hasattr(policy, "aging_s"):
-        policy.aging_s = args.sjf_aging
+    policy = make_policy(args.policy, inter=args.inter_program, aging_s=args.sjf_aging,
+                         **_intra_args(args))
     check_policy(policy)
     requests, specs, times, deadlines, meta = _inputs(args)
     dynasor = _dynasor_arg(args.dynasor)
