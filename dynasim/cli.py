@@ -153,13 +153,9 @@ def cmd_validate(args) -> None:
             print(f"  {r['run']}: {r['calibration']}")
     live = None
     if args.base_url:
-        from replay.fidelity_cli import cmd_fidelity
+        from replay.fidelity_cli import cmd_fidelity, live_args
 
-        live = cmd_fidelity(argparse.Namespace(
-            base_url=args.base_url, model=args.model, api_key=args.api_key,
-            profile=args.live_profile, num_requests=args.num_requests,
-            lengths=args.lengths, seed=args.seed, quick=args.quick,
-            output_dir=args.live_output_dir, real_repeats=args.real_repeats))
+        live = cmd_fidelity(live_args(args))
     else:
         print("live fidelity: skipped (no --base-url). Start a server (python -m "
               "replay.server, or any vLLM) and pass --base-url URL --model NAME.")
@@ -262,22 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "out (EVALS simulations per fit, default 150; about a minute)")
     p.add_argument("--output", help="also write the rows as JSON here")
     _add_limit_flags(p)
-    p.add_argument("--base-url", help="a live OpenAI-compatible vLLM server: calibrate "
-                                      "on it, then replay and simulate three loads")
-    p.add_argument("--model", help="model name on the live server")
-    p.add_argument("--api-key", help="bearer token for the live server")
-    p.add_argument("--live-profile", help="calibrated profile of the live server "
-                                          "(default: run dynasim calibrate first)")
-    p.add_argument("--quick", action="store_true", help="quick calibration")
-    p.add_argument("--num-requests", type=int, default=60, help="live requests per load")
-    p.add_argument("--lengths", default="azure-conv-2023",
-                   help="trace to draw live (prompt, output) lengths from, or "
-                        "uniform:PMIN-PMAX:OMIN-OMAX")
-    p.add_argument("--seed", type=int, default=0, help="seed of the live traces")
-    p.add_argument("--live-output-dir", help="keep the live per-load records here")
-    p.add_argument("--real-repeats", type=int, choices=(1, 2), default=1,
-                   help="2: replay each live trace twice and print how much the server "
-                        "differs from itself")
+    from replay.fidelity_cli import add_fidelity_flags
+
+    add_fidelity_flags(p, required=False, live_prefix=True)  # the live part
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("trace", help="trace tools")

@@ -52,20 +52,25 @@ def print_table(rows: list[dict], console=None) -> None:
         (console or Console(width=170)).print(t)
 
 
-def add_fidelity_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
+def add_fidelity_flags(p: argparse.ArgumentParser, required: bool = True,
+                       live_prefix: bool = False) -> None:
     """Flags of the live fidelity run; ``required=False`` for a command where
-    ``--base-url`` is optional (``dynasim validate``)."""
+    ``--base-url`` is optional, ``live_prefix`` where ``--profile`` and ``--output-dir``
+    are taken (``dynasim validate``: ``--live-profile``, ``--live-output-dir``; pass
+    :func:`live_args` to :func:`cmd_fidelity`)."""
+    live = "live-" if live_prefix else ""
     p.add_argument("--base-url", required=required, help="live server root, e.g. "
                    "http://127.0.0.1:8000")
     p.add_argument("--model", required=required, help="served model name")
     p.add_argument("--api-key", default=None, help="bearer token")
-    p.add_argument("--profile", help="calibrated profile (default: calibrate first)")
+    p.add_argument(f"--{live}profile", help="calibrated profile of the live server "
+                   "(default: calibrate first)")
     p.add_argument("--num-requests", type=int, default=60, help="requests per load")
     p.add_argument("--lengths", default=DEFAULT_LENGTHS, help="trace to draw (prompt, "
                    "output) pairs from, or uniform:PMIN-PMAX:OMIN-OMAX")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="quick calibration (no --profile)")
-    p.add_argument("--output-dir", help="keep per-load records here")
+    p.add_argument("--quick", action="store_true", help=f"quick calibration (no --{live}profile)")
+    p.add_argument(f"--{live}output-dir", help="keep per-load records here")
     p.add_argument("--recalibrate", action="store_true", help="also run a quick "
                    "calibration just before each load and simulate that load with it "
                    "(separate measurements; follows the machine's speed drift)")
@@ -78,6 +83,12 @@ def add_fidelity_flags(p: argparse.ArgumentParser, required: bool = True) -> Non
     p.add_argument("--wait-calm", type=float, metavar="PSI", help="local server: before "
                    "calibrating and before each load, wait (up to 10 min) until this "
                    "machine's CPU pressure (PSI some avg10, %%) is below PSI")
+
+
+def live_args(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` parsed with ``live_prefix=True``, as :func:`cmd_fidelity` reads them."""
+    return argparse.Namespace(**{**vars(args), "profile": args.live_profile,
+                                 "output_dir": args.live_output_dir})
 
 
 def cmd_fidelity(args) -> list[dict]:
