@@ -15,10 +15,6 @@ from pathlib import Path
 from dynasim.cli_programs import add_commands, add_program_flags
 from dynasim.errors import InputError
 
-LIMIT_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "kv_capacity_tokens",
-               "block_size", "max_model_len", "scheduling")
-
-
 def _add_limit_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engine limits (override the profile's)")
     g.add_argument("--max-num-seqs", type=int, help="most running requests per step")
@@ -31,10 +27,10 @@ def _add_limit_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _profile(args):
-    from dynasim.profile import load_profile
+    from dynasim.profile import LIMITS, load_profile
 
     prof = load_profile(args.profile)
-    return prof.with_overrides(**{k: getattr(args, k) for k in LIMIT_FLAGS})
+    return prof.with_overrides(**{k: getattr(args, k) for k in LIMITS})
 
 
 def trace_from_args(args):

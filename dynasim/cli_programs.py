@@ -117,8 +117,7 @@ def simulate_workload(args, profile) -> None:
         "policy": policy.label, "intra_program": repr(policy.intra),
         "program_rate": args.request_rate, "burstiness": args.burstiness,
         "seed": args.seed, "slo_scale": args.slo_scale, "base_deadline_s": base,
-        "prefix_cache_hit_rate": engine.prefix_hit_tokens / engine.prefix_query_tokens
-        if engine.prefix_query_tokens else 0.0,
+        "prefix_cache_hit_rate": engine.prefix_cache_hit_rate,
         "engine_steps": engine.num_steps, "wall_seconds": time.perf_counter() - t0})
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

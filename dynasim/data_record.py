@@ -24,7 +24,10 @@ The definitions are ``vllm bench serve``'s (``vllm/benchmarks/serve.py``,
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -100,3 +103,12 @@ def json_default(value):
     """``json.dumps(..., default=json_default)`` for records and summaries: a numpy
     scalar as its Python value (``.item()``; NaN stays NaN), anything else as ``str``."""
     return value.item() if hasattr(value, "item") else str(value)
+
+
+def write_atomic(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary file beside ``path`` (named per process and thread),
+    then rename it over ``path``: a reader, or a run killed mid-write, never sees a
+    partial file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)

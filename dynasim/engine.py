@@ -176,6 +176,14 @@ class Engine:
         """KV blocks referenced by requests now (cached-but-idle blocks count as free)."""
         return self.total_blocks - self._free()
 
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        """Prompt tokens found in the prefix cache at first admission / prompt tokens
+        looked up (0.0 before any lookup)."""
+        if not self.prefix_query_tokens:
+            return 0.0
+        return self.prefix_hit_tokens / self.prefix_query_tokens
+
     def prefix_match(self, req: Request) -> int:
         """Prompt tokens of ``req`` cached now (0 without a prefix cache); LPM's key."""
         if self.cache is None or not req._hashes:

@@ -47,6 +47,12 @@ from dynasim.errors import InputError, from_validation_error
 from dynasim.step_time import StepTime
 
 
+#: The engine limits a run may override (``dynasim simulate`` flags, a sweep's
+#: ``limits``; :meth:`Profile.with_overrides`), by their field names.
+LIMITS = ("max_num_seqs", "max_num_batched_tokens", "kv_capacity_tokens", "block_size",
+          "max_model_len", "scheduling")
+
+
 class StepTimeFit(BaseModel):
     """How well a fitted step-time model matches its measurements (:mod:`dynasim.fit`).
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dynasim.data_record import json_default
+from dynasim.data_record import json_default, write_atomic
 from dynasim.errors import InputError
 from dynasim.sweep_config import LIMIT_KEYS, SweepConfig, cell_id, expand, load_config
 
@@ -111,8 +111,7 @@ def run_cell(cell: dict) -> dict:
         row.update({k: v for k, v in summary.items()
                     if isinstance(v, (int, float, bool)) and k not in row})
     row.update(num_programs=len(programs), engine_steps=engine.num_steps,
-               prefix_cache_hit_rate=engine.prefix_hit_tokens / engine.prefix_query_tokens
-               if engine.prefix_query_tokens else 0.0,
+               prefix_cache_hit_rate=engine.prefix_cache_hit_rate,
                wall_seconds=time.perf_counter() - t0, error="")
     return {"row": row, "records": programs}
 
@@ -141,9 +140,8 @@ class SweepStore:
         if records is not None:
             rec = self.out / "records"
             rec.mkdir(exist_ok=True)
-            tmp = rec / f".{row['cell_id']}.parquet"
-            records.to_parquet(tmp, index=False)
-            tmp.replace(rec / f"{row['cell_id']}.parquet")
+            write_atomic(rec / f"{row['cell_id']}.parquet",
+                         lambda p: records.to_parquet(p, index=False))
         with open(self.journal, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, default=json_default) + "\n")  # NaN as NaN: json reads it
             f.flush()
@@ -162,9 +160,7 @@ class SweepStore:
         if len(df):
             df = df[CONFIG_COLUMNS + [c for c in df.columns if c not in CONFIG_COLUMNS]]
         path = self.out / "results.parquet"
-        tmp = self.out / ".results.parquet"
-        df.to_parquet(tmp, index=False)
-        tmp.replace(path)
+        write_atomic(path, lambda p: df.to_parquet(p, index=False))
         return path
 
 
@@ -271,7 +267,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, scheduler: str = "processes"
             path = store.write_table(order)
     console.print(f"{len(store.rows)} of {len(cells)} cells in {path}"
                   + (f"; {failed} failed (rerun to retry them)" if failed else ""))
-    return pd.read_parquet(path)
+    return pd.read_parquet(path)  # the table as every later reader gets it
 
 
 # ---------------------------------------------------------------------- CLI

@@ -41,12 +41,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dynasim.errors import InputError, from_validation_error
+from dynasim.profile import LIMITS
 
 #: Config keys that span the sweep's axes, in the order cells are enumerated.
 AXES = ("workloads", "profiles", "policies", "request_rates", "slo_scales", "seeds")
 #: Engine limits a sweep may override (the profile keys of the same name).
-LIMIT_KEYS = ("max_num_seqs", "max_num_batched_tokens", "kv_capacity_tokens", "block_size",
-              "max_model_len", "scheduling")
+LIMIT_KEYS = LIMITS
 
 
 class SweepConfig(BaseModel):

@@ -15,14 +15,14 @@ sender: its send time unless the client-side policy queued it) plus :data:`EXTRA
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from dynasim.data_record import COLUMNS, PROGRAM_COLUMNS, json_default, with_latencies
+from dynasim.data_record import (COLUMNS, PROGRAM_COLUMNS, json_default, with_latencies,
+                                  write_atomic)
 from dynasim.metrics import summarize, summarize_programs
 
 #: Replay-only request columns (seconds on the run clock unless said):
@@ -64,12 +64,6 @@ def programs_table(rows: list[dict]) -> pd.DataFrame:
         return pd.DataFrame(columns=PROGRAM_COLUMNS)
     df = pd.DataFrame(rows, columns=PROGRAM_COLUMNS)
     return df.sort_values("program_id", kind="stable").reset_index(drop=True)
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 class Journal:
@@ -143,14 +137,14 @@ class Journal:
     def _write(self, final: bool, extra: dict | None) -> dict:
         rows, prows = list(self.requests), list(self.programs)  # snapshot: may run in
         req = requests_table(rows)                               # a worker thread
-        _atomic(self.dir / "requests.parquet", lambda p: req.to_parquet(p, index=False))
+        write_atomic(self.dir / "requests.parquet", lambda p: req.to_parquet(p, index=False))
         if self.has_programs:
             prog = programs_table(prows)
-            _atomic(self.dir / "programs.parquet",
+            write_atomic(self.dir / "programs.parquet",
                     lambda p: prog.to_parquet(p, index=False))
         summary = self.summary(dict(extra or {}, partial=not final), rows, prows)
         text = json.dumps(summary, indent=2, default=json_default) + "\n"
-        _atomic(self.dir / "summary.json", lambda p: p.write_text(text))
+        write_atomic(self.dir / "summary.json", lambda p: p.write_text(text))
         return summary
 
     def close(self) -> None:
