@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dynasim.errors import InputError
-from dynasim.plots import max_rate_at_attainment, min_slo_scale_at_attainment, \
+from dynasim.plots import max_rate_at_attainment, min_slo_scale_at_attainment, ok_rows, \
     seed_stats, slug
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
@@ -89,17 +89,12 @@ def _band(fig, x, lo, hi, color: str, name: str) -> None:
                              legendgroup=name))
 
 
-def _ok(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows that ran (an ``error`` column, when present, is empty)."""
-    return df[df["error"].fillna("").astype(str) == ""] if "error" in df else df
-
-
 def _attainment_curves(df: pd.DataFrame, along: str, per: str, target: float, *,
                        crossings: pd.DataFrame) -> dict:
     """rate-attainment (``along`` = program_rate) and slo-attainment (slo_scale)."""
     import plotly.graph_objects as go
 
-    df = _ok(df)
+    df = ok_rows(df)
     col, sym = colors(df["policy"]), markers(df["policy"])
     figs = {}
     for (w, prof, at), g in df.groupby(["workload", "profile", per], sort=True):
@@ -211,7 +206,7 @@ def accuracy_attainment_figures(df: pd.DataFrame, target: float = 0.9) -> dict:
     ``accuracy`` (0-1)."""
     import plotly.graph_objects as go
 
-    df = _ok(df)
+    df = ok_rows(df)
     col, sym = colors(df["policy"]), markers(df["policy"])
     figs = {}
     for (w, prof), g in df.groupby(["workload", "profile"], sort=True):
@@ -306,7 +301,7 @@ def cdf_figures(groups: list[dict], kind: str) -> dict:
     for g in groups:
         col = colors(g["lines"])
         fig = go.Figure()
-        for label in sorted(g["lines"], key=lambda p: policy_order(g["lines"]).index(p)):
+        for label in policy_order(g["lines"]):
             v = np.sort(g["lines"][label])
             fig.add_trace(go.Scatter(
                 x=v, y=np.arange(1, len(v) + 1) / max(len(v), 1) * 100, mode="lines",

@@ -133,9 +133,7 @@ def _crossings(df: pd.DataFrame, target: float, along: str, per: str, out_col: s
     if not 0 < target <= 1:
         raise InputError(f"target must be a fraction in (0, 1], got {target}",
                          field="target")
-    d = df
-    if "error" in d.columns:
-        d = d[d["error"].fillna("").astype(str) == ""]
+    d = ok_rows(df)
     keys = ["workload", "profile", "policy", per]
     rows = []
     for key, g in d.groupby(keys, sort=True, dropna=False):
@@ -210,6 +208,11 @@ def seed_stats(df: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataF
 
 
 # -------------------------------------------------------------------- input reading
+def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows that ran (an ``error`` column, when present, is empty)."""
+    return df[df["error"].fillna("").astype(str) == ""] if "error" in df else df
+
+
 def _require(df: pd.DataFrame, cols, source) -> None:
     for c in cols:
         if c not in df.columns:
@@ -286,9 +289,7 @@ def read_sweep(paths, filters: dict[str, str] | None = None,
                              "or its folder)", source=str(f))
         df = _read_table(f)
         _require(df, SWEEP_KEYS + list(need), f)
-        if "error" in df.columns:
-            df = df[df["error"].fillna("").astype(str) == ""]
-        df = apply_filters(df, filters or {}, f)
+        df = apply_filters(ok_rows(df), filters or {}, f)
         frames.append(df.assign(results_dir=str(f.parent)))
     df = pd.concat(frames, ignore_index=True)
     if not len(df):

@@ -40,7 +40,7 @@ import pandas as pd
 
 from dynasim.data_record import json_default, write_atomic
 from dynasim.errors import InputError
-from dynasim.sweep_config import LIMIT_KEYS, SweepConfig, cell_id, expand, load_config
+from dynasim.sweep_config import LIMIT_KEYS, SweepConfig, expand, load_config
 
 CONFIG_COLUMNS = ["cell_id", "workload", "profile", "policy", "program_rate", "slo_scale",
                   "seed", "num_programs", "burstiness", "cap", "detect_at", "threshold",
@@ -220,8 +220,6 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, scheduler: str = "processes"
     store = SweepStore(out)
     (store.out / "sweep.json").write_text(cfg.model_dump_json(indent=2) + "\n")
     cells = expand(cfg)
-    for c in cells:
-        c["cell_id"] = cell_id(c)
     order = [c["cell_id"] for c in cells]
     todo = [c for c in cells if c["cell_id"] not in store.rows]
     console = Console(stderr=True)

@@ -161,5 +161,5 @@ def expand(cfg: SweepConfig) -> list[dict]:
             *(getattr(cfg, a) for a in AXES)):
         cell = {"workload": w, "profile": p, "policy": pol, "program_rate": float(rate),
                 "slo_scale": float(scale), "seed": int(seed), **shared}
-        cells.append(cell)
+        cells.append(dict(cell, cell_id=cell_id(cell)))
     return cells
