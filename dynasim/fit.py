@@ -38,10 +38,9 @@ class StepRow:
 
 
 def features(row: StepRow) -> tuple[float, float, float, float, float]:
-    """``(tokens, pairs, sum_decode_ctx, sequences, 1)`` of a row (see TokensStepTime)."""
-    tokens = row.num_decode + sum(n for n, _ in row.prefill)
-    pairs = sum(n * p + n * (n + 1) / 2 for n, p in row.prefill)
-    return tokens, pairs, row.sum_decode_ctx, row.num_decode + len(row.prefill), 1.0
+    """``(tokens, pairs, sum_decode_ctx, sequences, 1)`` of a row
+    (:meth:`TokensStepTime.features`, plus the constant term's 1)."""
+    return (*TokensStepTime.features(row.prefill, row.num_decode, row.sum_decode_ctx), 1.0)
 
 
 def predict_ms(model: TokensStepTime, rows: list[StepRow]) -> np.ndarray:

@@ -127,15 +127,21 @@ class TokensStepTime(BaseModel):
     def step_time(self, prefill: list[tuple[int, int]], num_decode: int,
                   sum_decode_ctx: int) -> float:
         """Seconds for one step; see the class docstring for the rule."""
+        tokens, pairs, ctx, seqs = self.features(prefill, num_decode, sum_decode_ctx)
+        ms = (self.step_ms + max(self.dense_floor_ms, self.dense_ms_per_token * tokens)
+              + self.prefill_attention_ms_per_pair * pairs
+              + self.decode_attention_ms_per_token * ctx + self.seq_ms * seqs)
+        return ms / 1000.0
+
+    @staticmethod
+    def features(prefill, num_decode: int, sum_decode_ctx) -> tuple:
+        """``(tokens, causal pairs, decode context, sequences)`` of a step, the terms the
+        coefficients multiply (class docstring); :mod:`dynasim.fit` fits on the same."""
         tokens, pairs = num_decode, 0.0
         for n, p in prefill:
             tokens += n
             pairs += n * p + n * (n + 1) / 2
-        ms = (self.step_ms + max(self.dense_floor_ms, self.dense_ms_per_token * tokens)
-              + self.prefill_attention_ms_per_pair * pairs
-              + self.decode_attention_ms_per_token * sum_decode_ctx
-              + self.seq_ms * (num_decode + len(prefill)))
-        return ms / 1000.0
+        return tokens, pairs, sum_decode_ctx, num_decode + len(prefill)
 
     @staticmethod
     def coefficient_names() -> tuple[str, ...]:
