@@ -311,10 +311,8 @@ def headline_table(df: pd.DataFrame, target: float = 0.9,
     from dynasim.plots import max_rate_at_attainment
 
     t = max_rate_at_attainment(df, target=target)
-    keys = ["workload", "profile", "slo_scale"]
-    base = t[t["policy"] == baseline].set_index(keys)["max_rate"]
-    idx = pd.MultiIndex.from_frame(t[keys])
-    t[f"ratio_to_{baseline}"] = t["max_rate"].to_numpy() / base.reindex(idx).to_numpy()
+    base = _baseline_values(t, ["workload", "profile", "slo_scale"], "max_rate", baseline)
+    t[f"ratio_to_{baseline}"] = t["max_rate"].to_numpy() / base
     return t
 
 
@@ -329,12 +327,17 @@ def tightest_slo_table(df: pd.DataFrame, target: float = 0.9,
     from dynasim.plots import min_slo_scale_at_attainment
 
     t = min_slo_scale_at_attainment(df, target=target)
-    keys = ["workload", "profile", "program_rate"]
-    base = t[t["policy"] == baseline].set_index(keys)["min_slo_scale"]
-    idx = pd.MultiIndex.from_frame(t[keys])
-    t[f"tighter_than_{baseline}"] = base.reindex(idx).to_numpy() / \
-        t["min_slo_scale"].to_numpy()
+    base = _baseline_values(t, ["workload", "profile", "program_rate"], "min_slo_scale",
+                            baseline)
+    t[f"tighter_than_{baseline}"] = base / t["min_slo_scale"].to_numpy()
     return t
+
+
+def _baseline_values(t: pd.DataFrame, keys: list[str], col: str, baseline: str):
+    """``col`` of the ``baseline`` policy's row with the same ``keys``, for every row of
+    ``t`` (NaN where the baseline has none)."""
+    base = t[t["policy"] == baseline].set_index(keys)[col]
+    return base.reindex(pd.MultiIndex.from_frame(t[keys])).to_numpy()
 
 
 def add_commands(sub) -> None:
