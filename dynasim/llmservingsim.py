@@ -91,51 +91,25 @@ PER_STEP = ("embedding", "final_layernorm")
 PER_SEQUENCE = ("lm_head", "sampler")
 
 
-def _scalar(text: str):
-    text = text.strip()
-    if text[:1] in "'\"" and text[-1:] == text[:1] and len(text) > 1:
-        return text[1:-1]
-    if text in ("true", "false"):
-        return text == "true"
-    if text in ("null", "~", ""):
-        return None
-    if text.startswith("[") and text.endswith("]"):
-        return [_scalar(x) for x in text[1:-1].split(",") if x.strip()]
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def read_meta(path: Path) -> dict:
-    """The mappings of a profiler ``meta.yaml`` (block mappings of ``key: value`` lines,
-    scalars and inline lists: the subset the profiler writes).
+    """The mappings of a profiler ``meta.yaml`` (``yaml.safe_load``).
 
     Raises:
-        InputError: a line that is not ``key: value`` (file, line).
+        InputError: not YAML, or not a mapping at the top (file, and the line of the
+            entry that cannot be read).
     """
-    root: dict = {}
-    stack = [(-1, root)]
-    with open(path, encoding="utf-8") as f:
-        for number, raw in enumerate(f, start=1):
-            line = raw.rstrip("\n")
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            indent = len(line) - len(line.lstrip(" "))
-            key, colon, value = line.strip().partition(":")
-            if not colon or not key:
-                raise InputError("expected 'key: value'", source=str(path), line=number)
-            while indent <= stack[-1][0]:
-                stack.pop()
-            parent = stack[-1][1]
-            if value.strip():
-                parent[key] = _scalar(value)
-            else:
-                parent[key] = {}
-                stack.append((indent, parent[key]))
-    return root
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+        raise InputError(f"invalid YAML ({getattr(exc, 'problem', exc)})", source=str(path),
+                         line=mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict):
+        raise InputError("expected a mapping of 'key: value' entries", source=str(path))
+    return data
 
 
 def _meta_value(meta: dict, path: Path, *keys):
