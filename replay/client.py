@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -74,6 +74,20 @@ def _read_usage(usage: dict, out: Outcome) -> None:
         out.cached_tokens = int(details["cached_tokens"])
 
 
+async def sse_lines(content: aiohttp.StreamReader) -> AsyncIterator[list[bytes]]:
+    """The server-sent events of a response body, one network read at a time: for each
+    read, in order, the stripped lines of the events it completed (an event ends in a
+    blank line), without blank lines and ``:`` comments. Callers decide what a
+    non-``data:`` line, ``[DONE]`` and bad JSON mean. Raises what reading the body
+    raises (``aiohttp.ClientError``, ``OSError``)."""
+    buf = b""
+    async for piece in content.iter_any():
+        buf += piece
+        *events, buf = buf.split(b"\n\n")
+        yield [line for event in events for line in map(bytes.strip, event.splitlines())
+               if line and not line.startswith(b":")]
+
+
 async def stream_completion(session: aiohttp.ClientSession, url: str, payload: dict,
                             headers: dict, timeout: float | None,
                             clock: Callable[[], float], out: Outcome) -> Outcome:
@@ -103,45 +117,36 @@ async def stream_completion(session: aiohttp.ClientSession, url: str, payload: d
                     out.error = f"HTTP {resp.status}: {_error_message(await resp.read())}"
                     return out
                 done = False
-                buf = b""
-                async for piece in resp.content.iter_any():  # SSE events end in a
-                    buf += piece                            # blank line
-                    *events, buf = buf.split(b"\n\n")
+                async for lines in sse_lines(resp.content):
                     now = clock()
-                    for event in events:
-                        for line in event.splitlines():
-                            line = line.strip()
-                            if not line or line.startswith(b":"):
-                                continue
-                            if not line.startswith(b"data:"):
-                                out.error = f"malformed SSE line {line[:80]!r}"
-                                return out
-                            data = line[5:].strip()
-                            if data == b"[DONE]":
-                                done = True
-                                break
-                            try:
-                                doc = json.loads(data)
-                            except ValueError:
-                                out.error = f"malformed SSE data {data[:80]!r}"
-                                return out
-                            if doc.get("choices"):
-                                if not out.chunk_times:
-                                    out.first_token_time = now
-                                out.chunk_times.append(now)
-                                out.finish_time = now
-                                chunks += 1
-                            usage = doc.get("usage")
-                            if usage:
-                                _read_usage(usage, out)
-                            if isinstance(doc.get("dynasor"), dict):
-                                out.dynasor = doc["dynasor"]
-                            if "error" in doc and not doc.get("choices"):
-                                out.error = ("server error in stream: "
-                                             f"{_error_message(data)}")
-                                return out
-                        if done:
+                    for line in lines:
+                        if not line.startswith(b"data:"):
+                            out.error = f"malformed SSE line {line[:80]!r}"
+                            return out
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            done = True
                             break
+                        try:
+                            doc = json.loads(data)
+                        except ValueError:
+                            out.error = f"malformed SSE data {data[:80]!r}"
+                            return out
+                        if doc.get("choices"):
+                            if not out.chunk_times:
+                                out.first_token_time = now
+                            out.chunk_times.append(now)
+                            out.finish_time = now
+                            chunks += 1
+                        usage = doc.get("usage")
+                        if usage:
+                            _read_usage(usage, out)
+                        if isinstance(doc.get("dynasor"), dict):
+                            out.dynasor = doc["dynasor"]
+                        if "error" in doc and not doc.get("choices"):
+                            out.error = ("server error in stream: "
+                                         f"{_error_message(data)}")
+                            return out
                     if done:
                         break
                 if not done:

@@ -49,6 +49,7 @@ import aiohttp
 from aiohttp import web
 
 from replay import cot_probe
+from replay.client import sse_lines
 from replay.cot_config import BadField, DynasorConfig
 
 
@@ -142,26 +143,21 @@ class CotSession:
                               else "/v1/chat/completions")
 
     async def _pump(self, resp: aiohttp.ClientResponse) -> None:
-        buf = b""
         try:
-            async for piece in resp.content.iter_any():
-                buf += piece
-                *events, buf = buf.split(b"\n\n")
-                for event in events:
-                    for line in event.splitlines():
-                        line = line.strip()
-                        if not line.startswith(b"data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == b"[DONE]":
-                            await self.queue.put(("end", None))
-                            return
-                        try:
-                            await self.queue.put(("chunk", json.loads(data)))
-                        except ValueError:
-                            await self.queue.put(("error", f"malformed upstream SSE "
-                                                  f"data {data[:80]!r}"))
-                            return
+            async for lines in sse_lines(resp.content):
+                for line in lines:
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        await self.queue.put(("end", None))
+                        return
+                    try:
+                        await self.queue.put(("chunk", json.loads(data)))
+                    except ValueError:
+                        await self.queue.put(("error", f"malformed upstream SSE "
+                                              f"data {data[:80]!r}"))
+                        return
             await self.queue.put(("error", "upstream stream ended before [DONE]"))
         except (aiohttp.ClientError, OSError) as exc:
             await self.queue.put(("error", f"upstream connection failed: {exc}"))
