@@ -43,7 +43,7 @@ validate: $(BIN)/.installed
 	$(BIN)/dynasim validate
 
 benchmark: $(BIN)/.installed
-	$(BIN)/python -m dynasim.benchmark --repeat 3
+	$(BIN)/python -m dynasim.experiments.benchmark --repeat 3
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) out

@@ -81,7 +81,7 @@ PROGRAM_COLUMNS = ["program_id", "question_id", "algorithm", "arrival_time",
 
 
 def programs_frame(programs) -> pd.DataFrame:
-    """The program table of finished :class:`~dynasim.program.Program` objects, sorted
+    """The program table of finished :class:`~dynasim.workloads.program.Program` objects, sorted
     by program_id (columns :data:`PROGRAM_COLUMNS`)."""
     rows = []
     for p in programs:

@@ -60,9 +60,9 @@ from collections.abc import Callable
 
 import simpy
 
-from dynasim.policy import Policy
+from dynasim.policies.base import Policy
 from dynasim.prefix_cache import PrefixCache, block_hashes
-from dynasim.profile import Profile
+from dynasim.profiles import Profile
 from dynasim.request import FINISHED, REJECTED, RUNNING, WAITING, Request
 
 
@@ -75,8 +75,8 @@ class Engine:
 
     Args:
         env: the SimPy environment (time in seconds).
-        profile: limits and step-time model (:class:`~dynasim.profile.Profile`).
-        policy: the scheduling policy (:class:`~dynasim.policy.Policy`).
+        profile: limits and step-time model (:class:`~dynasim.profiles.profile.Profile`).
+        policy: the scheduling policy (:class:`~dynasim.policies.base.Policy`).
         on_finish: called with each request when it finishes or is rejected.
 
     Use :meth:`submit` to hand it requests; the engine process starts at construction.

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from dynasim.call import Segment
+from dynasim.workloads.call import Segment
 
 BlockHash = tuple
 

@@ -14,8 +14,8 @@ import simpy
 
 from dynasim.data_record import records_frame
 from dynasim.engine import Engine
-from dynasim.policy import Policy
-from dynasim.profile import Profile
+from dynasim.policies.base import Policy
+from dynasim.profiles import Profile
 from dynasim.request import Request
 from dynasim.trace import Trace
 
@@ -82,8 +82,8 @@ def program_order(workload, num_programs: int | None, seed: int) -> list:
     """The programs of an online run: every question once in a seeded random order,
     repeated with fresh orders until ``num_programs`` (default: one pass). Each copy's
     sample draw order is shuffled by its own seeded RNG."""
-    from dynasim.batch import program_rng
-    from dynasim.program import shuffled
+    from dynasim.workloads.program import program_rng
+    from dynasim.workloads.program import shuffled
 
     specs = list(workload.programs)
     n = num_programs or len(specs)
@@ -130,7 +130,7 @@ def simulate_programs(specs, arrival_times, profile: Profile, policy: Policy,
     waves and its inter-program part orders the engine's queue. Deterministic.
 
     Args:
-        specs: :class:`~dynasim.program.ProgramSpec` list (see :func:`program_order`).
+        specs: :class:`~dynasim.workloads.program.ProgramSpec` list (see :func:`program_order`).
         deadlines: per-program deadline in seconds after arrival (default: none).
 
     Returns:
@@ -141,7 +141,7 @@ def simulate_programs(specs, arrival_times, profile: Profile, policy: Policy,
         RuntimeError: a program left unfinished (a bug, never silent).
     """
     from dynasim.data_record import programs_frame
-    from dynasim.program import Program
+    from dynasim.workloads.program import Program
 
     env = simpy.Environment()
     done: list[Request] = []
@@ -219,8 +219,8 @@ def base_deadline(specs, profile: Profile, cap: int) -> float:
     policy is judged against the same deadlines). The paper fixes base deadlines per
     workload for its A100 setup (SC/MATH 240 s, §4); dynasim derives one per workload
     and profile so that SLO scale 1 means "as fast as a lone program, 9 times in 10"."""
-    from dynasim.intra_program import BaselineEven
-    from dynasim.policy import FCFS
+    from dynasim.policies.intra_program import BaselineEven
+    from dynasim.policies import FCFS
 
     lat = isolated_latencies(specs, profile, FCFS(BaselineEven(cap)))
     return float(np.percentile(lat, 90))

@@ -30,9 +30,9 @@ RATE = 2.0 if SMALL else 3.0  # programs/s
 NUM_PROGRAMS = 12 if SMALL else 300
 
 # %%
-from dynasim.plots import plot  # noqa: E402
-from dynasim.sweep import run_sweep  # noqa: E402
-from dynasim.sweep_config import SweepConfig  # noqa: E402
+from dynasim.experiments.plots import plot  # noqa: E402
+from dynasim.experiments.sweep import run_sweep  # noqa: E402
+from dynasim.experiments.sweep_config import SweepConfig  # noqa: E402
 
 cfg = SweepConfig(workloads=[WORKLOAD], profiles=["vidur-llama3-8b-a100"],
                   policies=["fcfs", "lpm", "gang", "sjf+certaindex"],
@@ -47,8 +47,8 @@ files += plot([OUT / "fairness"], "latency-cdf", OUT / "figures")
 files
 
 # %%
-from dynasim import plot_kinds  # noqa: E402
-from dynasim.plots import read_program_runs  # noqa: E402
+from dynasim.experiments import figures as plot_kinds  # noqa: E402
+from dynasim.experiments.results import read_program_runs  # noqa: E402
 
 figs = plot_kinds.cdf_figures(read_program_runs([OUT / "fairness"], {}, value="fairness"),
                               "fairness-cdf")

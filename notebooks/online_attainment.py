@@ -48,11 +48,11 @@ SEEDS = pick([0, 1, 2], [0])
 NUM_PROGRAMS = pick(200, 12)
 
 # %%
-from dynasim.plot_kinds import (accuracy_attainment_figures,  # noqa: E402
+from dynasim.experiments.figures import (accuracy_attainment_figures,  # noqa: E402
                                 rate_attainment_figures, slo_attainment_figures)
-from dynasim.plots import max_rate_at_attainment, write_figures  # noqa: E402
-from dynasim.sweep import run_sweep  # noqa: E402
-from dynasim.sweep_config import SweepConfig  # noqa: E402
+from dynasim.experiments.results import max_rate_at_attainment, write_figures  # noqa: E402
+from dynasim.experiments.sweep import run_sweep  # noqa: E402
+from dynasim.experiments.sweep_config import SweepConfig  # noqa: E402
 
 rate_cfg = SweepConfig(workloads=WORKLOADS, profiles=[PROFILE], policies=POLICIES,
                        request_rates=RATES, slo_scales=[1.0], seeds=SEEDS,

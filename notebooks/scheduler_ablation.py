@@ -34,10 +34,10 @@ SEEDS = [0] if SMALL else [0, 1, 2]
 import pandas as pd  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 
-from dynasim.ablation import run_ablation  # noqa: E402
-from dynasim.plots import write_figures  # noqa: E402
-from dynasim.profile import load_profile  # noqa: E402
-from dynasim.workloads import load_workload  # noqa: E402
+from dynasim.experiments.ablation import run_ablation  # noqa: E402
+from dynasim.experiments.plots import write_figures  # noqa: E402
+from dynasim.profiles import load_profile  # noqa: E402
+from dynasim.workloads.catalog import load_workload  # noqa: E402
 
 profile = load_profile("vidur-llama3-8b-a100").with_overrides(enable_prefix_caching=True)
 intra = {"cap": 20, "detect_at": 5, "threshold": 0.7, "reward_threshold": None,

@@ -35,11 +35,11 @@ SEEDS = 2 if SMALL else 10
 # %%
 import pandas as pd  # noqa: E402
 
-from dynasim.batch import matched_length_threshold, token_accuracy, tokens_saved  # noqa
-from dynasim.plot_kinds import token_accuracy_figures  # noqa: E402
-from dynasim.plots import write_figures  # noqa: E402
-from dynasim.policy import make_intra  # noqa: E402
-from dynasim.workloads import load_workload  # noqa: E402
+from dynasim.experiments.batch import matched_length_threshold, token_accuracy, tokens_saved  # noqa
+from dynasim.experiments.figures import token_accuracy_figures  # noqa: E402
+from dynasim.experiments.plots import write_figures  # noqa: E402
+from dynasim.policies import make_intra  # noqa: E402
+from dynasim.workloads.catalog import load_workload  # noqa: E402
 
 tables = []
 for name in WORKLOADS:

@@ -1,1 +1,5 @@
-"""Live replay harness against OpenAI-compatible servers (not built yet; see README.md)."""
+"""Live replay: the same traces, programs and policies as the simulator, run against
+OpenAI-compatible servers (vLLM) with the results journaled as they arrive
+(:mod:`~replay.dispatcher`, :mod:`~replay.client`, :mod:`~replay.journal`), then compared
+with the simulation (:mod:`~replay.compare`, :mod:`~replay.fidelity`).
+"""

@@ -2,7 +2,7 @@
 
 Dispatch lag = actual send time − scheduled send time (the journal's ``dispatch_lag``):
 how late the open-loop client puts a request on the wire because it is busy. It is
-measured against :mod:`replay.stub` in its own process (no token delay, short streams),
+measured against :mod:`replay.testing.stub` in its own process (no token delay, short streams),
 so the figure is the client's, not a server's. Run::
 
     python -m replay.benchmark                 # 200 and 1000 req/s, 10 s each
@@ -21,12 +21,12 @@ import tempfile
 import numpy as np
 
 from dynasim.arrivals import arrival_times
-from dynasim.policy import make_policy
+from dynasim.policies import make_policy
 from dynasim.request import Request
 from replay.dispatcher import Replay
 from replay.journal import Journal
 from replay.prompts import PromptBuilder
-from replay.stub import StubServer
+from replay.testing.stub import StubServer
 
 
 def measure(base_url: str, rate: float, duration: float, prompt_tokens: int,

@@ -39,7 +39,7 @@ class Outcome:
             reported; vLLM reports it with ``--enable-prompt-tokens-details``).
         http_status: the response status (0: no response).
         error: empty on success, else what went wrong.
-        dynasor: the ``dynasor`` report of a Dynasor proxy (:mod:`replay.proxy`) from
+        dynasor: the ``dynasor`` report of a Dynasor proxy (:mod:`replay.proxy.server`) from
             the last chunk that carried one (``None``: no proxy report).
     """
 

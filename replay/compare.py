@@ -151,13 +151,13 @@ def write_figure(both: pd.DataFrame, result: dict, path: Path) -> list[str]:
 def save_figure(fig, path: Path) -> tuple[list[str], str | None]:
     """Write a plotly figure as ``path.html`` (always) and ``path.png`` (through kaleido,
     only when a Chromium is installed; never downloads one), by
-    :func:`dynasim.plots.write_figures`, the project's one figure writer.
+    :func:`dynasim.experiments.plots.write_figures`, the project's one figure writer.
 
     Returns:
         ``(files written, why the PNG failed or None)``."""
-    from dynasim.plots import _write_figures
+    from dynasim.experiments.plots import write_figures_noting_png
 
-    return _write_figures({Path(path): fig})
+    return write_figures_noting_png({Path(path): fig})
 
 
 def print_comparison(r: dict) -> None:

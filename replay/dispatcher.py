@@ -1,6 +1,6 @@
 """Open-loop replay of a trace or of reasoning programs, driven by a dynasim policy.
 
-The same :class:`~dynasim.policy.Policy` object that orders the simulated engine's queue
+The same :class:`~dynasim.policies.base.Policy` object that orders the simulated engine's queue
 orders the client's sends here (Dynasor's scheduling is program-level, App. D.3):
 
 * **arrivals** are open-loop: a request (or a program's first wave) is due at its
@@ -13,7 +13,7 @@ orders the client's sends here (Dynasor's scheduling is program-level, App. D.3)
   computed at send time), sent as vLLM's ``priority`` field, which vLLM honours when it
   runs ``--scheduling-policy priority`` (lower first); :func:`probe_priority` checks that
   before the run, and priorities are left out when the server does not honour them;
-* **programs** are the simulator's :class:`~dynasim.program.Program` state machines: a
+* **programs** are the simulator's :class:`~dynasim.workloads.program.Program` state machines: a
   wave is sent when the previous one has finished; the intra-program policy (certaindex,
   caps) decides the waves from the answers recorded in the trace, so the server supplies
   the compute and the timing, not the reasoning. A program that stops early simply never
@@ -117,7 +117,7 @@ class Replay:
     Args:
         base_url: server root, e.g. ``http://127.0.0.1:8000``.
         model: the served model name.
-        policy: a dynasim policy (:func:`dynasim.policy.make_policy`), not LPM.
+        policy: a dynasim policy (:func:`dynasim.policies.base.make_policy`), not LPM.
         journal: where rows go (:class:`~replay.journal.Journal`).
         prompts: token-id prompt builder (:class:`~replay.prompts.PromptBuilder`).
         api_key: sent as ``Authorization: Bearer``.
@@ -126,7 +126,7 @@ class Replay:
         send_priority: whether to send the ``priority`` field.
         progress: called with (requests done, programs done) after each request.
         dynasor: a ``dynasor`` object sent with every request (Dynasor-CoT early exit
-            through :mod:`replay.proxy`; ``None``: not sent); the proxy's report goes
+            through :mod:`replay.proxy.server`; ``None``: not sent); the proxy's report goes
             into the ``dynasor_*`` columns (:data:`replay.journal.DYNASOR_DEFAULTS`).
     """
 
@@ -341,7 +341,7 @@ class Replay:
         the final summary. On cancellation (Ctrl-C) every in-flight request is aborted
         and recorded with its error, the summary says ``interrupted``, and the
         cancellation propagates after the files are written."""
-        from dynasim.program import Program
+        from dynasim.workloads.program import Program
 
         await self._open()
         writer = None

@@ -31,7 +31,7 @@ for 1 s after each message (``shm_broadcast.py``, ``busy_loop_s``); on 2 cores t
 spinning starves the API server and the client (p99 dispatch lag 391-1,132 ms), and
 pinning only moves the damage (engine core and worker on core 0: decode 29% slower than
 calibrated; worker alone on core 0: client lag ~1 s). With the model inside the
-engine-core process (:class:`replay.server.VLLMServer` ``executor="uni"``) the client
+engine-core process (:class:`replay.testing.vllm_server.VLLMServer` ``executor="uni"``) the client
 lag was 2-6 ms in one run, 3-593 ms in another. What remains is the machine itself:
 ``real_repeats=2`` replays each trace twice, and on the 2-core CI box the server differs
 from itself by 8.5-39% median E2E per load (3 runs, 9 loads), while fixed CPU work
@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from dynasim.errors import InputError
-from dynasim.profile import Profile
+from dynasim.profiles import Profile
 from dynasim.trace import Trace
 
 #: Load name -> fraction of the simulated saturation rate.
@@ -101,7 +101,7 @@ def _trace(pairs: np.ndarray, arrivals) -> Trace:
 
 
 def _sim(trace: Trace, profile: Profile) -> pd.DataFrame:
-    from dynasim.policy import make_policy
+    from dynasim.policies import make_policy
     from dynasim.simulation import simulate
 
     records, _ = simulate(trace, profile, make_policy("fcfs"))
@@ -128,7 +128,7 @@ async def replay_trace(base_url: str, model: str, trace: Trace, out_dir: Path,
     Raises:
         RuntimeError: the server is unreachable or has no ``/tokenize``.
     """
-    from dynasim.policy import make_policy
+    from dynasim.policies import make_policy
     from dynasim.simulation import requests_from_trace
     from replay.client import new_session
     from replay.dispatcher import Replay
@@ -292,14 +292,3 @@ def _decode_speed(real: pd.DataFrame, sim: pd.DataFrame, engine: dict) -> dict:
         out["engine_decode_ms_per_token"] = per * engine["decode_s"]
         out["engine_queue_s"] = engine["queue_s"]
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m replay.fidelity`` (see :mod:`replay.fidelity_cli`)."""
-    from replay.fidelity_cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

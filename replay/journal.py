@@ -33,7 +33,7 @@ from dynasim.metrics import summarize, summarize_programs
 #: inter-token latencies; ``asked_output_tokens`` the ``max_tokens`` sent;
 #: ``usage_prompt_tokens`` the server's prompt count; ``priority`` the vLLM priority
 #: sent (-1: none); ``http_status``; and the per-request report of a Dynasor proxy
-#: (``replay.proxy``, the ``dynasor`` field of its final chunk): ``dynasor_probes``
+#: (``replay.proxy.server``, the ``dynasor`` field of its final chunk): ``dynasor_probes``
 #: probes evaluated, ``dynasor_tokens`` tokens it generated, ``dynasor_stopped_early``,
 #: ``dynasor_stop_token`` tokens at the deciding probe (-1 / False: no report).
 DYNASOR_DEFAULTS = {"dynasor_probes": -1, "dynasor_tokens": -1,

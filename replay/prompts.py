@@ -8,7 +8,7 @@ drawn from ids the server's tokenizer really produces: :func:`fetch_token_pool` 
 server's ``/tokenize`` endpoint (vLLM's ``POST /tokenize``) to tokenize a fixed text.
 
 Shared prefixes: a prompt is a chain of segments ``(content key, tokens)``
-(:mod:`dynasim.call`); equal keys give equal token ids, so a program's samples share their
+(:mod:`dynasim.workloads.call`); equal keys give equal token ids, so a program's samples share their
 prompt and Mooncake requests with equal ``hash_ids`` share those 512-token blocks, and
 the server's prefix cache sees exactly the sharing the simulator models. Every key is
 salted with a per-run salt so one run never hits blocks cached by an earlier run.

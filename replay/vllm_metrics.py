@@ -197,7 +197,7 @@ async def probe_max_num_seqs(session: aiohttp.ClientSession, url: str, model: st
 
     A probe that saw no full batch is repeated (up to ``attempts`` in all, after the
     server is idle again): the gauges are set from the engine's step outputs, and a
-    CPU engine that holds its output thread back while busy (:mod:`replay.calibrate_steps`)
+    CPU engine that holds its output thread back while busy (:mod:`replay.calibrate.steps`)
     can deliver a whole probe's outputs at once, so that no scrape sees it running.
 
     Raises:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dynasim.profile import Profile
+from dynasim.profiles import Profile
 from dynasim.trace import Trace
 
 

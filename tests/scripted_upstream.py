@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from replay.cot_probe import DEFAULT_PROBE_TEXT
+from replay.proxy.probe import DEFAULT_PROBE_TEXT
 
 _X = re.compile(r"\bx(\d+)\b")
 

@@ -12,9 +12,9 @@ import math
 import pytest
 
 from dynasim.cli import main
-from dynasim.profile import load_profile
+from dynasim.profiles import load_profile
 from replay.fidelity import run_fidelity
-from replay.fidelity_cli import print_table
+from dynasim.cli.fidelity import print_table
 from replay.vllm_metrics import parse_prometheus
 from tests.vllm_fixture import vllm_server  # noqa: F401  (session fixture)
 

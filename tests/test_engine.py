@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dynasim.engine import Engine, _steps_covering
-from dynasim.policy import FCFS
-from dynasim.profile import Profile
+from dynasim.policies import FCFS
+from dynasim.profiles import Profile
 from dynasim.request import FINISHED, Request
 from dynasim.simulation import arrival_node, simulate
 from tests.helpers import make_profile, make_trace

@@ -32,10 +32,10 @@ def build_sweep(out: Path, workload="game24-sc", profile="vidur-llama3-8b-a100",
                 num_programs=20) -> pd.DataFrame:
     """Run the cells (really simulated) and write a sweep-shaped results folder."""
     from dynasim.metrics import summarize_programs
-    from dynasim.policy import make_policy
-    from dynasim.profile import load_profile
+    from dynasim.policies import make_policy
+    from dynasim.profiles import load_profile
     from dynasim.simulation import online_programs, simulate_programs
-    from dynasim.workloads import load_workload
+    from dynasim.workloads.catalog import load_workload
 
     w = load_workload(workload)
     prof = load_profile(profile).with_overrides(enable_prefix_caching=True)
@@ -96,7 +96,7 @@ def values(t: dict, axis: str) -> np.ndarray:
 @pytest.fixture(autouse=True)
 def no_png(monkeypatch):
     """HTML only (fast, same on every machine); PNGs are tested on their own below."""
-    from dynasim import plots
+    from dynasim.experiments import plots
 
     monkeypatch.setattr(plots, "_browser", lambda: None)
 
@@ -119,7 +119,7 @@ def frame(rows):
 
 
 def test_max_rate_interpolates_between_last_above_and_first_below():
-    from dynasim.plots import max_rate_at_attainment
+    from dynasim.experiments.results import max_rate_at_attainment
 
     df = frame([
         # a: seeds average to 1.0, 0.95, 0.80, 0.95 at rates 1, 2, 4, 8:
@@ -152,7 +152,7 @@ def test_max_rate_interpolates_between_last_above_and_first_below():
 
 
 def test_max_rate_errors_and_min_slo_scale():
-    from dynasim.plots import max_rate_at_attainment, min_slo_scale_at_attainment
+    from dynasim.experiments.results import max_rate_at_attainment, min_slo_scale_at_attainment
 
     df = frame([("w", "p", "a", s, 1, 0, att) for s, att in
                 ((0.5, 0.2), (1, 0.6), (2, 0.95), (4, 1.0))])
@@ -190,7 +190,7 @@ def test_rate_attainment(sweep, tmp_path):
     assert "programs/s" in fig["layout"]["xaxis"]["title"]["text"]
     assert "%" in fig["layout"]["yaxis"]["title"]["text"]
     # each interpolated crossing sits on the 90% line at max_rate_at_attainment's rate
-    from dynasim.plots import max_rate_at_attainment
+    from dynasim.experiments.results import max_rate_at_attainment
 
     mr = max_rate_at_attainment(sub)
     marks = {t["name"].split(":")[0]: t for t in fig["data"] if t.get("meta")}
@@ -347,7 +347,7 @@ def test_sim_vs_real_reads_fidelity_rows(tmp_path):
     del row["median_e2e_sim_s"]
     (d / "fidelity.json").write_text(json.dumps({"rows": [row]}))
     with pytest.raises(InputError) as e:
-        from dynasim.plots import plot
+        from dynasim.experiments.plots import plot
 
         plot([d], "sim-vs-real", tmp_path / "o")
     assert "median_e2e_sim_s" in e.value.field and "fidelity.json" in str(e.value)
@@ -355,7 +355,7 @@ def test_sim_vs_real_reads_fidelity_rows(tmp_path):
 
 # ---------------------------------------------------------------- bad input
 def test_bad_input_names_file_and_field(tmp_path):
-    from dynasim.plots import plot
+    from dynasim.experiments.plots import plot
 
     df = frame([("w", "p", "a", 1, 1, 0, 1.0)]).assign(cell_id="c", error="")
     res = tmp_path / "results.parquet"
@@ -416,7 +416,7 @@ def test_write_figures_html_always_png_only_with_browser(tmp_path, monkeypatch):
     import plotly.graph_objects as go
     import plotly.io as pio
 
-    from dynasim import plots
+    from dynasim.experiments import plots
 
     figs = {tmp_path / "a" / "one_slo0.5": go.Figure(go.Scatter(x=[1], y=[2])),
             tmp_path / "two.png": go.Figure()}
@@ -450,7 +450,7 @@ def test_png_export_one_browser_start(tmp_path, monkeypatch):
 
     import plotly.graph_objects as go
 
-    from dynasim import plots
+    from dynasim.experiments import plots
 
     pytest.importorskip("kaleido")
     browser = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,6 +1,6 @@
-"""The Dynasor-CoT proxy (replay/proxy.py) against a scripted upstream
+"""The Dynasor-CoT proxy (replay/proxy/server.py) against a scripted upstream
 (tests/scripted_upstream.py: token i is " x<i>", probes answered by a script), and the
-probing rules (replay/cot_probe.py, Dynasor §2.1). Fast: no model, no vLLM."""
+probing rules (replay/proxy/probe.py, Dynasor §2.1). Fast: no model, no vLLM."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import openai
 import pytest
 
 from dynasim.cli import build_parser, main
-from replay import cot_probe
-from replay.cot_config import DynasorConfig
+from replay.proxy import probe as cot_probe
+from replay.proxy.config import DynasorConfig
 from replay.journal import read_records
-from replay.proxy import make_app
+from replay.proxy.server import make_app
 from tests.scripted_upstream import BackgroundApp, ScriptedUpstream
 
 MODEL = "scripted"
@@ -359,7 +359,7 @@ def test_upstream_errors():
         assert r.status_code == 404 and r.json()["error"]["param"] == "model"
     from tests.scripted_upstream import BackgroundApp as B
 
-    from replay.server import free_port
+    from replay.testing.vllm_server import free_port
     with B(make_app(f"http://127.0.0.1:{free_port()}"), True) as proxy:
         for body in ({"model": MODEL, "prompt": "Q"},
                      {"model": MODEL, "prompt": "Q", "dynasor": {}, "stream": True}):
@@ -407,12 +407,12 @@ def test_cli_flags_and_a_real_proxy_process(tmp_path):
     args = build_parser().parse_args(["proxy", "--target-base-url", "http://u:1"])
     assert (args.host, args.port, args.probe_interval) == ("127.0.0.1", 8001, None)
     assert main(["proxy", "--target-base-url", "http://u:1", "--probe-interval", "0"]) == 2
-    from replay.server import free_port
+    from replay.testing.vllm_server import free_port
 
     with Rig(n_tokens=400) as rig:
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dynasim.cli", "proxy", "--target-base-url",
+            [sys.executable, "-m", "dynasim", "proxy", "--target-base-url",
              rig.upstream_url, "--port", str(port), "--probe-interval", "16"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             cwd=Path(__file__).resolve().parent.parent, env=dict(os.environ))

@@ -23,11 +23,11 @@ import openai
 import pytest
 
 from dynasim.cli import main
-from replay.cot_config import DynasorConfig
-from replay.cot_probe import DEFAULT_PROBE_TEXT
-from replay.cot_session import CotSession
+from replay.proxy.config import DynasorConfig
+from replay.proxy.probe import DEFAULT_PROBE_TEXT
+from replay.proxy.session import CotSession
 from replay.journal import read_records
-from replay.proxy import make_app
+from replay.proxy.server import make_app
 from tests.scripted_upstream import BackgroundApp
 from tests.vllm_fixture import front_end_core  # noqa: F401  (fixture)
 from tests.vllm_fixture import vllm_server  # noqa: F401  (session fixture)

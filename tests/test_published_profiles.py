@@ -14,13 +14,13 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from dynasim import llmservingsim, splitwise, vidur
+from dynasim.profiles import llmservingsim, splitwise, vidur
 from dynasim.cli import main
 from dynasim.errors import InputError
-from dynasim.fit import predict_ms
-from dynasim.policy import FCFS
-from dynasim.profile import load_profile, shipped_profiles
-from dynasim.published import BUILDERS
+from dynasim.profiles.fit import predict_ms
+from dynasim.policies import FCFS
+from dynasim.profiles import load_profile, shipped_profiles
+from dynasim.profiles.builders import BUILDERS
 from dynasim.simulation import simulate
 from tests.helpers import make_trace
 

@@ -1,4 +1,4 @@
-"""The replay harness against the fault-injecting stub (replay.stub): what a real vLLM
+"""The replay harness against the fault-injecting stub (replay.testing.stub): what a real vLLM
 cannot show on demand -- faults, interrupts, a server without priority scheduling --
 plus prompts, client-side policies and compare. The live-vLLM tests are in
 test_replay_vllm.py."""
@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 
 from dynasim.cli import main
-from dynasim.policy import make_policy
+from dynasim.policies import make_policy
 from dynasim.request import Request
 from replay.dispatcher import Replay
 from replay.journal import Journal, read_records
 from replay.prompts import PromptBuilder, trace_segments
-from replay.stub import FAILING_FAULTS, FAULT_KINDS, StubServer, fault_for
+from replay.testing.stub import FAILING_FAULTS, FAULT_KINDS, StubServer, fault_for
 
 ROOT = Path(__file__).resolve().parents[1]
 

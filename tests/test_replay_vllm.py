@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from dynasim.cli import main
-from dynasim.policy import FCFS
+from dynasim.policies import FCFS
 from dynasim.request import Request
 from replay.client import new_session
 from replay.dispatcher import Replay, scrape_metrics

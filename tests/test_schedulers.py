@@ -10,13 +10,13 @@ import pytest
 import simpy
 
 from dynasim.engine import Engine
-from dynasim.gang import Gang, ProgramQueue
-from dynasim.lpm import LPM_MAX_QUEUE, LPMQueue
-from dynasim.policy import FCFS, make_policy
+from dynasim.policies.gang import Gang, ProgramQueue
+from dynasim.policies.lpm import LPM_MAX_QUEUE, LPMQueue
+from dynasim.policies import FCFS, make_policy
 from dynasim.prefix_cache import PrefixCache, block_hashes
-from dynasim.profile import Profile
+from dynasim.profiles import Profile
 from dynasim.request import Request
-from dynasim.sjf import SJF
+from dynasim.policies.sjf import SJF
 
 
 def unit_profile(max_num_seqs: int = 2, kv: int = 4096, prefix: bool = False) -> Profile:

@@ -1,4 +1,4 @@
-"""The fault-injecting vLLM stand-in (replay/stub.py), driven over HTTP with httpx."""
+"""The fault-injecting vLLM stand-in (replay/testing/stub.py), driven over HTTP with httpx."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
-from replay.stub import FAULT_KINDS, StubServer, fault_for, fault_status, tokenize  # noqa: E402
+from replay.testing.stub import FAULT_KINDS, StubServer, fault_for, fault_status, tokenize  # noqa: E402
 
 SEED = 7
 STALL_S = 3.0
@@ -59,7 +59,7 @@ def faulty():
 
 def test_cli_prints_listening_line_first():
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen([sys.executable, "-m", "replay.stub", "--port", "0"], cwd=root,
+    proc = subprocess.Popen([sys.executable, "-m", "replay.testing.stub", "--port", "0"], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

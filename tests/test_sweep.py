@@ -14,8 +14,8 @@ import pytest
 
 from dynasim.cli import main
 from dynasim.errors import InputError
-from dynasim.sweep import run_sweep
-from dynasim.sweep_config import expand, load_config
+from dynasim.experiments.sweep import run_sweep
+from dynasim.experiments.sweep_config import expand, load_config
 
 BASE = {"workloads": ["game24-sc"], "profiles": ["vidur-llama3-8b-a100"],
         "policies": ["lpm", "sjf+certaindex"], "request_rates": [2.0, 6.0],
@@ -164,7 +164,7 @@ def test_ctrl_c_leaves_a_readable_table(data_dir, tmp_path):
 
 def test_headline_tables_ratio_to_lpm():
     """Rates and SLO scales at 90% from hand-made cells, and the ratios to lpm."""
-    from dynasim.sweep import headline_table, tightest_slo_table
+    from dynasim.experiments.sweep import headline_table, tightest_slo_table
 
     rows = []
     for pol, att in (("lpm", [1.0, 0.95, 0.5]), ("sjf+certaindex", [1.0, 1.0, 0.8])):

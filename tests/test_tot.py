@@ -1,4 +1,4 @@
-"""Tests of the Game-of-24 helpers and the Tree-of-Thoughts log replay (dynasim.tot)."""
+"""Tests of the Game-of-24 helpers and the Tree-of-Thoughts log replay (dynasim.workloads.tot)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from fractions import Fraction
 
 import pytest
 
-from dynasim import tot
+from dynasim.workloads import tot
 from dynasim.errors import InputError
-from dynasim.game24 import answer_expression, check_answer, expression_value
+from dynasim.workloads.game24 import answer_expression, check_answer, expression_value
 
 FULL = [5, 5, 5, 5]
 NARROW = ([4, 4, 4, 4], [3, 3, 3, 3], [2, 2, 2, 2], [1, 1, 1, 1], [5, 3, 2, 1], [1, 2, 3, 5])

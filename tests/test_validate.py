@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dynasim.profile import load_profile
-from dynasim.validate import RUNS, read_exp, validate_run
+from dynasim.profiles import load_profile
+from dynasim.experiments.validate import RUNS, read_exp, validate_run
 
 
 @pytest.mark.parametrize("run", RUNS)
@@ -35,7 +35,7 @@ def _frame(rows):
 
 
 def test_decode_windows_by_hand():
-    from dynasim.validate import decode_windows
+    from dynasim.experiments.validate import decode_windows
 
     # A decodes over [0, 1] s; B's first token comes at 0.5 s and it decodes to 1.5 s
     w = decode_windows(_frame([(100, 11, -0.1, 0.0, 1.0), (200, 11, 0.4, 0.5, 1.5),
@@ -51,7 +51,7 @@ def test_decode_windows_by_hand():
 
 
 def test_consistency_table_finds_the_slower_run():
-    from dynasim.validate import consistency_table
+    from dynasim.experiments.validate import consistency_table
 
     def run(per_token_ms, n=30):  # lone requests, one after another
         rows, t = [], 0.0
@@ -73,7 +73,7 @@ def test_consistency_table_finds_the_slower_run():
 def test_ground_truth_run_200_2_is_slower_at_equal_batch(data_dir):
     """The evidence behind issue 5's A100 target (README, fidelity): fitted on the
     timestamps alone, run 200-2 decodes slower than runs 100-1 and 300-3 at equal load."""
-    from dynasim.validate import consistency_table
+    from dynasim.experiments.validate import consistency_table
 
     bias, per_token = consistency_table()
     assert bias.loc["vllm-200-2", "median_bias"] < -0.05

@@ -1,4 +1,4 @@
-"""``replay.server.VLLMServer`` starts a real vLLM server that does what the replay
+"""``replay.testing.vllm_server.VLLMServer`` starts a real vLLM server that does what the replay
 harness relies on. Skipped only when no vLLM environment exists; never faked."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_pin_cpus_splits_engine_core_from_the_front_end():
     import sys
     import time
 
-    from replay.server import ENGINE_PROCESSES, VLLMServer
+    from replay.testing.vllm_server import ENGINE_PROCESSES, VLLMServer
 
     def child(name):
         return ("import threading,time\n"
@@ -115,7 +115,7 @@ def test_pin_cpus_splits_engine_core_from_the_front_end():
 
 
 def test_unknown_executor_is_refused():
-    from replay.server import VLLMServer
+    from replay.testing.vllm_server import VLLMServer
 
     with pytest.raises(ValueError, match="executor must be 'uni' or 'mp'"):
         VLLMServer(executor="ray")

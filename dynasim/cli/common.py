@@ -1,0 +1,196 @@
+"""What several ``dynasim`` commands share: engine-limit and program flags, the trace and
+profile they name, and the ``vllm bench serve``-style summary printout. Imports only the
+standard library and :mod:`dynasim.errors` at module level, so ``dynasim --help`` stays
+fast; the rest is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from dynasim.errors import InputError
+
+
+def add_limit_flags(p: argparse.ArgumentParser) -> None:
+    """Flags overriding the profile's engine limits (the names of vLLM's own flags)."""
+    g = p.add_argument_group("engine limits (override the profile's)")
+    g.add_argument("--max-num-seqs", type=int, help="most running requests per step")
+    g.add_argument("--max-num-batched-tokens", type=int, help="token budget per step")
+    g.add_argument("--kv-capacity-tokens", type=int, help="KV cache size in tokens")
+    g.add_argument("--block-size", type=int, help="tokens per KV block")
+    g.add_argument("--max-model-len", type=int, help="prompt + output limit (tokens)")
+    g.add_argument("--scheduling", choices=("v1", "v0"),
+                   help="v1: chunked prefill, decode first; v0: prefill-only steps first")
+
+
+def profile_from_args(args: argparse.Namespace):
+    """The ``--profile`` named by ``args`` with the limit flags applied.
+
+    Raises:
+        InputError: an unknown profile or a bad override.
+    """
+    from dynasim.profiles import LIMITS, load_profile
+
+    prof = load_profile(args.profile)
+    return prof.with_overrides(**{k: getattr(args, k) for k in LIMITS})
+
+
+def trace_from_args(args):
+    """The trace of ``--trace``, cut to ``--num-prompts`` and re-timed by
+    ``--request-rate`` / ``--burstiness`` / ``--seed`` (``simulate`` and ``replay``
+    read the same requests at the same times from the same flags).
+
+    Raises:
+        InputError: an unreadable trace or ``--num-prompts < 1``.
+    """
+    from dynasim import arrivals, trace as trace_mod
+
+    tr = trace_mod.read_trace(args.trace)
+    if args.num_prompts is not None:
+        if args.num_prompts < 1:
+            raise InputError(f"--num-prompts must be >= 1, got {args.num_prompts}",
+                             field="num_prompts")
+        tr = tr.head(args.num_prompts)
+    if args.request_rate is not None:
+        tr = arrivals.retime(tr, args.request_rate, args.burstiness, args.seed)
+    return tr
+
+
+def print_summary(s: dict, title: str = "simulated") -> None:
+    """Print a summary in ``vllm bench serve``'s layout (``title``: simulated/replayed)."""
+    def line(label, value, fmt="{:<10.2f}"):
+        print("{:<40} ".format(label) + (fmt.format(value) if value is not None else ""))
+
+    print("{s:{c}^{n}}".format(s=f" Serving Benchmark Result ({title}) ", n=50, c="="))
+    line("Successful requests:", s["completed"], "{:<10}")
+    line("Failed requests:", s["failed"], "{:<10}")
+    line("Benchmark duration (s):", s["duration"])
+    line("Total input tokens:", s["total_input_tokens"], "{:<10}")
+    line("Total generated tokens:", s["total_output_tokens"], "{:<10}")
+    line("Request throughput (req/s):", s["request_throughput"])
+    if "request_goodput" in s:
+        line("Request goodput (req/s):", s["request_goodput"])
+    line("Output token throughput (tok/s):", s["output_throughput"])
+    line("Total Token throughput (tok/s):", s["total_token_throughput"])
+    line("Preemptions:", s["num_preemptions"], "{:<10}")
+    for key, title in (("ttft", "Time to First Token"),
+                       ("tpot", "Time per Output Token (excl. 1st token)"),
+                       ("e2el", "End-to-end Latency")):
+        print("{s:{c}^{n}}".format(s=title, n=50, c="-"))
+        line(f"Mean {key.upper()} (ms):", s[f"mean_{key}_ms"])
+        line(f"Median {key.upper()} (ms):", s[f"median_{key}_ms"])
+        line(f"P90 {key.upper()} (ms):", s[f"p90_{key}_ms"])
+        line(f"P99 {key.upper()} (ms):", s[f"p99_{key}_ms"])
+    print("=" * 50)
+
+
+def add_program_flags(p: argparse.ArgumentParser, online: bool = True) -> None:
+    """Flags naming a workload and the intra-program policy's knobs."""
+    g = p.add_argument_group("reasoning programs (Dynasor App. D.2)")
+    if online:
+        g.add_argument("--inter-program", choices=("fcfs", "lpm", "gang", "sjf"),
+                       help="queue order when --policy names only an intra-program "
+                            "policy (certaindex alone means certaindex+sjf)")
+        g.add_argument("--num-programs", type=int, help="programs to run (default: every "
+                       "question once, in a seeded random order)")
+        g.add_argument("--slo-scale", type=float, default=1.0,
+                       help="deadline = SLO scale x difficulty (1-3) x base deadline")
+        g.add_argument("--base-deadline", type=float, help="seconds (default: the p90 "
+                       "latency of the programs run alone at the cap, baseline-even)")
+        g.add_argument("--sjf-aging", type=float, default=30.0, help="seconds a program "
+                       "waits before SJF serves it ahead of non-starving ones")
+        g.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction,
+                       default=None, help="prefix cache (default: on for workloads)")
+    g.add_argument("--cap", type=int, default=20, help="resource cap: SC samples / ToT "
+                   "beam width (default 20, the paper's SC cap)")
+    g.add_argument("--detect-at", type=int, default=5,
+                   help="detect step: SC samples / ToT steps (default 5 / use 1 for ToT)")
+    g.add_argument("--threshold", type=float, help="certaindex H̃ threshold (default 0.7)")
+    g.add_argument("--reward-threshold", type=float, help="certaindex R threshold (ToT)")
+    g.add_argument("--gamma", type=float, default=1.0, help="curve policy exponent")
+    g.add_argument("--length-tokens", type=int, default=0,
+                   help="baseline-length: stop when detect-step outputs total <= this "
+                        "(batch default: the threshold stopping as many programs as "
+                        "certaindex)")
+
+
+def intra_args(args: argparse.Namespace) -> dict:
+    """The intra-program policy's knobs from the program flags, as :func:`dynasim.policies.make_intra`
+    takes them."""
+    return {"cap": args.cap, "detect_at": args.detect_at, "threshold": args.threshold,
+            "reward_threshold": args.reward_threshold, "gamma": args.gamma,
+            "max_tokens": args.length_tokens}
+
+
+def check_online_flags(args) -> None:
+    """Check the flags of an online program run (``simulate``/``replay --workload``).
+
+    Raises:
+        InputError: a missing, infinite or non-positive ``--request-rate``,
+            ``--num-programs < 1``, ``--slo-scale <= 0`` or ``--base-deadline <= 0``.
+    """
+    if args.request_rate is None or not args.request_rate > 0 or \
+            math.isinf(args.request_rate):
+        raise InputError("--request-rate (programs/s, finite, > 0) is required with "
+                         "--workload", field="request_rate")
+    if args.num_programs is not None and args.num_programs < 1:
+        raise InputError("--num-programs must be >= 1", field="num_programs")
+    if not args.slo_scale > 0:
+        raise InputError("--slo-scale must be > 0", field="slo_scale")
+    if args.base_deadline is not None and not args.base_deadline > 0:
+        raise InputError("--base-deadline must be > 0 seconds", field="base_deadline")
+
+
+def online_profile(args, profile):
+    """Check the flags of an online program run (:func:`check_online_flags`) and return
+    the profile to use (prefix caching on unless ``--no-enable-prefix-caching``).
+
+    Raises:
+        InputError: see :func:`check_online_flags`.
+    """
+    check_online_flags(args)
+    if args.enable_prefix_caching is not False:
+        profile = profile.with_overrides(enable_prefix_caching=True)
+    return profile
+
+
+def print_program_summary(s: dict) -> None:
+    """The program-level block printed after the request summary."""
+    print("{s:{c}^{n}}".format(s=" Programs ", n=50, c="-"))
+    for label, key, fmt in (
+            ("Programs:", "num_programs", "{:<10}"),
+            ("SLO attainment:", "slo_attainment", "{:<10.3f}"),
+            ("Accuracy:", "accuracy", "{:<10.3f}"),
+            ("Mean program latency (s):", "mean_program_latency_s", "{:<10.2f}"),
+            ("P90 program latency (s):", "p90_program_latency_s", "{:<10.2f}"),
+            ("Mean samples used:", "mean_samples_used", "{:<10.2f}"),
+            ("Program output tokens:", "total_program_output_tokens", "{:<10}"),
+            ("Base deadline (s):", "base_deadline_s", "{:<10.2f}"),
+            ("Prefix cache hit rate:", "prefix_cache_hit_rate", "{:<10.3f}")):
+        if key in s:
+            print("{:<40} ".format(label) + fmt.format(s[key]))
+    print("=" * 50)
+
+
+def int_list(text: str, field: str) -> list[int]:
+    """``"5,10,20"`` -> ``[5, 10, 20]`` (each >= 1); raises InputError naming ``field``."""
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"expected comma-separated integers, got {text!r}",
+                         field=field) from None
+    if not vals or any(v < 1 for v in vals):
+        raise InputError(f"expected integers >= 1, got {text!r}", field=field)
+    return vals
+
+
+def csv_list(kind):
+    """An argparse ``type``: a comma-separated list of ``kind`` values."""
+    def parse(text: str):
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise InputError(f"expected comma-separated {kind.__name__} values, got "
+                             f"{text!r}") from None
+    return parse

@@ -1,0 +1,135 @@
+"""``dynasim sweep``, ``plot`` and ``validate``: many simulations to one table, the
+paper's figures from it, and fidelity against real vLLM runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dynasim.cli.common import add_limit_flags, csv_list, profile_from_args
+from dynasim.cli.fidelity import add_fidelity_flags
+from dynasim.errors import InputError
+
+
+def add_commands(sub) -> None:
+    """Register ``sweep``, ``plot`` and ``validate``."""
+    from dynasim.experiments.plots import KINDS  # the module loads plotly only in plot()
+
+    p = sub.add_parser("sweep", help="run a sweep of online simulations to one table")
+    p.add_argument("config", nargs="?", help="YAML or TOML sweep config (keys in "
+                   "dynasim/experiments/sweep_config.py); flags override it")
+    p.add_argument("--output-dir", required=True, help="results.parquet, cells.jsonl, "
+                   "records/ go here; rerun to resume")
+    p.add_argument("--workload", type=csv_list(str), help="comma-separated workloads")
+    p.add_argument("--profile", type=csv_list(str), help="comma-separated profiles")
+    p.add_argument("--policy", type=csv_list(str), help="comma-separated policies")
+    p.add_argument("--request-rate", type=csv_list(float), help="program rates, programs/s")
+    p.add_argument("--slo-scale", type=csv_list(float), help="comma-separated SLO scales")
+    p.add_argument("--seed", type=csv_list(int), help="comma-separated seeds")
+    p.add_argument("--num-programs", type=int)
+    p.add_argument("--cap", type=int)
+    p.add_argument("--detect-at", type=int)
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--base-deadline", type=float, help="seconds")
+    p.add_argument("--keep-records", action="store_true",
+                   help="keep each cell's program records (for CDF plots)")
+    p.add_argument("--scheduler", choices=("processes", "dask"), default="processes")
+    p.add_argument("--jobs", type=int, help="local processes (default: one per core)")
+    p.add_argument("--address", help="Dask scheduler, tcp://HOST:PORT")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("plot", help="the Dynasor paper's figures (plotly HTML, PNG with "
+                       "Chromium) from sweeps, batch CSVs, runs and comparisons")
+    p.add_argument("results", nargs="+", metavar="RESULTS",
+                   help="sweep results.parquet (or its folder), batch CSV, run folders "
+                        "or compare.json, by kind")
+    p.add_argument("--kind", required=True, help="one of: " + ", ".join(KINDS))
+    p.add_argument("--output", required=True, help="folder for the figures")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep rows (runs) whose column (summary key) KEY equals VALUE; "
+                        "repeatable")
+    p.add_argument("--target", type=float, default=0.9,
+                   help="SLO attainment target marked on the attainment plots "
+                        "(fraction, default 0.9)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("validate", help="fidelity against real vLLM runs and a live server")
+    p.add_argument("--profile", default="distserve-opt13b-a100")
+    p.add_argument("--runs", nargs="+", help="ground-truth runs (default: all three)")
+    p.add_argument("--refit", type=int, nargs="?", const=150, metavar="EVALS",
+                   help="also refit the A100 calibration and check it leaving each run "
+                        "out (EVALS simulations per fit, default 150; about a minute)")
+    p.add_argument("--output", help="also write the rows as JSON here")
+    add_limit_flags(p)
+    add_fidelity_flags(p, required=False, live_prefix=True)  # the live part
+    p.set_defaults(func=cmd_validate)
+
+
+def cmd_sweep(args) -> None:
+    """``dynasim sweep``: load the config, apply flags, run, print the table's head."""
+    overrides = {"workloads": args.workload, "profiles": args.profile,
+                 "policies": args.policy, "request_rates": args.request_rate,
+                 "slo_scales": args.slo_scale, "seeds": args.seed,
+                 "num_programs": args.num_programs, "cap": args.cap,
+                 "detect_at": args.detect_at, "threshold": args.threshold,
+                 "base_deadline": args.base_deadline,
+                 "keep_records": True if args.keep_records else None}
+    from dynasim.experiments.sweep import headline_table, run_sweep, tightest_slo_table
+    from dynasim.experiments.sweep_config import load_config
+
+    cfg = load_config(args.config, overrides)
+    if args.jobs is not None and args.jobs < 1:
+        raise InputError("--jobs must be >= 1", field="jobs")
+    df = run_sweep(cfg, args.output_dir, scheduler=args.scheduler, jobs=args.jobs,
+                   address=args.address, progress=not args.no_progress)
+    fmt = "{:.2f}".format
+    if len(df) and "slo_attainment" in df:
+        if df["program_rate"].nunique() > 1:
+            print(headline_table(df).to_string(index=False, float_format=fmt))
+        if df["slo_scale"].nunique() > 1:
+            print(tightest_slo_table(df).to_string(index=False, float_format=fmt))
+
+
+def cmd_plot(args) -> None:
+    """``dynasim plot``: write the figures and print the files."""
+    from dynasim.experiments.plots import plot
+
+    files = plot(args.results, args.kind, args.output, args.filter, args.target)
+    for f in files:
+        print(f"wrote {f}")
+
+
+def cmd_validate(args) -> None:
+    """``dynasim validate``: fidelity against the real A100 vLLM runs, and against a
+    live server when ``--base-url`` is given (see dynasim.experiments.validate)."""
+    from dynasim.experiments.validate import (RUNS, consistency_table, leave_one_out, print_consistency,
+                                  print_table, refit, validate_run)
+
+    profile = profile_from_args(args)
+    rows = [validate_run(name, profile) for name in (args.runs or RUNS)]
+    print_table(rows, f"Fidelity of {profile.name} ({profile.scheduling}) against real "
+                      "vLLM runs (A100, OPT-13B): |sim - real| / real per request")
+    ok = all(r["median_e2e_error"] <= 0.05 and r["median_ttft_error"] <= 0.15 for r in rows)
+    print("issue targets (median E2E <= 5%, TTFT <= 15% on every run): "
+          + ("met" if ok else "NOT met"))
+    if set(args.runs or RUNS) == set(RUNS):
+        print_consistency(*consistency_table())
+    if args.refit:
+        cal, cost = refit(max_evals=args.refit)
+        print(f"refit on all runs: {cal} (objective {cost:.4f})")
+        loo = leave_one_out(max_evals=args.refit)
+        print_table(loo, "Leave one run out: fitted on the other runs, checked on this one")
+        for r in loo:
+            print(f"  {r['run']}: {r['calibration']}")
+    live = None
+    if args.base_url:
+        from dynasim.cli.fidelity import cmd_fidelity, live_args
+
+        live = cmd_fidelity(live_args(args))
+    else:
+        print("live fidelity: skipped (no --base-url). Start a server (python -m "
+              "replay.testing.vllm_server, or any vLLM) and pass --base-url URL --model NAME.")
+    if args.output:
+        Path(args.output).write_text(json.dumps({"a100": rows, "live": live}, indent=2)
+                                     + "\n")

@@ -1,0 +1,149 @@
+"""``dynasim batch``, ``ablation`` and ``calibrate-thresholds``: reasoning programs
+offline (token-to-accuracy), the scheduler ablation, and certaindex thresholds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dynasim.cli.common import (add_limit_flags, add_program_flags, int_list, intra_args,
+                                online_profile, profile_from_args)
+from dynasim.errors import InputError
+
+
+def cmd_batch(args) -> None:
+    """``dynasim batch``: token-to-accuracy rows for every policy (Dynasor App. G)."""
+    from dynasim.experiments.batch import matched_length_threshold, token_accuracy, tokens_saved
+    from dynasim.policies import INTRA, make_intra
+    from dynasim.workloads.catalog import load_workload
+
+    caps = int_list(args.caps, "caps")
+    names = [n.strip() for n in args.policy.split(",") if n.strip()]
+    for n in names:
+        if n not in INTRA:
+            raise InputError(f"unknown intra-program policy (known: {', '.join(INTRA)})",
+                             field="policy", source=n)
+    if args.seeds < 1:
+        raise InputError("--seeds must be >= 1", field="seeds")
+    workload = load_workload(args.workload)
+    base = intra_args(args)
+    if "length" in names and not args.length_tokens:
+        cert = make_intra("certaindex", **{**base, "cap": max(caps)})
+        base["max_tokens"] = matched_length_threshold(workload.programs, cert, args.seeds)
+        print(f"baseline-length threshold {base['max_tokens']} tokens (stops as many "
+              f"programs as {cert!r})")
+
+    def factory(name):
+        return lambda cap: make_intra(name, **{**base, "cap": cap})
+
+    table = token_accuracy(workload.programs, {n: factory(n) for n in names}, caps,
+                           args.seeds)
+    table.insert(0, "workload", workload.name)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    print(f"{'policy':<12}{'cap':>5}{'output tokens':>24}{'accuracy':>20}{'knob':>8}")
+    for r in table.itertuples():
+        print(f"{r.policy:<12}{r.cap:>5}{r.output_tokens_mean:>14.0f} ± "
+              f"{r.output_tokens_std:<7.0f}{r.accuracy_mean:>11.4f} ± "
+              f"{r.accuracy_std:<6.4f}{r.knob_mean:>8.2f}")
+    if "even" in names:
+        for n in names:
+            if n != "even":
+                s = tokens_saved(table, n)
+                how = "fewer" if s["saved"] >= 0 else "more"
+                print(f"{n}: {abs(s['saved']):.1%} {how} output tokens than baseline-even"
+                      f" at equal accuracy ({s['accuracy']:.4f}), cap {s['cap']}")
+    print(f"wrote {out}")
+
+
+def cmd_calibrate(args) -> None:
+    """``dynasim calibrate-thresholds``: profiler-guided threshold on a calibration
+    split, evaluated on the disjoint held-out split."""
+    from dynasim.experiments.calibration import calibrate_threshold
+    from dynasim.policies import make_intra
+    from dynasim.workloads.catalog import load_workload
+
+    workload = load_workload(args.workload)
+    grid = [round(i * args.step, 6) for i in range(int(round(1 / args.step)) + 1)]
+    base = intra_args(args)
+    key = "reward_threshold" if args.signal == "reward" else "threshold"
+    res = calibrate_threshold(
+        workload.programs, lambda t: make_intra("certaindex", **{**base, key: t}), grid,
+        args.cap, args.tolerance, args.calibration_fraction, args.seeds, args.seed)
+    res["workload"] = workload.name
+    c, h = res["calibration"], res["held_out"]
+    print(f"{workload.name}: threshold {res['threshold']} (cap {args.cap}, detect at "
+          f"{args.detect_at}, tolerance {args.tolerance})")
+    for label, d in (("calibration", c), ("held-out", h)):
+        print(f"  {label:<12} {d['programs']:>4} programs: accuracy {d['accuracy']:.4f} "
+              f"(cap {d['accuracy_cap']:.4f}), output tokens {d['output_tokens']:.0f} "
+              f"(cap {d['output_tokens_cap']:.0f}, "
+              f"{1 - d['output_tokens'] / d['output_tokens_cap']:.1%} saved)")
+    if args.output:
+        Path(args.output).write_text(json.dumps(res, indent=2, default=float) + "\n")
+        print(f"wrote {args.output}")
+
+
+def cmd_ablation(args) -> None:
+    """``dynasim ablation``: print and write the ablation table."""
+    from dynasim.experiments.ablation import run_ablation
+    from dynasim.workloads import load_workload
+
+    profile = online_profile(args, profile_from_args(args))
+    w = load_workload(args.workload)
+    table = run_ablation(w, profile, args.request_rate, intra_args(args), args.seed,
+                         args.num_programs, args.slo_scale, args.base_deadline,
+                         aging_s=args.sjf_aging)
+    print(f"{w.name} on {profile.name} ({profile.scheduling}, max_num_seqs "
+          f"{profile.max_num_seqs}), {args.request_rate} programs/s, seed {args.seed}, "
+          f"SLO scale {args.slo_scale}, base deadline {table.base_deadline_s[0]:.2f} s")
+    print(f"{'policy':<18}{'mean lat s':>11}{'p90 lat s':>11}{'SLO att.':>10}"
+          f"{'accuracy':>10}{'out tokens':>12}{'samples':>9}")
+    for r in table.itertuples():
+        print(f"{r.policy:<18}{r.mean_program_latency_s:>11.2f}"
+              f"{r.p90_program_latency_s:>11.2f}{r.slo_attainment:>10.3f}"
+              f"{r.accuracy:>10.3f}{r.total_program_output_tokens:>12}"
+              f"{r.mean_samples_used:>9.2f}")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    print(f"wrote {out}")
+
+
+def add_commands(sub) -> None:
+    """Register ``batch``, ``ablation`` and ``calibrate-thresholds``."""
+    p = sub.add_parser("batch", help="token-to-accuracy of intra-program policies")
+    p.add_argument("--workload", required=True, help="workload name or per-sample CSV")
+    p.add_argument("--policy", default="even,certaindex,length,curve",
+                   help="comma-separated intra-program policies")
+    p.add_argument("--caps", default="5,10,20,40", help="comma-separated caps")
+    p.add_argument("--seeds", type=int, default=10, help="draw orders averaged")
+    p.add_argument("--output", default="out/batch.csv", help="CSV of the rows")
+    add_program_flags(p, online=False)
+    p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("ablation", help="lpm, gang, +certaindex, sjf+certaindex on the "
+                       "same programs and arrivals")
+    p.add_argument("--workload", required=True)
+    p.add_argument("--profile", default="distserve-opt13b-a100")
+    p.add_argument("--request-rate", type=float, required=True, help="programs/s")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="out/ablation.csv")
+    add_limit_flags(p)
+    add_program_flags(p)
+    p.set_defaults(func=cmd_ablation)
+
+    p = sub.add_parser("calibrate-thresholds",
+                       help="pick a certaindex threshold on a calibration split")
+    p.add_argument("--workload", required=True)
+    p.add_argument("--signal", choices=("entropy", "reward"), default="entropy")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="accuracy drop allowed against the cap (absolute)")
+    p.add_argument("--calibration-fraction", type=float, default=0.5)
+    p.add_argument("--step", type=float, default=0.05, help="threshold grid step")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split")
+    p.add_argument("--output", help="also write the result as JSON here")
+    add_program_flags(p, online=False)
+    p.set_defaults(func=cmd_calibrate)

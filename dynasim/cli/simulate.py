@@ -1,0 +1,213 @@
+"""``dynasim simulate``, ``trace generate``, ``profiles`` and ``benchmark``: one
+simulated replica, the traces and profiles it runs on, and how fast it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from dynasim.cli.common import (add_limit_flags, add_program_flags, intra_args,
+                                online_profile, print_program_summary, print_summary,
+                                profile_from_args, trace_from_args)
+from dynasim.errors import InputError
+
+
+def add_commands(sub) -> None:
+    """Register ``simulate``, ``trace``, ``profiles`` and ``benchmark``."""
+    p = sub.add_parser("simulate", help="simulate a trace on one vLLM replica")
+    p.add_argument("--trace", help="dataset name or trace file "
+                   "(.jsonl Mooncake, .csv Azure 2023)")
+    p.add_argument("--workload", help="reasoning workload name (game24-sc, "
+                   "game24-direct-sc, date-sc, game24-tot) or per-sample CSV")
+    p.add_argument("--profile", required=True, help="profile name or JSON file")
+    p.add_argument("--policy", default="fcfs", help="scheduling policy: fcfs, lpm, gang, "
+                   "sjf, optionally +certaindex / +curve / +length (default fcfs)")
+    p.add_argument("--request-rate", type=float, default=None,
+                   help="trace: re-time with this rate (req/s; inf = all at t=0; "
+                        "default: the trace's own timestamps); workload: Poisson program "
+                        "arrival rate (programs/s)")
+    p.add_argument("--burstiness", type=float, default=1.0,
+                   help="gamma shape of inter-arrivals when re-timing (1 = Poisson)")
+    p.add_argument("--num-prompts", type=int, default=None,
+                   help="use only the first N requests of the trace")
+    p.add_argument("--seed", type=int, default=0, help="seed of the arrival draw (and "
+                   "of program order and sample draw order for workloads)")
+    p.add_argument("--goodput", nargs="+", metavar="KEY:MS",
+                   help="SLOs for goodput, e.g. ttft:200 tpot:50 e2el:10000")
+    p.add_argument("--output-dir", required=True, help="where requests.parquet and "
+                   "summary.json go")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_limit_flags(p)
+    add_program_flags(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("trace", help="trace tools")
+    tsub = p.add_subparsers(dest="trace_command", required=True)
+    g = tsub.add_parser("generate", help="generate arrivals as vllm bench serve does")
+    g.add_argument("--lengths-from", required=True, help="trace whose lengths are drawn")
+    g.add_argument("--request-rate", type=float, required=True, help="req/s")
+    g.add_argument("--burstiness", type=float, default=1.0)
+    g.add_argument("--num-prompts", type=int, required=True)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--output", required=True, help="Mooncake JSONL file to write")
+    g.set_defaults(func=cmd_trace_generate)
+
+    p = sub.add_parser("profiles", help="list shipped profiles or build one")
+    p.add_argument("--build", metavar="NAME", help="rebuild a profile from its sources")
+    p.add_argument("--output", help="file for --build (default stdout)")
+    p.set_defaults(func=cmd_profiles)
+
+    p = sub.add_parser("benchmark", help="simulator speed on a real trace")
+    p.add_argument("--trace", default="azure-conv-2023")
+    p.add_argument("--profile", default="distserve-opt13b-a100")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--scheduling", choices=("v1", "v0"))
+    p.add_argument("--max-model-len", type=int)
+    p.set_defaults(func=cmd_benchmark)
+
+
+def cmd_simulate(args) -> None:
+    """``dynasim simulate``: run a trace through one simulated replica."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dynasim.data_record import json_default
+    from dynasim.metrics import parse_goodput, summarize
+    from dynasim.policies import make_policy
+    from dynasim.simulation import simulate
+
+    goodput = parse_goodput(args.goodput)
+    profile = profile_from_args(args)
+    if (args.trace is None) == (args.workload is None):
+        raise InputError("give exactly one of --trace and --workload", field="trace")
+    if args.workload is not None:
+        return simulate_workload(args, profile)
+    policy = make_policy(args.policy)
+    tr = trace_from_args(args)
+    console = Console(stderr=True)
+    t0 = time.perf_counter()
+    with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/"
+                  "{task.total} requests"), TimeElapsedColumn(), console=console,
+                  transient=True, disable=args.no_progress) as bar:
+        task = bar.add_task("sim", total=len(tr))
+        records, engine = simulate(tr, profile, policy,
+                                   progress=lambda n: bar.update(task, completed=n))
+    wall = time.perf_counter() - t0
+    summary = summarize(records, goodput)
+    summary.update({"trace": tr.source, "profile": profile.name, "policy": policy.name,
+                    "scheduling": profile.scheduling, "num_prompts": len(tr),
+                    "request_rate": args.request_rate if args.request_rate is not None
+                    else "trace", "burstiness": args.burstiness, "seed": args.seed,
+                    "engine_steps": engine.num_steps, "wall_seconds": wall})
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records.to_parquet(out / "requests.parquet", index=False)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default) + "\n")
+    print_summary(summary)
+    print(f"wrote {out / 'requests.parquet'} and {out / 'summary.json'}")
+
+
+def simulate_workload(args, profile) -> None:
+    """``dynasim simulate --workload W``: Poisson program arrivals on one replica."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dynasim.data_record import json_default
+    from dynasim.metrics import summarize, summarize_programs
+    from dynasim.policies import make_policy
+    from dynasim.simulation import online_programs, simulate_programs
+    from dynasim.workloads.catalog import load_workload
+
+    profile = online_profile(args, profile)
+    policy = make_policy(args.policy, inter=args.inter_program, aging_s=args.sjf_aging,
+                         **intra_args(args))
+    workload = load_workload(args.workload)
+    specs, times, deadlines, base = online_programs(
+        workload, profile, args.request_rate, burstiness=args.burstiness, seed=args.seed,
+        num_programs=args.num_programs, slo_scale=args.slo_scale,
+        base=args.base_deadline, cap=args.cap)
+    t0 = time.perf_counter()
+    with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/"
+                  "{task.total} programs"), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True,
+                  disable=args.no_progress) as bar:
+        task = bar.add_task("sim", total=len(specs))
+        requests, programs, engine = simulate_programs(
+            specs, times, profile, policy, deadlines,
+            progress=lambda n: bar.update(task, completed=n))
+    summary = summarize(requests)
+    summary.update(summarize_programs(programs))
+    summary.update({
+        "workload": workload.name, "workload_notes": workload.notes,
+        "profile": profile.name, "scheduling": profile.scheduling,
+        "policy": policy.label, "intra_program": repr(policy.intra),
+        "program_rate": args.request_rate, "burstiness": args.burstiness,
+        "seed": args.seed, "slo_scale": args.slo_scale, "base_deadline_s": base,
+        "prefix_cache_hit_rate": engine.prefix_cache_hit_rate,
+        "engine_steps": engine.num_steps, "wall_seconds": time.perf_counter() - t0})
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    requests.to_parquet(out / "requests.parquet", index=False)
+    programs.to_parquet(out / "programs.parquet", index=False)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default) + "\n")
+    print_summary(summary)
+    print_program_summary(summary)
+    print(f"wrote {out / 'requests.parquet'}, {out / 'programs.parquet'} and "
+          f"{out / 'summary.json'}")
+
+
+def cmd_trace_generate(args) -> None:
+    """``dynasim trace generate``: a seeded Poisson/Gamma trace with real lengths."""
+    from dynasim import arrivals, trace as trace_mod
+
+    src = trace_mod.read_trace(args.lengths_from)
+    tr = arrivals.generate(src, args.num_prompts, args.request_rate, args.burstiness,
+                           args.seed)
+    trace_mod.write_mooncake(tr, args.output)
+    print(f"wrote {len(tr)} requests to {args.output} ({tr.source})")
+
+
+def cmd_profiles(args) -> None:
+    """``dynasim profiles``: list shipped profiles, or build one from its sources."""
+    from dynasim.profiles import load_profile, shipped_profiles
+    from dynasim.profiles.builders import BUILDERS
+
+    if args.build:
+        if args.build not in BUILDERS:
+            raise InputError(f"no builder (buildable: {', '.join(BUILDERS)})",
+                             source=args.build)
+        prof = BUILDERS[args.build]()
+        text = prof.model_dump_json(indent=2) + "\n"
+        if args.output:
+            Path(args.output).write_text(text)
+            print(f"wrote {args.output}")
+        else:
+            sys.stdout.write(text)
+        return
+    header = ("name", "model", "gpu", "TP", "KV tokens", "seqs", "batched", "max len",
+              "sched", "form", "held-out median")
+    rows = []
+    for name in shipped_profiles():
+        p = load_profile(name)
+        rows.append((name, p.model, p.gpu, str(p.tensor_parallel_size),
+                     str(p.kv_capacity_tokens), str(p.max_num_seqs),
+                     str(p.max_num_batched_tokens),
+                     "-" if p.max_model_len is None else str(p.max_model_len),
+                     p.scheduling, p.step_time.form,
+                     "-" if p.fit is None else f"{100 * p.fit.held_out_median_error:.1f}%"))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    left = {0, 1, 2, 8, 9}  # text columns; numbers are right-aligned
+    for r in [header, *rows]:
+        print("  ".join(c.ljust(w) if i in left else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+
+
+def cmd_benchmark(args) -> None:
+    """``dynasim benchmark``: simulator speed on a real trace (see dynasim.experiments.benchmark)."""
+    from dynasim.experiments.benchmark import run_benchmark
+
+    run_benchmark(args.trace, args.profile, args.repeat, scheduling=args.scheduling,
+                  max_model_len=args.max_model_len)

@@ -1,0 +1,50 @@
+"""Speed benchmark (a script, not a test): simulate a whole real trace and print wall
+seconds and simulated seconds per wall second.
+
+    python -m dynasim.experiments.benchmark [--trace azure-conv-2023] [--profile distserve-opt13b-a100]
+
+Default: the Azure 2023 conversation trace (19,366 requests at their recorded arrival
+times, one hour) on ``distserve-opt13b-a100``. Target (issue #2): under 30 s on one core.
+"""
+
+from __future__ import annotations
+
+import time
+
+from dynasim.policies import make_policy
+from dynasim.profiles import load_profile
+from dynasim.simulation import simulate
+from dynasim.trace import read_trace
+
+
+def run_benchmark(trace: str = "azure-conv-2023", profile: str = "distserve-opt13b-a100",
+                  repeat: int = 1, **limits) -> list[dict]:
+    """Simulate ``trace`` ``repeat`` times; print and return one row per run.
+    ``limits`` override profile limits (e.g. ``max_model_len``, ``scheduling``)."""
+    tr = read_trace(trace)
+    prof = load_profile(profile).with_overrides(**limits)
+    rows = []
+    for i in range(repeat):
+        t0 = time.perf_counter()
+        records, engine = simulate(tr, prof, make_policy("fcfs"))
+        wall = time.perf_counter() - t0
+        sim_s = float(records["finish_time"].max())
+        served = int((records["error"] == "").sum())
+        row = {"trace": trace, "requests": len(tr), "served": served, "profile": profile,
+               "wall_s": wall, "simulated_s": sim_s, "speedup": sim_s / wall,
+               "engine_steps": engine.num_steps, "steps_per_wall_s": engine.num_steps / wall}
+        rows.append(row)
+        print(f"run {i + 1}: {len(tr)} requests of {trace} ({served} served) on {profile} "
+              f"({prof.scheduling}, max_model_len {prof.max_model_len}): "
+              f"wall {wall:.2f} s, simulated {sim_s:.0f} s, "
+              f"{sim_s / wall:.0f} simulated s per wall s, "
+              f"{engine.num_steps} engine steps ({engine.num_steps / wall:.0f} steps/s)")
+    return rows
+
+
+if __name__ == "__main__":  # same flags as ``dynasim benchmark``
+    import sys
+
+    from dynasim.cli.main import main
+
+    sys.exit(main(["benchmark", *sys.argv[1:]]))

@@ -1,0 +1,492 @@
+"""The figure builders of ``dynasim plot`` (:mod:`dynasim.experiments.plots` reads the sweep, batch
+and program inputs and writes the files; the sim-vs-real reader is here, with its
+figure). Each returns ``{name: plotly Figure}``, ``name`` being the file stem
+after the kind (e.g. ``game24-sc_vidur-llama3-8b-a100_slo1``).
+
+Trace naming (what the tests and readers of the HTML rely on): a policy's mean line is
+named after the policy; its ± std band is ``"<policy> ± std"`` (no legend entry); the
+attainment crossing marker is ``"<policy>: ..."`` in the policy's legend group; the
+target is a dashed layout shape at ``target`` x 100 %.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dynasim.errors import InputError
+from dynasim.experiments.results import max_rate_at_attainment, min_slo_scale_at_attainment, ok_rows, \
+    seed_stats, slug
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
+           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
+#: Usual order of policies in legends (others follow, alphabetically).
+ORDER = ["fcfs", "lpm", "gang", "sjf", "lpm+certaindex", "gang+certaindex",
+         "sjf+certaindex", "certaindex", "even", "length", "curve"]
+WIDTH, HEIGHT = 960, 560
+
+
+def policy_order(policies) -> list[str]:
+    """Policies in legend order (:data:`ORDER` first)."""
+    return sorted(set(map(str, policies)),
+                  key=lambda p: (ORDER.index(p) if p in ORDER else len(ORDER), p))
+
+
+def colors(policies) -> dict[str, str]:
+    """A stable colour per policy (same policy, same colour in every figure)."""
+    return {p: PALETTE[i % len(PALETTE)] for i, p in enumerate(policy_order(policies))}
+
+
+MARKERS = ["circle", "square", "triangle-up", "x", "cross", "star", "triangle-down",
+           "pentagon", "hexagon", "star-diamond"]
+
+
+def markers(policies) -> dict[str, str]:
+    """A stable marker symbol per policy, so lines that coincide stay tellable apart."""
+    return {p: MARKERS[i % len(MARKERS)] for i, p in enumerate(policy_order(policies))}
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
+
+
+def _seeds_text(counts) -> str:
+    counts = sorted({int(c) for c in counts})
+    if not counts:
+        return "0 seeds"
+    n = counts[0] if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"{n} seed{'s' if counts[-1] != 1 else ''}"
+
+
+def _layout(fig, title: str, sub: str, x: str | None, y: str | None, **kw) -> None:
+    if x is not None:  # None: subplots title their own axes
+        kw.update(xaxis_title=x, yaxis_title=y)
+    fig.update_layout(
+        title={"text": f"{title}<br><sup>{sub}</sup>", "x": 0.02, "xanchor": "left"},
+        width=kw.pop("width", WIDTH),
+        height=kw.pop("height", HEIGHT), template="plotly_white",
+        font={"size": 14}, legend={"title": kw.pop("legend_title", "policy")},
+        margin={"t": 90, "r": 30, "l": 80, "b": 70}, **kw)
+
+
+def _band(fig, x, lo, hi, color: str, name: str) -> None:
+    import plotly.graph_objects as go
+
+    x, lo, hi = map(np.asarray, (x, lo, hi))
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    if ok.sum() < 2 or not np.any(hi[ok] > lo[ok]):
+        return
+    x, lo, hi = x[ok], lo[ok], hi[ok]
+    fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]),
+                             y=np.concatenate([hi, lo[::-1]]), fill="toself",
+                             mode="lines", fillcolor=_rgba(color, 0.15), line={"width": 0},
+                             hoverinfo="skip", showlegend=False, name=f"{name} ± std",
+                             legendgroup=name))
+
+
+def _attainment_curves(df: pd.DataFrame, along: str, per: str, target: float, *,
+                       crossings: pd.DataFrame) -> dict:
+    """rate-attainment (``along`` = program_rate) and slo-attainment (slo_scale)."""
+    import plotly.graph_objects as go
+
+    df = ok_rows(df)
+    col, sym = colors(df["policy"]), markers(df["policy"])
+    figs = {}
+    for (w, prof, at), g in df.groupby(["workload", "profile", per], sort=True):
+        fig = go.Figure()
+        stats = seed_stats(g, ["policy", along], ["slo_attainment"])
+        for policy in policy_order(stats["policy"]):
+            s = stats[stats["policy"] == policy].sort_values(along)
+            x, m = s[along].to_numpy(float), s["slo_attainment_mean"].to_numpy(float) * 100
+            sd = s["slo_attainment_std"].to_numpy(float) * 100
+            _band(fig, x, m - sd, np.minimum(m + sd, 100.0), col[policy], policy)
+            fig.add_trace(go.Scatter(
+                x=x, y=m, mode="lines+markers", name=policy, legendgroup=policy,
+                line={"color": col[policy], "width": 2.5},
+                marker={"size": 8, "symbol": sym[policy]},
+                customdata=np.column_stack([sd, s["seeds"]]),
+                hovertemplate=f"{policy}<br>{along} %{{x:g}}<br>attainment %{{y:.1f}}% "
+                              "± %{customdata[0]:.1f}<br>%{customdata[1]} seeds"
+                              "<extra></extra>"))
+            c = crossings[(crossings["workload"] == w) & (crossings["profile"] == prof)
+                          & (crossings["policy"] == policy)
+                          & np.isclose(crossings[per].astype(float), float(at))]
+            _crossing_marker(fig, c, along, target, col[policy], policy)
+        fig.add_hline(y=target * 100, line={"dash": "dash", "color": "#555", "width": 1.5},
+                      annotation_text=f"{target:.0%} attainment",  # where curves are low
+                      annotation_position="top right" if along == "program_rate"
+                      else "top left")
+        seeds = _seeds_text(g.groupby(["policy", along])["seed"].nunique())
+        if along == "program_rate":
+            title = f"SLO attainment vs program arrival rate: {w}"
+            sub = f"profile {prof}, SLO scale {at:g}, {seeds}; ◆ = highest rate at " \
+                  f"{target:.0%} attainment (interpolated)"
+            xt, stem = "program arrival rate (programs/s)", f"slo{at:g}"
+        else:
+            title = f"SLO attainment vs SLO scale: {w}"
+            sub = f"profile {prof}, {at:g} programs/s, {seeds}; ◆ = tightest SLO " \
+                  f"scale at {target:.0%} attainment (interpolated)"
+            xt, stem = "SLO scale (deadline / (difficulty × base deadline))", \
+                f"rate{at:g}"
+        _layout(fig, title, sub, xt, "SLO attainment (% of programs meeting deadline)")
+        fig.update_yaxes(range=[0, 102])
+        fig.update_xaxes(rangemode="tozero")
+        figs[f"{slug(w)}_{slug(prof)}_{slug(stem)}"] = fig
+    return figs
+
+
+def _crossing_marker(fig, c: pd.DataFrame, along: str, target: float, color: str,
+                     policy: str) -> None:
+    import plotly.graph_objects as go
+
+    if not len(c):
+        return
+    col = "max_rate" if along == "program_rate" else "min_slo_scale"
+    v, status = float(c[col].iloc[0]), c["status"].iloc[0]
+    rate = along == "program_rate"
+    if not math.isfinite(v):  # a legend line saying why there is no diamond
+        if status == "below_target":
+            fig.add_trace(go.Scatter(
+                x=[None], y=[None], mode="markers", legendgroup=policy,
+                marker={"symbol": "diamond-open", "size": 11, "color": color},
+                name=f"{policy}: < {target:.0%} at every "
+                     f"{'rate' if rate else 'scale'}", meta={"crossing": col,
+                                                              "status": status}))
+        return
+    unit, pre = (" programs/s", "") if rate else ("", "scale ")
+    bound = pre + {"beyond_range": "≥ " if rate else "≤ "}.get(status, "")
+    fig.add_trace(go.Scatter(
+        x=[v, v], y=[0, target * 100], mode="lines", line={"color": color, "width": 1,
+                                                          "dash": "dot"},
+        showlegend=False, hoverinfo="skip", legendgroup=policy,
+        name=f"{policy} {col} guide"))
+    fig.add_trace(go.Scatter(
+        x=[v], y=[target * 100], mode="markers", legendgroup=policy,
+        marker={"symbol": "diamond", "size": 13, "color": color,
+                "line": {"color": "white", "width": 1.5}},
+        name=f"{policy}: {bound}{v:.3g}{unit}", meta={"crossing": col, "status": status},
+        hovertemplate=f"{policy}<br>{col} {bound}{v:.3g}{unit} ({status})<extra></extra>"))
+
+
+def rate_attainment_figures(df: pd.DataFrame, target: float = 0.9) -> dict:
+    """Dynasor §4 online figure type (a): program arrival
+    rate (programs/s) against SLO attainment (%), a line per policy (mean over seeds, ±
+    std band), the target as a dashed line and each policy's
+    :func:`~dynasim.experiments.results.max_rate_at_attainment` as a diamond on it. One figure per
+    (workload, profile, slo_scale).
+
+    Args:
+        df: sweep results (``workload, profile, policy, program_rate, slo_scale, seed,
+            slo_attainment`` as a 0-1 fraction); rows with a non-empty ``error`` are
+            left out.
+    """
+    return _attainment_curves(df, "program_rate", "slo_scale", target,
+                              crossings=max_rate_at_attainment(df, target))
+
+
+def slo_attainment_figures(df: pd.DataFrame, target: float = 0.9) -> dict:
+    """Dynasor §4 online figure type (b): SLO scale against SLO attainment (%),
+    a line per policy, one figure per (workload, profile, program_rate), the tightest
+    scale meeting the target (:func:`~dynasim.experiments.results.min_slo_scale_at_attainment`)
+    marked. Input as :func:`rate_attainment_figures`."""
+    return _attainment_curves(df, "slo_scale", "program_rate", target,
+                              crossings=min_slo_scale_at_attainment(df, target))
+
+
+def accuracy_attainment_figures(df: pd.DataFrame, target: float = 0.9) -> dict:
+    """Dynasor §4 online figure type (c): SLO attainment (%) against accuracy (%),
+    a marker line per policy through its (program_rate, slo_scale) cells (mean over
+    seeds, ± std error bars both ways, sorted by attainment), the target attainment as a
+    dashed vertical line. One figure per (workload, profile). ``df`` also needs
+    ``accuracy`` (0-1)."""
+    import plotly.graph_objects as go
+
+    df = ok_rows(df)
+    col, sym = colors(df["policy"]), markers(df["policy"])
+    figs = {}
+    for (w, prof), g in df.groupby(["workload", "profile"], sort=True):
+        fig = go.Figure()
+        stats = seed_stats(g, ["policy", "program_rate", "slo_scale"],
+                           ["slo_attainment", "accuracy"])
+        for policy in policy_order(stats["policy"]):
+            s = stats[stats["policy"] == policy].sort_values(
+                ["slo_attainment_mean", "program_rate"])
+            fig.add_trace(go.Scatter(
+                x=s["slo_attainment_mean"] * 100, y=s["accuracy_mean"] * 100,
+                mode="lines+markers", name=policy, legendgroup=policy,
+                line={"color": col[policy], "width": 2},
+                marker={"size": 9, "symbol": sym[policy]},
+                error_x={"type": "data", "array": s["slo_attainment_std"] * 100,
+                         "thickness": 1, "width": 0, "color": _rgba(col[policy], 0.35)},
+                error_y={"type": "data", "array": s["accuracy_std"] * 100, "thickness": 1,
+                         "width": 0, "color": _rgba(col[policy], 0.35)},
+                customdata=s[["program_rate", "slo_scale", "seeds"]].to_numpy(),
+                hovertemplate=f"{policy}<br>%{{customdata[0]:g}} programs/s, SLO scale "
+                              "%{customdata[1]:g}<br>attainment %{x:.1f}%<br>accuracy "
+                              "%{y:.1f}%<br>%{customdata[2]} seeds<extra></extra>"))
+        fig.add_vline(x=target * 100, line={"dash": "dash", "color": "#555", "width": 1.5},
+                      annotation_text=f"{target:.0%} attainment",
+                      annotation_position="top left")
+        rates = ", ".join(f"{r:g}" for r in sorted(g["program_rate"].unique()))
+        scales = ", ".join(f"{r:g}" for r in sorted(g["slo_scale"].unique()))
+        seeds = _seeds_text(g.groupby(["policy", "program_rate", "slo_scale"])["seed"]
+                            .nunique())
+        _layout(fig, f"Accuracy vs SLO attainment: {w}",
+                f"profile {prof}, {seeds}; points: rate{'s' * (',' in rates)} {rates} "
+                f"programs/s × SLO scale{'s' * (',' in scales)} {scales}",
+                "SLO attainment (% of programs meeting deadline)",
+                "accuracy (% of programs correct)")
+        fig.update_xaxes(range=[0, 102])
+        fig.update_yaxes(rangemode="tozero")
+        figs[f"{slug(w)}_{slug(prof)}"] = fig
+    return figs
+
+
+def token_accuracy_figures(df: pd.DataFrame) -> dict:
+    """Dynasor batch mode (§4 / App. G token-to-accuracy curves): total output tokens
+    over the workload (tokens) against accuracy (%), a line per intra-program policy
+    through its caps (mean over seeds, ± std band in accuracy, ± std error bars in
+    tokens). One figure per workload.
+
+    Args:
+        df: rows of ``dynasim batch`` CSVs: ``workload, policy, cap,
+            output_tokens_mean, output_tokens_std, accuracy_mean, accuracy_std`` (0-1),
+            optional ``seeds`` and ``knob_mean``.
+    """
+    import plotly.graph_objects as go
+
+    col, sym = colors(df["policy"]), markers(df["policy"])
+    figs = {}
+    for w, g in df.groupby("workload", sort=True):
+        fig = go.Figure()
+        for policy in policy_order(g["policy"]):
+            s = g[g["policy"] == policy].sort_values("cap")
+            x = s["output_tokens_mean"].to_numpy(float)
+            m, sd = s["accuracy_mean"].to_numpy(float) * 100, \
+                s["accuracy_std"].to_numpy(float) * 100
+            _band(fig, x, m - sd, m + sd, col[policy], policy)
+            knob = s["knob_mean"] if "knob_mean" in s else s["cap"] * np.nan
+            fig.add_trace(go.Scatter(
+                x=x, y=m, mode="lines+markers", name=policy, legendgroup=policy,
+                line={"color": col[policy], "width": 2.5},
+                marker={"size": 8, "symbol": sym[policy]},
+                error_x={"type": "data", "array": s["output_tokens_std"], "thickness": 1},
+                customdata=np.column_stack([s["cap"], knob, sd]),
+                hovertemplate=f"{policy}<br>cap %{{customdata[0]}} (mean knob "
+                              "%{customdata[1]:.2f})<br>%{x:,.0f} tokens<br>accuracy "
+                              "%{y:.2f}% ± %{customdata[2]:.2f}<extra></extra>"))
+        seeds = _seeds_text(g["seeds"]) if "seeds" in g else "seeds not recorded"
+        caps = ", ".join(str(int(c)) for c in sorted(g["cap"].unique()))
+        _layout(fig, f"Accuracy vs output tokens (batch mode): {w}",
+                f"no serving system (token counts only), caps {caps}, {seeds}",
+                "output tokens, whole workload (tokens)",
+                "accuracy (% of programs correct)", legend_title="intra-program policy")
+        figs[slug(w)] = fig
+    return figs
+
+
+def cdf_figures(groups: list[dict], kind: str) -> dict:
+    """Program latency CDF (latency-cdf, seconds) or finish-time fairness CDF
+    (fairness-cdf: φ = T_shared / output tokens, s/token; Dynasor App. D.3 / §4
+    fairness figure), a line per policy, one figure per group of
+    :func:`~dynasim.experiments.results.read_program_runs`."""
+    import plotly.graph_objects as go
+
+    figs = {}
+    for g in groups:
+        col = colors(g["lines"])
+        fig = go.Figure()
+        for label in policy_order(g["lines"]):
+            v = np.sort(g["lines"][label])
+            fig.add_trace(go.Scatter(
+                x=v, y=np.arange(1, len(v) + 1) / max(len(v), 1) * 100, mode="lines",
+                line={"shape": "hv", "color": col[label], "width": 2.5}, name=label,
+                hovertemplate=f"{label}<br>%{{x:.4g}}<br>%{{y:.1f}}% of programs"
+                              "<extra></extra>"))
+        where = [f"profile {g['profile']}"]
+        if g.get("program_rate") is not None:
+            where.append(f"{g['program_rate']:g} programs/s")
+        if g.get("slo_scale") is not None:
+            where.append(f"SLO scale {g['slo_scale']:g}")
+        n = sum(len(v) for v in g["lines"].values())
+        where.append(f"{_seeds_text([g['seeds']])} pooled, {n} programs")
+        if kind == "latency-cdf":
+            title, xt = "Program latency CDF", "program latency, arrival to finish (s)"
+        else:
+            title = "Finish-time fairness CDF"
+            xt = "φ = program latency / output tokens (s/token)"
+        _layout(fig, f"{title}: {g['workload']}", ", ".join(where), xt,
+                "programs at or below (%)")
+        fig.update_yaxes(range=[0, 101])
+        stem = [slug(g["workload"]), slug(g["profile"])]
+        if g.get("program_rate") is not None:
+            stem.append(f"rate{g['program_rate']:g}")
+        if g.get("slo_scale") is not None:
+            stem.append(f"slo{g['slo_scale']:g}")
+        figs["_".join(stem)] = fig
+    return figs
+
+
+def read_comparisons(paths) -> list[dict]:
+    """Simulated-vs-replayed points for sim-vs-real, from ``compare.json`` files written
+    by ``dynasim compare`` (or folders holding one), and ``fidelity.json`` files of
+    ``replay.fidelity`` (``{"rows": [...]}``, a point per load).
+
+    Returns:
+        ``[{"label", "slo" (what attainment means), "attainment": (sim, real) or None,
+        "latency": {metric: (sim s, real s)}, "workload", "profile", "seed"}]``;
+        p90 E2E and program latencies are read from the compared run folders when they
+        still exist.
+
+    Raises:
+        InputError: a missing file, bad JSON, or neither format (naming the key).
+    """
+    points = []
+    for p in map(Path, paths):
+        f = p
+        if p.is_dir():
+            f = next((p / n for n in ("compare.json", "fidelity.json")
+                      if (p / n).is_file()), p / "compare.json")
+        if not f.is_file():
+            raise InputError("no such comparison file (dynasim compare writes "
+                             "compare.json)", source=str(f))
+        try:
+            d = json.loads(f.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not JSON ({exc})", source=str(f)) from None
+        if isinstance(d, dict) and "rows" in d:
+            points += _fidelity_points(d, f)
+        elif isinstance(d, dict) and "median_e2e_s" in d:
+            points.append(_compare_point(d, f))
+        else:
+            raise InputError("neither a compare.json nor a fidelity.json",
+                             source=str(f), field="median_e2e_s")
+    return points
+
+
+def _summary(d: Path) -> dict:
+    try:
+        return json.loads((d / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _compare_point(d: dict, f: Path) -> dict:
+    lat = {}
+    for name, label in (("e2e", "median E2E"), ("ttft", "median TTFT")):
+        v = d[f"median_{name}_s"]
+        if v.get("sim") is not None and v.get("real") is not None:
+            lat[label] = (v["sim"], v["real"])
+    sim_dir, real_dir = Path(d.get("sim_dir", "")), Path(d.get("real_dir", ""))
+    try:
+        from replay.journal import read_records
+
+        (sreq, sprog), (rreq, rprog) = read_records(sim_dir), read_records(real_dir)
+        e2e = [df.loc[df["error"] == "", "e2e_latency"].to_numpy(float)
+               for df in (sreq, rreq)]
+        if all(len(v) for v in e2e):
+            lat["p90 E2E"] = tuple(float(np.percentile(v, 90)) for v in e2e)
+        if sprog is not None and rprog is not None and len(sprog) and len(rprog):
+            for q, label in ((50, "median program latency"), (90, "p90 program latency")):
+                lat[label] = tuple(float(np.percentile(df["latency"].to_numpy(float), q))
+                                   for df in (sprog, rprog))
+    except (FileNotFoundError, KeyError, ValueError):
+        pass
+    ss, rs = _summary(sim_dir), _summary(real_dir)
+    att = None
+    if d.get("slo_attainment_sim") is not None and d.get("slo_attainment_real") is not None:
+        att = (d["slo_attainment_sim"], d["slo_attainment_real"])
+    return {"label": f"{sim_dir.name or f.parent.name} vs {real_dir.name or '?'}",
+            "slo": d.get("slo", "SLO"), "attainment": att, "latency": lat,
+            "workload": rs.get("workload", ss.get("workload", rs.get("trace"))),
+            "profile": ss.get("profile"), "seed": rs.get("seed", ss.get("seed"))}
+
+
+def _fidelity_points(d: dict, f: Path) -> list[dict]:
+    prof = d.get("profile") or {}
+    out = []
+    for i, r in enumerate(d["rows"]):
+        if not isinstance(r, dict) or "median_e2e_sim_s" not in r:
+            raise InputError("fidelity row without median_e2e_sim_s", source=str(f),
+                             line=None, field=f"rows[{i}].median_e2e_sim_s")
+        lat = {label: (r[f"median_{n}_sim_s"], r[f"median_{n}_real_s"])
+               for n, label in (("e2e", "median E2E"), ("ttft", "median TTFT"))}
+        for n, slo in (("e2e", "E2E SLO (fidelity)"), ("ttft", "TTFT SLO (fidelity)")):
+            out.append({"label": f"{f.parent.name}/{r.get('load', i)}", "slo": slo,
+                        "attainment": (r[f"{n}_attainment_sim"], r[f"{n}_attainment_real"]),
+                        "latency": lat if n == "e2e" else {}, "workload": "fidelity trace",
+                        "profile": prof.get("name") if isinstance(prof, dict) else None,
+                        "seed": None})
+    return out
+
+
+def sim_vs_real_figure(points: list[dict]):
+    """Simulated against replayed (``dynasim compare`` / ``replay.fidelity``; the
+    fidelity check behind every simulated figure): left, SLO attainment (%) simulated
+    against replayed, a point per comparison; right, latencies (s, log-log) simulated
+    against replayed, a point per comparison and metric (median / p90 E2E, median TTFT,
+    median / p90 program latency where known); both with the ``sim = real`` line."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=(
+        "SLO attainment", "latency"))
+    symbols = ["circle", "diamond", "square", "triangle-up", "x", "star"]
+    slos = sorted({p["slo"] for p in points if p["attainment"] is not None})
+    for i, slo in enumerate(slos):
+        ps = [p for p in points if p["slo"] == slo and p["attainment"] is not None]
+        fig.add_trace(go.Scatter(
+            x=[p["attainment"][1] * 100 for p in ps],
+            y=[p["attainment"][0] * 100 for p in ps], mode="markers",
+            name=f"attainment: {slo}", text=[p["label"] for p in ps],
+            marker={"size": 11, "symbol": symbols[i % len(symbols)],
+                    "color": PALETTE[i % len(PALETTE)]},
+            hovertemplate="%{text}<br>real %{x:.1f}%<br>sim %{y:.1f}%<extra></extra>"),
+            1, 1)
+    fig.add_trace(go.Scatter(x=[0, 100], y=[0, 100], mode="lines", name="sim = real",
+                             line={"dash": "dot", "color": "#555"}), 1, 1)
+    metrics = [m for m in ("median TTFT", "median E2E", "p90 E2E", "median program latency",
+                           "p90 program latency")
+               if any(m in p["latency"] for p in points)]
+    allv = []
+    for i, m in enumerate(metrics):
+        ps = [p for p in points if m in p["latency"]]
+        xs, ys = [p["latency"][m][1] for p in ps], [p["latency"][m][0] for p in ps]
+        allv += xs + ys
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, mode="markers", name=m, text=[p["label"] for p in ps],
+            marker={"size": 10, "symbol": symbols[i % len(symbols)],
+                    "color": PALETTE[(i + 3) % len(PALETTE)]},
+            hovertemplate=f"%{{text}}<br>{m}<br>real %{{x:.4g}} s<br>sim %{{y:.4g}} s"
+                          "<extra></extra>"), 1, 2)
+    pos = [v for v in allv if v and v > 0]
+    lo, hi = (min(pos) / 1.5, max(pos) * 1.5) if pos else (1e-3, 1.0)
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", showlegend=False,
+                             name="sim = real (latency)",
+                             line={"dash": "dot", "color": "#555"}), 1, 2)
+    fig.update_xaxes(title_text="replayed SLO attainment (%)", range=[0, 102], row=1, col=1)
+    fig.update_yaxes(title_text="simulated SLO attainment (%)", range=[0, 102], row=1,
+                     col=1)
+    fig.update_xaxes(title_text="replayed latency (s)", type="log", row=1, col=2)
+    fig.update_yaxes(title_text="simulated latency (s)", type="log", row=1, col=2)
+    works = sorted({str(p["workload"]) for p in points if p.get("workload")})
+    profs = sorted({str(p["profile"]) for p in points if p.get("profile")})
+    seeds = {p["seed"] for p in points if p.get("seed") is not None}
+    n = len({p["label"] for p in points})
+    sub = [f"workload {', '.join(works) or 'unknown'}",
+           f"profile {', '.join(profs) or 'unknown'}", f"{n} comparison{'s' * (n != 1)}"]
+    if seeds:
+        sub.append(_seeds_text([len(seeds)]))
+    _layout(fig, "Simulated vs replayed", ", ".join(sub), None, None, width=1400,
+            height=560, legend_title="")
+    return fig
+
+
+BUILDERS = {"rate-attainment": rate_attainment_figures,
+            "slo-attainment": slo_attainment_figures,
+            "accuracy-attainment": accuracy_attainment_figures}

@@ -1,0 +1,311 @@
+"""``dynasim sweep``: many online simulations, one tidy table (issue 6).
+
+``dynasim sweep CONFIG [flags] --output-dir DIR`` runs every cell of a sweep
+(:mod:`dynasim.experiments.sweep_config`: workloads x profiles x policies x request rates x SLO scales
+x seeds) and writes, in ``DIR``:
+
+* ``cells.jsonl``: one JSON line per finished cell, appended and flushed to disk as soon as
+  the cell ends, so a killed sweep loses no finished cell (a torn last line is ignored);
+* ``results.parquet``: the tidy table, a row per cell: its configuration (``cell_id,
+  workload, profile, policy, program_rate, slo_scale, seed, num_programs, ...,
+  base_deadline_s``), the program summary of :func:`dynasim.metrics.summarize_programs`
+  (``slo_attainment, accuracy, mean_program_latency_s, p90_program_latency_s,
+  total_program_output_tokens, mean_fairness_s_per_token, ...``), the request summary of
+  :func:`dynasim.metrics.summarize` (``mean_ttft_ms, p99_e2el_ms, ...``), ``engine_steps``,
+  ``wall_seconds`` and ``error`` (empty when the cell ran); rewritten at the end, on
+  Ctrl-C and every few seconds;
+* ``records/<cell_id>.parquet`` with ``keep_records``: the cell's program records
+  (:data:`dynasim.data_record.PROGRAM_COLUMNS`), for latency and fairness CDFs;
+* ``sweep.json``: the configuration.
+
+A rerun with the same ``DIR`` skips every cell already in ``cells.jsonl`` without error
+(resumable; cells are keyed by :func:`~dynasim.experiments.sweep_config.cell_id`) and runs the rest.
+
+Executors: ``--scheduler processes`` (default; ``--jobs`` local processes, one per core by
+default; ``--jobs 1`` runs in this process), ``--scheduler dask --address
+tcp://HOST:PORT`` sends the cells to a Dask cluster (its workers need dynasim installed and
+the same data: ``DYNASIM_DATA_DIR`` or network). Every cell is a deterministic
+simulation, so the table does not depend on the executor or on the order cells finish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+from dynasim.data_record import json_default, write_atomic
+from dynasim.errors import InputError
+from dynasim.experiments.sweep_config import LIMIT_KEYS, SweepConfig, expand, load_config
+
+CONFIG_COLUMNS = ["cell_id", "workload", "profile", "policy", "program_rate", "slo_scale",
+                  "seed", "num_programs", "burstiness", "cap", "detect_at", "threshold",
+                  "reward_threshold", "sjf_aging", "enable_prefix_caching",
+                  "base_deadline_s"]
+
+
+# ------------------------------------------------------------------ one cell
+@lru_cache(maxsize=16)
+def _workload(name: str):
+    from dynasim.workloads.catalog import load_workload
+
+    return load_workload(name)
+
+
+def _profile(cell: dict):
+    from dynasim.profiles import load_profile
+
+    prof = load_profile(cell["profile"])
+    limits = {k: cell["limits"].get(k) for k in LIMIT_KEYS}
+    return prof.with_overrides(enable_prefix_caching=cell["enable_prefix_caching"],
+                               **limits)
+
+
+def _intra_args(cell: dict) -> dict:
+    return {"cap": cell["cap"], "detect_at": cell["detect_at"],
+            "threshold": cell["threshold"], "reward_threshold": cell["reward_threshold"]}
+
+
+def derive_base_deadline(cell: dict) -> float:
+    """Base deadline (s) of a cell's (workload, profile): the configured one, else
+    :func:`dynasim.simulation.base_deadline` at the cell's cap (policy-, rate- and
+    seed-independent)."""
+    from dynasim.simulation import base_deadline
+
+    if cell["base_deadline"] is not None:
+        return float(cell["base_deadline"])
+    return base_deadline(_workload(cell["workload"]).programs, _profile(cell), cell["cap"])
+
+
+def run_cell(cell: dict) -> dict:
+    """Simulate one cell; returns ``{"row": dict, "records": DataFrame | None}``.
+
+    ``cell`` is a dict of :func:`~dynasim.experiments.sweep_config.expand` with ``cell_id`` and
+    ``base_deadline_s`` (seconds) set. Bad input of the cell (an unknown policy, a
+    profile the limits break) is returned as the row's ``error``, never raised, so one
+    bad cell does not stop a sweep. Deterministic: same cell, same row."""
+    from dynasim.metrics import summarize, summarize_programs
+    from dynasim.policies import make_policy
+    from dynasim.simulation import online_programs, simulate_programs
+
+    t0 = time.perf_counter()
+    row = {k: cell.get(k) for k in CONFIG_COLUMNS}
+    try:
+        profile = _profile(cell)
+        policy = make_policy(cell["policy"], aging_s=cell["sjf_aging"], **_intra_args(cell))
+        specs, times, deadlines, _ = online_programs(
+            _workload(cell["workload"]), profile, cell["program_rate"],
+            burstiness=cell["burstiness"], seed=cell["seed"],
+            num_programs=cell["num_programs"], slo_scale=cell["slo_scale"],
+            base=cell["base_deadline_s"], cap=cell["cap"])
+        requests, programs, engine = simulate_programs(specs, times, profile, policy,
+                                                      deadlines)
+    except InputError as exc:
+        row.update(error=str(exc), wall_seconds=time.perf_counter() - t0)
+        return {"row": row, "records": None}
+    for summary in (summarize(requests), summarize_programs(programs)):
+        row.update({k: v for k, v in summary.items()
+                    if isinstance(v, (int, float, bool)) and k not in row})
+    row.update(num_programs=len(programs), engine_steps=engine.num_steps,
+               prefix_cache_hit_rate=engine.prefix_cache_hit_rate,
+               wall_seconds=time.perf_counter() - t0, error="")
+    return {"row": row, "records": programs}
+
+
+# ----------------------------------------------------------------- the store
+class SweepStore:
+    """The output folder of a sweep: the ``cells.jsonl`` journal, the records and the
+    tidy ``results.parquet`` (module doc)."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.journal = self.out / "cells.jsonl"
+        self.rows: dict[str, dict] = {}
+        if self.journal.exists():
+            for line in self.journal.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a line torn by a kill: that cell runs again
+                if not row.get("error"):
+                    self.rows[row["cell_id"]] = row
+
+    def add(self, row: dict, records: pd.DataFrame | None) -> None:
+        """Persist one finished cell (records first, then its journal line, fsynced)."""
+        if records is not None:
+            rec = self.out / "records"
+            rec.mkdir(exist_ok=True)
+            write_atomic(rec / f"{row['cell_id']}.parquet",
+                         lambda p: records.to_parquet(p, index=False))
+        with open(self.journal, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, default=json_default) + "\n")  # NaN as NaN: json reads it
+            f.flush()
+            os.fsync(f.fileno())
+        if not row["error"]:
+            self.rows[row["cell_id"]] = row
+
+    def write_table(self, order: list[str] | None = None) -> Path:
+        """Rewrite ``results.parquet`` from the finished cells (``order``: cell ids to
+        put first, in sweep order); atomic (a temporary file is renamed)."""
+        rows = list(self.rows.values())
+        if order:
+            rank = {c: i for i, c in enumerate(order)}
+            rows.sort(key=lambda r: rank.get(r["cell_id"], len(rank)))
+        df = pd.DataFrame(rows)
+        if len(df):
+            df = df[CONFIG_COLUMNS + [c for c in df.columns if c not in CONFIG_COLUMNS]]
+        path = self.out / "results.parquet"
+        write_atomic(path, lambda p: df.to_parquet(p, index=False))
+        return path
+
+
+# ---------------------------------------------------------------- executors
+def _local(cells: list[dict], jobs: int):
+    if jobs == 1:
+        for cell in cells:
+            yield run_cell(cell)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
+        futures = [ex.submit(run_cell, c) for c in cells]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+
+def _dask(cells: list[dict], address: str):
+    try:
+        from dask.distributed import Client, as_completed
+    except ImportError:
+        raise InputError("--scheduler dask needs dask[distributed] installed",
+                         field="scheduler") from None
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"cannot reach the Dask scheduler ({exc})", field="address",
+                         source=address) from None
+    with client:
+        futures = client.map(run_cell, cells, pure=False)
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        finally:
+            client.cancel(futures)
+
+
+def run_sweep(cfg: SweepConfig, out: str | Path, *, scheduler: str = "processes",
+              jobs: int | None = None, address: str | None = None,
+              progress: bool = True, flush_every: float = 5.0) -> pd.DataFrame:
+    """Run every cell of ``cfg`` not yet finished in ``out``; returns the tidy table.
+
+    Raises:
+        InputError: ``--scheduler dask`` without a reachable ``address``; a workload or
+            profile that cannot be loaded (before any cell runs).
+        KeyboardInterrupt: after writing the table of the cells finished so far.
+    """
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    store = SweepStore(out)
+    (store.out / "sweep.json").write_text(cfg.model_dump_json(indent=2) + "\n")
+    cells = expand(cfg)
+    order = [c["cell_id"] for c in cells]
+    todo = [c for c in cells if c["cell_id"] not in store.rows]
+    console = Console(stderr=True)
+    if len(todo) < len(cells):
+        console.print(f"{len(cells) - len(todo)} of {len(cells)} cells already finished "
+                      f"in {store.journal}: skipped")
+    bases: dict[tuple, float] = {}
+    for c in todo:  # one base deadline per (workload, profile, cap, limits)
+        key = (c["workload"], c["profile"], c["cap"], json.dumps(c["limits"], sort_keys=True),
+               c["enable_prefix_caching"], c["base_deadline"])
+        if key not in bases:
+            bases[key] = derive_base_deadline(c)
+        c["base_deadline_s"] = bases[key]
+    if scheduler == "dask":
+        if not address:
+            raise InputError("--scheduler dask needs --address tcp://HOST:PORT",
+                             field="address")
+        results = _dask(todo, address)
+    elif scheduler == "processes":
+        results = _local(todo, jobs or os.cpu_count() or 1)
+    else:
+        raise InputError("unknown scheduler (processes, dask)", field="scheduler",
+                         source=scheduler)
+    failed = 0
+    last = time.monotonic()
+    cols = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*cols, console=console, disable=not progress) as bar:
+        task = bar.add_task("cells", total=len(todo))
+        try:
+            for res in results:
+                store.add(res["row"], res["records"] if cfg.keep_records else None)
+                if res["row"]["error"]:
+                    failed += 1
+                    console.print(f"[red]cell {res['row']['cell_id']} "
+                                  f"({res['row']['policy']} at {res['row']['program_rate']}"
+                                  f" programs/s): {res['row']['error']}")
+                bar.advance(task)
+                if time.monotonic() - last > flush_every:
+                    store.write_table(order)
+                    last = time.monotonic()
+        finally:
+            path = store.write_table(order)
+    console.print(f"{len(store.rows)} of {len(cells)} cells in {path}"
+                  + (f"; {failed} failed (rerun to retry them)" if failed else ""))
+    return pd.read_parquet(path)  # the table as every later reader gets it
+
+
+
+
+def headline_table(df: pd.DataFrame, target: float = 0.9,
+                   baseline: str = "lpm") -> pd.DataFrame:
+    """The highest program rate (programs/s) at which each policy keeps ``target`` SLO
+    attainment (:func:`dynasim.experiments.results.max_rate_at_attainment`), with its ratio to the
+    ``baseline`` policy's rate in the same (workload, profile, SLO scale): Dynasor §4
+    reports sjf+certaindex at 1.6-3.3x SGLang's LPM. ``ratio_to_<baseline>`` is NaN
+    when the baseline is absent or has no rate."""
+    from dynasim.experiments.results import max_rate_at_attainment
+
+    t = max_rate_at_attainment(df, target=target)
+    base = _baseline_values(t, ["workload", "profile", "slo_scale"], "max_rate", baseline)
+    t[f"ratio_to_{baseline}"] = t["max_rate"].to_numpy() / base
+    return t
+
+
+def tightest_slo_table(df: pd.DataFrame, target: float = 0.9,
+                       baseline: str = "lpm") -> pd.DataFrame:
+    """The tightest SLO scale at which each policy keeps ``target`` attainment
+    (:func:`dynasim.experiments.results.min_slo_scale_at_attainment`) per (workload, profile, program
+    rate), and how many times tighter it is than the ``baseline``'s
+    (``<baseline> scale / policy scale``; Dynasor §4 reports 1.3-4.7x against LPM).
+    ``status`` ``beyond_range`` means the smallest scale swept still met the target (an
+    upper bound, so the ratio is a lower bound)."""
+    from dynasim.experiments.results import min_slo_scale_at_attainment
+
+    t = min_slo_scale_at_attainment(df, target=target)
+    base = _baseline_values(t, ["workload", "profile", "program_rate"], "min_slo_scale",
+                            baseline)
+    t[f"tighter_than_{baseline}"] = base / t["min_slo_scale"].to_numpy()
+    return t
+
+
+def _baseline_values(t: pd.DataFrame, keys: list[str], col: str, baseline: str):
+    """``col`` of the ``baseline`` policy's row with the same ``keys``, for every row of
+    ``t`` (NaN where the baseline has none)."""
+    base = t[t["policy"] == baseline].set_index(keys)[col]
+    return base.reindex(pd.MultiIndex.from_frame(t[keys])).to_numpy()
+
+

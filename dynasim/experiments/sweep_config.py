@@ -1,0 +1,165 @@
+"""The configuration of a sweep and its cells (``dynasim sweep``, issue 6).
+
+A sweep is the Cartesian product workloads x profiles x policies x request rates x SLO
+scales x seeds; every point is a *cell*: one online simulation of reasoning programs
+(:func:`dynasim.simulation.simulate_programs`) summarised as one row. The config file is
+YAML (``.yaml``/``.yml``) or TOML (``.toml``) with these keys (lists may be given as one
+value; every key can also be given, or overridden, by the flag of the same name)::
+
+    workloads: [game24-sc]            # names or per-sample CSVs (dynasim.workloads.catalog)
+    profiles: [vidur-llama3-8b-a100]  # names or profile JSON files
+    policies: [lpm, gang, sjf+certaindex]
+    request_rates: [1, 2, 4, 8]       # program arrival rates, programs/s (Poisson)
+    slo_scales: [1.0]                 # deadline = SLO scale x difficulty x base deadline
+    seeds: [0, 1, 2]                  # arrival draw, program order, sample order
+    num_programs: 100                 # per cell (default: every question once)
+    burstiness: 1.0                   # gamma shape of inter-arrivals (1 = Poisson)
+    cap: 20                           # resource cap (SC samples), Dynasor App. D.2
+    detect_at: 5                      # certaindex detect step
+    threshold: 0.7                    # certaindex H-tilde threshold (null: default)
+    reward_threshold: null
+    base_deadline: null               # s; null: per (workload, profile), see below
+    sjf_aging: 30.0                   # s before SJF serves a starving program first
+    enable_prefix_caching: true
+    limits: {max_num_seqs: 256}       # engine limits overriding the profile's
+    keep_records: false               # also keep each cell's program records
+
+The base deadline, when not given, is derived once per (workload, profile) by
+:func:`dynasim.simulation.base_deadline` (p90 isolated latency at the cap), so every
+policy, rate and seed of a sweep is judged against the same deadlines (Dynasor §4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dynasim.errors import InputError, from_validation_error
+from dynasim.profiles import LIMITS
+
+#: Config keys that span the sweep's axes, in the order cells are enumerated.
+AXES = ("workloads", "profiles", "policies", "request_rates", "slo_scales", "seeds")
+#: Engine limits a sweep may override (the profile keys of the same name).
+LIMIT_KEYS = LIMITS
+
+
+class SweepConfig(BaseModel):
+    """A validated sweep configuration (module doc for the keys; units: programs/s,
+    seconds, tokens). Unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workloads: list[str] = Field(min_length=1)
+    profiles: list[str] = Field(min_length=1)
+    policies: list[str] = Field(min_length=1)
+    request_rates: list[float] = Field(min_length=1)
+    slo_scales: list[float] = Field(default=[1.0], min_length=1)
+    seeds: list[int] = Field(default=[0], min_length=1)
+    num_programs: int | None = Field(default=None, ge=1)
+    burstiness: float = Field(default=1.0, gt=0)
+    cap: int = Field(default=20, ge=1)
+    detect_at: int = Field(default=5, ge=1)
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    reward_threshold: float | None = Field(default=None, ge=0, le=1)
+    base_deadline: float | None = Field(default=None, gt=0)
+    sjf_aging: float = Field(default=30.0, ge=0)
+    enable_prefix_caching: bool = True
+    limits: dict[str, Any] = Field(default_factory=dict)
+    keep_records: bool = False
+
+    @field_validator(*AXES, mode="before")
+    @classmethod
+    def _listify(cls, v):
+        return v if isinstance(v, list) else [v]
+
+    @field_validator("request_rates", "slo_scales")
+    @classmethod
+    def _positive(cls, v):
+        for x in v:
+            if not (x > 0 and x != float("inf")):
+                raise ValueError(f"{x} must be finite and > 0")
+        return v
+
+    @field_validator("limits")
+    @classmethod
+    def _limit_keys(cls, v):
+        bad = sorted(set(v) - set(LIMIT_KEYS))
+        if bad:
+            raise ValueError(f"unknown engine limit {bad[0]!r} (known: "
+                             f"{', '.join(LIMIT_KEYS)})")
+        return v
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any]) -> SweepConfig:
+    """Read a YAML/TOML sweep config (or none) and apply flag ``overrides`` (keys as in
+    the file; ``None`` values ignored).
+
+    Raises:
+        InputError: unreadable file, bad syntax (with line), an unknown or invalid key
+            (with the key), a missing axis.
+    """
+    data: dict[str, Any] = {}
+    src = str(path) if path else "command-line flags"
+    if path:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot read sweep config ({exc.strerror})", source=src) \
+                from None
+        data = _parse(text, p.suffix.lower(), src)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return SweepConfig.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc, src) from None
+
+
+def _parse(text: str, suffix: str, src: str) -> dict:
+    if suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            line = getattr(exc, "lineno", None)
+            raise InputError(f"invalid TOML ({exc})", source=src, line=line) from None
+    elif suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise InputError(f"invalid YAML ({getattr(exc, 'problem', exc)})", source=src,
+                             line=mark.line + 1 if mark else None) from None
+    else:
+        raise InputError("sweep config must end in .yaml, .yml or .toml", source=src)
+    if not isinstance(data, dict):
+        raise InputError("sweep config must be a mapping of keys", source=src, line=1)
+    return data
+
+
+def cell_id(cell: dict) -> str:
+    """A stable 16-hex-digit id of a cell: sha256 of its canonical JSON (every key that
+    changes the result), so a rerun recognises finished cells whatever the order."""
+    canon = json.dumps(cell, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def expand(cfg: SweepConfig) -> list[dict]:
+    """The cells of ``cfg``, in axis order (:data:`AXES`). Each cell is a flat dict:
+    ``workload, profile, policy, program_rate, slo_scale, seed`` plus the shared keys,
+    and its ``cell_id``; ``base_deadline`` is filled in later when not configured."""
+    shared = cfg.model_dump(exclude={*AXES, "keep_records"})
+    cells = []
+    for w, p, pol, rate, scale, seed in itertools.product(
+            *(getattr(cfg, a) for a in AXES)):
+        cell = {"workload": w, "profile": p, "policy": pol, "program_rate": float(rate),
+                "slo_scale": float(scale), "seed": int(seed), **shared}
+        cells.append(dict(cell, cell_id=cell_id(cell)))
+    return cells

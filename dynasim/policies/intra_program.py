@@ -1,0 +1,164 @@
+"""Intra-program policies: how much of its knob each program gets (Dynasor App. D.2).
+
+Every policy gives a program a resource *cap* (SC samples, ToT beam width) and, except
+baseline-even, measures once at a *detect step* and then sets the knob:
+
+* :class:`BaselineEven` -- every program runs to the cap (the uniform allocation the paper
+  compares against).
+* :class:`StaticThreshold` -- the paper's default, used in all its end-to-end results:
+  at the detect step measure certaindex; a program whose every signal passes its
+  threshold stops there, the others run to the cap.
+* :class:`CurveFit` -- dynamic allocation: the knob is a fitted, decreasing function of
+  certaindex, ``n(h) = detect + (cap − detect)·(1 − h)^γ`` (App. D.2 "curve fitting";
+  γ fitted by :func:`fit_curve` on a calibration split).
+* :class:`BaselineLength` -- stop on cumulative output tokens at the detect step: a
+  program whose first samples are short in total (<= ``max_tokens``) stops (the paper's
+  length baseline: output length as a cheap stand-in for certainty).
+
+Profiler-guided calibration of the threshold lives in :mod:`dynasim.experiments.calibration`.
+A policy object holds no per-program state; :class:`~dynasim.workloads.program.Program` calls it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from dynasim.certaindex import entropy_certaindex, is_certain, reward_certaindex
+
+#: Paper defaults (App. D.2 table; SC/MATH): cap 20 samples, detect at 5, H̃ >= 0.7.
+DEFAULT_CAP = 20
+DEFAULT_DETECT_AT = 5
+DEFAULT_THRESHOLD = 0.7
+
+
+class IntraPolicy:
+    """Base: the cap and the detect step; subclasses override :meth:`decide`.
+
+    Args:
+        cap: resource cap (SC samples; ToT beam width is capped by the log's width).
+        detect_at: SC samples in the first wave / ToT steps before the decision.
+    """
+
+    name = "even"
+
+    def __init__(self, cap: int = DEFAULT_CAP, detect_at: int = DEFAULT_DETECT_AT) -> None:
+        if cap < 1 or detect_at < 1:
+            raise ValueError("cap and detect_at must be >= 1")
+        self.cap = cap
+        self.detect_at = detect_at
+
+    def first_wave(self, cap: int) -> int:
+        """Samples issued at arrival."""
+        return min(self.detect_at, cap)
+
+    def decide(self, program, done) -> int:
+        """Total SC samples after the detect step, given the ``done`` calls."""
+        return self.cap
+
+    def detect_at_step(self, steps: int) -> int | None:
+        """ToT: the step index whose start is the detect step (None: never)."""
+        return min(self.detect_at, steps - 1)
+
+    def decide_width(self, program, step, cap: int) -> int:
+        """ToT: beam width of the remaining steps, given the last step's run."""
+        return cap
+
+    def signals(self, program, done) -> dict[str, float]:
+        """Certaindex signals at the detect step, recorded on the program."""
+        sig = {}
+        answers = [c.answer for c in done]
+        if len(answers) >= 2 and any(c.answer is not None or c.correct is not None
+                                     for c in done):
+            sig["entropy"] = entropy_certaindex(answers, program.spec.equivalent)
+        rewards = [c.reward for c in done if c.reward is not None]
+        if rewards:
+            sig["reward"] = reward_certaindex(rewards, "max")
+        program.certaindex = sig
+        return sig
+
+    def __repr__(self) -> str:
+        return f"{self.name}(cap={self.cap}, detect_at={self.detect_at})"
+
+
+class BaselineEven(IntraPolicy):
+    """Uniform cap: every program gets ``cap`` (App. G baseline)."""
+
+    name = "even"
+
+    def first_wave(self, cap: int) -> int:
+        return cap
+
+    def detect_at_step(self, steps: int) -> int | None:
+        return None
+
+
+class StaticThreshold(IntraPolicy):
+    """Stop at the detect step when every signal passes its threshold (App. D.2).
+
+    Args:
+        thresholds: per signal, e.g. ``{"entropy": 0.7}`` (SC) or ``{"reward": 0.4}``.
+    """
+
+    name = "certaindex"
+
+    def __init__(self, cap: int = DEFAULT_CAP, detect_at: int = DEFAULT_DETECT_AT,
+                 thresholds: dict[str, float] | None = None) -> None:
+        super().__init__(cap, detect_at)
+        self.thresholds = thresholds if thresholds is not None else {"entropy":
+                                                                     DEFAULT_THRESHOLD}
+
+    def decide(self, program, done) -> int:
+        sig = self.signals(program, done)
+        needed = {k: v for k, v in self.thresholds.items() if k in sig}
+        return len(done) if needed and is_certain(sig, needed) else self.cap
+
+    def decide_width(self, program, step, cap: int) -> int:
+        sig = {"reward": step.reward_max}
+        program.certaindex = sig
+        t = self.thresholds.get("reward")
+        return 1 if t is not None and sig["reward"] >= t else cap
+
+    def __repr__(self) -> str:
+        return f"certaindex(cap={self.cap}, detect_at={self.detect_at}, {self.thresholds})"
+
+
+class CurveFit(IntraPolicy):
+    """Knob from a fitted curve of certaindex: ``detect + (cap − detect)(1 − h)^γ``."""
+
+    name = "curve"
+
+    def __init__(self, cap: int = DEFAULT_CAP, detect_at: int = DEFAULT_DETECT_AT,
+                 gamma: float = 1.0) -> None:
+        super().__init__(cap, detect_at)
+        self.gamma = gamma
+
+    def budget(self, h: float) -> int:
+        """Samples for certaindex ``h`` in [0, 1] (rounded up)."""
+        extra = (self.cap - self.detect_at) * (1.0 - h) ** self.gamma
+        return self.detect_at + math.ceil(extra - 1e-9)
+
+    def decide(self, program, done) -> int:
+        sig = self.signals(program, done)
+        return self.budget(sig["entropy"]) if "entropy" in sig else self.cap
+
+    def decide_width(self, program, step, cap: int) -> int:
+        program.certaindex = {"reward": step.reward_max}
+        return max(1, math.ceil(cap * (1.0 - step.reward_max) ** self.gamma - 1e-9))
+
+
+class BaselineLength(IntraPolicy):
+    """Stop when the detect-step samples total at most ``max_tokens`` output tokens."""
+
+    name = "length"
+
+    def __init__(self, cap: int = DEFAULT_CAP, detect_at: int = DEFAULT_DETECT_AT,
+                 max_tokens: int = 0) -> None:
+        super().__init__(cap, detect_at)
+        self.max_tokens = max_tokens
+
+    def decide(self, program, done) -> int:
+        return len(done) if sum(c.output_tokens for c in done) <= self.max_tokens \
+            else self.cap
+
+    def decide_width(self, program, step, cap: int) -> int:
+        return cap

@@ -1,0 +1,147 @@
+"""Dynasor-CoT probing rules: probe text, answer extraction, hesitation, consistency.
+
+Source: Fu et al., arXiv 2412.20993, §2.1 (certaindex for chain of thought) and App. B;
+the numbers not fixed by the paper follow the public Dynasor-CoT proxy
+(hao-ai-lab/Dynasor), whose faults are avoided as noted per function.
+
+Every ``probe_interval`` generated tokens a *probe* is decoded from a copy of the text so
+far with :data:`DEFAULT_PROBE_TEXT` appended (the probe never enters the main sequence).
+Its answer is the text up to the first unmatched ``}`` (:func:`extract_answer`: the probe
+text opens ``\\boxed{``); a probe whose output hesitates (:func:`hesitates`) has no answer.
+The consistency of probe k over a window of w probes is
+C_k = (1/w) Σ_{j=k−w+1..k} 1[y_j = y_k] (:func:`consistency`) and the program stops when
+C_k ≥ τ (:func:`should_stop`). This module is pure (no I/O) so the rule is testable alone;
+:mod:`replay.proxy.server` drives it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from dynasim.certaindex import is_missing, math_equal
+
+#: The probe appended to a copy of the text so far (§2.1; the public proxy's text).
+DEFAULT_PROBE_TEXT = ("... Oh, I suddenly got the answer to the whole problem, "
+                      "**Final Answer**\n\n\\[ \\boxed{")
+#: Tokens decoded per probe. The paper says ~20-32; 32 leaves room for a short
+#: expression plus the closing ``}`` and the hesitation words that may follow it.
+DEFAULT_PROBE_MAX_TOKENS = 32
+#: Probe sampling (§2.1 / public code: temperature 0.6, top_p 0.95).
+DEFAULT_PROBE_TEMPERATURE = 0.6
+DEFAULT_PROBE_TOP_P = 0.95
+#: Probe every T generated tokens; window w; threshold τ (public code: T = 32, w = 2, τ = 1).
+DEFAULT_PROBE_INTERVAL = 32
+DEFAULT_CERTAINTY_WINDOW = 2
+DEFAULT_THRESHOLD = 1.0
+#: Words whose presence in a probe's output marks it hesitant (public Dynasor's list
+#: ``wait, hold, but, okay, no, hmm`` plus a few of the same kind). Matched as whole
+#: words, case-insensitively: the public code's substring test also rejected "not",
+#: "number", "butter" (App. B note in shared docs).
+HESITATION_WORDS = ("wait", "hmm", "hmmm", "hold", "but", "however", "okay", "no",
+                    "actually", "alternatively")
+#: What an early stop appends to the response: the model's final-answer form, the same
+#: ``**Final Answer** \\[ \\boxed{..} \\]`` the probe elicits, closed.
+FINAL_ANSWER_TEMPLATE = "... **Final Answer**\n\n\\[ \\boxed{{{answer}}} \\]"
+
+
+def final_answer_text(answer: str) -> str:
+    """The text appended to the response at an early stop (:data:`FINAL_ANSWER_TEMPLATE`)."""
+    return FINAL_ANSWER_TEMPLATE.format(answer=answer)
+
+
+def extract_answer(probe_output: str) -> str | None:
+    """The answer in a probe's output: the text before the first unmatched ``}``
+    (the probe text opened ``\\boxed{``; nested ``{..}`` as in ``\\frac{1}{2}`` are kept),
+    stripped. ``None`` when the output never closes the box (a cut-off probe has no
+    answer; §2.1) or the answer is blank."""
+    depth = 0
+    for i, ch in enumerate(probe_output):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            if depth == 0:
+                answer = probe_output[:i].strip()
+                return answer or None
+            depth -= 1
+    return None
+
+
+def _word_pattern(words: Iterable[str]) -> re.Pattern[str]:
+    alts = "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
+    return re.compile(rf"(?<![\w'-])(?:{alts})(?![\w'-])", re.IGNORECASE)
+
+
+_DEFAULT_PATTERN = _word_pattern(HESITATION_WORDS)
+
+
+def hesitates(probe_output: str, words: Sequence[str] | None = None) -> bool:
+    """Whether a probe's output contains a hesitation word as a *whole word*
+    (case-insensitive; "Wait," and "HMM" match, "not", "number", "butter" and "no-op"
+    do not). Such a probe counts as unconfident (§2.1; public code). ``words``
+    overrides :data:`HESITATION_WORDS` (an empty list disables the test)."""
+    if words is None:
+        pattern = _DEFAULT_PATTERN
+    elif not words:
+        return False
+    else:
+        pattern = _word_pattern(words)
+    return pattern.search(probe_output) is not None
+
+
+_LATEX_SUBS = [(re.compile(p), r) for p, r in (
+    (r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"(\1)/(\2)"),
+    (r"\\left|\\right|\\!|\\,|\\;|\\:|\\ |\$", ""),
+    (r"\\text\s*\{([^{}]*)\}|\\mathrm\s*\{([^{}]*)\}", r"\1\2"),
+    (r"\\cdot|\\times", "*"), (r"\\div", "/"), (r"\^\s*\{?\\circ\}?|°", ""),
+)]
+
+
+def normalize_answer(answer: str) -> str:
+    """A canonical string for comparing answers: LaTeX spacing, ``\\left``/``\\right``,
+    ``$``, ``\\text{}`` and degree marks dropped, ``\\frac{a}{b}`` → ``(a)/(b)``,
+    ``\\cdot``/``\\times`` → ``*``, ``\\div`` → ``/``, whitespace removed, lower case,
+    a trailing full stop dropped. Pure string work; nothing is evaluated."""
+    text = answer
+    for pattern, repl in _LATEX_SUBS:
+        text = pattern.sub(repl, text)
+    text = "".join(text.split()).lower()
+    return text.rstrip(".")
+
+
+def answers_equal(a: str | None, b: str | None) -> bool:
+    """The indicator 1[y_j = y_k] of the consistency rule (§2.1): equal normalised
+    strings (:func:`normalize_answer`), or equal exact values for numbers and ``+ - * /``
+    expressions (:func:`dynasim.certaindex.math_equal`, which walks a whitelisted ``ast``
+    and never executes text). A missing answer (``None``/blank) equals nothing, itself
+    included, so an unanswered or hesitant probe can never complete a stop."""
+    if is_missing(a) or is_missing(b):
+        return False
+    na, nb = normalize_answer(a), normalize_answer(b)  # type: ignore[arg-type]
+    return na == nb or math_equal(na, nb)
+
+
+def consistency(answers: Sequence[str | None], window: int) -> float:
+    """C_k = (1/w) Σ_{j=k−w+1..k} 1[y_j = y_k] for the latest probe k (§2.1).
+
+    Args:
+        answers: y_1..y_k in probe order; ``None`` for a probe with no answer
+            (unclosed box, hesitant, failed).
+        window: w >= 1 probes.
+
+    Returns 0.0 while fewer than w probes exist (no decision before the window is full,
+    as the public code's ``len(answers) >= window`` check) or when y_k is missing.
+    """
+    if window < 1:
+        raise ValueError(f"certainty window must be >= 1, got {window}")
+    if len(answers) < window or is_missing(answers[-1]):
+        return 0.0
+    last = answers[-1]
+    return sum(answers_equal(y, last) for y in answers[-window:]) / window
+
+
+def should_stop(answers: Sequence[str | None], window: int, threshold: float) -> bool:
+    """The stop rule C_k ≥ τ (§2.1). Unlike the public ``should_early_exit``, which
+    returned True even when the answers disagreed (hao-ai-lab/Dynasor issue #25), this is
+    False whenever fewer than ⌈τ·w⌉ of the last w answers equal the latest one."""
+    return consistency(answers, window) >= threshold
