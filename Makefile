@@ -1,5 +1,5 @@
 # Set-up is part of every target: a fresh clone needs nothing installed beforehand.
-#   make simulate   - the main job: Azure 2023 conversation trace on distserve-opt13b-a100
+#   make simulate   - the main job: fcfs, lpm, gang, sjf, sjf+certaindex on real ToT programs
 #   make test       - the test suite (also builds .venv-vllm: a real vLLM server for the
 #                     replay tests; about 3.5 GB, a few minutes on first use)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -33,7 +33,7 @@ $(VLLM_VENV)/.installed:
 	touch $@
 
 simulate: $(BIN)/.installed
-	$(BIN)/dynasim simulate --trace azure-conv-2023 --profile distserve-opt13b-a100 --output-dir out/azure-conv-2023
+	$(BIN)/dynasim sweep notebooks/schedulers.yaml --output-dir out/schedulers --plot
 
 test: $(BIN)/.installed $(VLLM_VENV)/.installed
 	@DYNASIM_VLLM_PYTHON=$(abspath $(VLLM_BIN)/python) $(BIN)/python -m pytest; rc=$$?; \
@@ -43,7 +43,7 @@ validate: $(BIN)/.installed
 	$(BIN)/dynasim validate
 
 benchmark: $(BIN)/.installed
-	$(BIN)/python -m dynasim.experiments.benchmark --repeat 3
+	$(BIN)/dynasim benchmark --repeat 3
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) out

@@ -26,13 +26,17 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from dynasim.request import FINISHED, Request
+
+if TYPE_CHECKING:
+    from dynasim.workloads.program import Program
 
 COLUMNS = ["request_id", "arrival_time", "first_token_time", "finish_time",
            "prompt_tokens", "output_tokens", "ttft", "tpot", "e2e_latency",
@@ -80,7 +84,7 @@ PROGRAM_COLUMNS = ["program_id", "question_id", "algorithm", "arrival_time",
                    "knob", "certaindex", "fairness", "error"]
 
 
-def programs_frame(programs) -> pd.DataFrame:
+def programs_frame(programs: Iterable[Program]) -> pd.DataFrame:
     """The program table of finished :class:`~dynasim.workloads.program.Program` objects, sorted
     by program_id (columns :data:`PROGRAM_COLUMNS`)."""
     rows = []
@@ -99,13 +103,13 @@ def programs_frame(programs) -> pd.DataFrame:
     return df.sort_values("program_id", kind="stable").reset_index(drop=True)
 
 
-def json_default(value):
+def json_default(value: object) -> object:
     """``json.dumps(..., default=json_default)`` for records and summaries: a numpy
     scalar as its Python value (``.item()``; NaN stays NaN), anything else as ``str``."""
     return value.item() if hasattr(value, "item") else str(value)
 
 
-def write_atomic(path: Path, write) -> None:
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """``write(tmp)`` to a temporary file beside ``path`` (named per process and thread),
     then rename it over ``path``: a reader, or a run killed mid-write, never sees a
     partial file."""

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 import simpy
 
@@ -229,7 +229,7 @@ class Engine:
         return hit, n, new, idle
 
     # ------------------------------------------------------------ the process
-    def run(self):
+    def run(self) -> Generator[simpy.Event, object, None]:
         """The SimPy process: schedule, wait the step time, apply; forever."""
         env = self.env
         stalls = 0

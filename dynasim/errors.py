@@ -7,6 +7,11 @@ library callers can catch :class:`InputError` and read the attributes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class InputError(ValueError):
     """Bad user input: a trace, profile, dataset name or flag value.
@@ -37,7 +42,7 @@ class InputError(ValueError):
         return f"{where}{what}{self.message}"
 
 
-def from_validation_error(exc, source: str | None) -> InputError:
+def from_validation_error(exc: ValidationError, source: str | None) -> InputError:
     """The :class:`InputError` of a pydantic ``ValidationError``: its first error, with
     the dotted location as ``field`` (used for profiles and sweep configs)."""
     err = exc.errors()[0]

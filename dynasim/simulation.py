@@ -6,7 +6,8 @@ Data flows one way: trace -> requests -> policy + engine -> records (-> metrics)
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,11 @@ from dynasim.policies.base import Policy
 from dynasim.profiles import Profile
 from dynasim.request import Request
 from dynasim.trace import Trace
+
+if TYPE_CHECKING:
+    from dynasim.workloads.call import Call
+    from dynasim.workloads.catalog import Workload
+    from dynasim.workloads.program import ProgramSpec
 
 
 def requests_from_trace(trace: Trace) -> list[Request]:
@@ -35,7 +41,7 @@ def requests_from_trace(trace: Trace) -> list[Request]:
 
 
 def arrival_node(env: simpy.Environment, engine: Engine, requests: list[Request],
-                 frontend_latency: float = 0.0):
+                 frontend_latency: float = 0.0) -> Generator[simpy.Event, object, None]:
     """SimPy process: submit each request (sorted by arrival) to the engine at its
     arrival time plus ``frontend_latency`` seconds (the API server's share of TTFT)."""
     for req in requests:
@@ -78,12 +84,12 @@ def simulate(trace: Trace, profile: Profile, policy: Policy,
 
 
 # ----------------------------------------------------------------- programs
-def program_order(workload, num_programs: int | None, seed: int) -> list:
+def program_order(workload: Workload, num_programs: int | None,
+                  seed: int) -> list[ProgramSpec]:
     """The programs of an online run: every question once in a seeded random order,
     repeated with fresh orders until ``num_programs`` (default: one pass). Each copy's
     sample draw order is shuffled by its own seeded RNG."""
-    from dynasim.workloads.program import program_rng
-    from dynasim.workloads.program import shuffled
+    from dynasim.workloads.program import program_rng, shuffled
 
     specs = list(workload.programs)
     n = num_programs or len(specs)
@@ -97,9 +103,10 @@ def program_order(workload, num_programs: int | None, seed: int) -> list:
     return out
 
 
-def online_programs(workload, profile: Profile | None, rate: float, *, burstiness: float = 1.0,
-                    seed: int = 0, num_programs: int | None = None,
-                    slo_scale: float = 1.0, base: float | None = None, cap: int = 20):
+def online_programs(workload: Workload, profile: Profile | None, rate: float, *,
+                    burstiness: float = 1.0, seed: int = 0, num_programs: int | None = None,
+                    slo_scale: float = 1.0, base: float | None = None, cap: int = 20
+                    ) -> tuple[list[ProgramSpec], np.ndarray, list[float], float]:
     """The inputs of an online run: programs (:func:`program_order`), their arrival
     times (``rate`` programs/s, :func:`~dynasim.arrivals.arrival_times`) and deadlines
     (:func:`deadlines_for`, base from :func:`base_deadline` at ``cap`` on ``profile``
@@ -121,8 +128,11 @@ def online_programs(workload, profile: Profile | None, rate: float, *, burstines
     return specs, times, deadlines_for(specs, slo_scale, base), base
 
 
-def simulate_programs(specs, arrival_times, profile: Profile, policy: Policy,
-                      deadlines=None, progress: Callable[[int], None] | None = None):
+def simulate_programs(specs: Sequence[ProgramSpec], arrival_times: Sequence[float] | np.ndarray,
+                      profile: Profile, policy: Policy,
+                      deadlines: Sequence[float] | np.ndarray | None = None,
+                      progress: Callable[[int], None] | None = None
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, Engine]:
     """Simulate reasoning programs arriving at ``arrival_times`` (seconds, one per spec).
 
     Each program's waves are sent to the engine (after the profile's front-end latency)
@@ -146,12 +156,12 @@ def simulate_programs(specs, arrival_times, profile: Profile, policy: Policy,
     env = simpy.Environment()
     done: list[Request] = []
     finished: list[Program] = []
-    owner: dict[Request, tuple[Program, object]] = {}
+    owner: dict[Request, tuple[Program, Call]] = {}
     outstanding: dict[int, int] = {}
     fe = profile.frontend_latency_ms / 1000.0
     ids = iter(range(1 << 62))
 
-    def send(prog: Program, wave):
+    def send(prog: Program, wave: list[Call]) -> Generator[simpy.Event, object, None]:
         if fe > 0:
             yield env.timeout(fe)
         for call in wave:
@@ -161,7 +171,7 @@ def simulate_programs(specs, arrival_times, profile: Profile, policy: Policy,
             owner[req] = (prog, call)
             engine.submit(req)
 
-    def start_wave(prog: Program, wave) -> None:
+    def start_wave(prog: Program, wave: list[Call]) -> None:
         if not wave:
             policy.on_program_finish(prog, env.now)
             finished.append(prog)
@@ -182,7 +192,7 @@ def simulate_programs(specs, arrival_times, profile: Profile, policy: Policy,
         if outstanding[prog.program_id] == 0:
             start_wave(prog, prog.on_wave_done(env.now))
 
-    def arrive(prog: Program):
+    def arrive(prog: Program) -> Generator[simpy.Event, object, None]:
         delay = prog.arrival_time - env.now
         if delay > 0:
             yield env.timeout(delay)
@@ -204,7 +214,7 @@ def simulate_programs(specs, arrival_times, profile: Profile, policy: Policy,
     return records_frame(done), programs_frame(finished), engine
 
 
-def isolated_latencies(specs, profile: Profile, policy: Policy) -> np.ndarray:
+def isolated_latencies(specs: Sequence[ProgramSpec], profile: Profile, policy: Policy) -> np.ndarray:
     """Latency (s) of each program run alone on the profile (arrivals far apart), in
     spec order; the basis of the automatic base deadline (:func:`base_deadline`)."""
     gap = 1e6
@@ -213,19 +223,19 @@ def isolated_latencies(specs, profile: Profile, policy: Policy) -> np.ndarray:
     return progs.sort_values("program_id")["latency"].to_numpy()
 
 
-def base_deadline(specs, profile: Profile, cap: int) -> float:
+def base_deadline(specs: Sequence[ProgramSpec], profile: Profile, cap: int) -> float:
     """Automatic base deadline in seconds: the 90th percentile of the programs' isolated
     latencies under baseline-even at ``cap`` with FCFS (policy-independent, so every
     policy is judged against the same deadlines). The paper fixes base deadlines per
     workload for its A100 setup (SC/MATH 240 s, §4); dynasim derives one per workload
     and profile so that SLO scale 1 means "as fast as a lone program, 9 times in 10"."""
-    from dynasim.policies.intra_program import BaselineEven
     from dynasim.policies import FCFS
+    from dynasim.policies.intra_program import BaselineEven
 
     lat = isolated_latencies(specs, profile, FCFS(BaselineEven(cap)))
     return float(np.percentile(lat, 90))
 
 
-def deadlines_for(specs, slo_scale: float, base: float) -> list[float]:
+def deadlines_for(specs: Sequence[ProgramSpec], slo_scale: float, base: float) -> list[float]:
     """Per-program deadline = SLO scale × difficulty factor × base deadline (§4)."""
     return [slo_scale * s.difficulty * base for s in specs]

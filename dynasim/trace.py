@@ -45,7 +45,7 @@ class Trace:
         return Trace(self.source, self.frame.iloc[:n].copy())
 
 
-def _check_length(value, src: str, line: int, field: str) -> int:
+def _check_length(value: object, src: str, line: int, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(f"expected an integer token count, got {value!r}",
                          source=src, line=line, field=field)

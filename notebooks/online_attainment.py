@@ -48,9 +48,13 @@ SEEDS = pick([0, 1, 2], [0])
 NUM_PROGRAMS = pick(200, 12)
 
 # %%
-from dynasim.experiments.figures import (accuracy_attainment_figures,  # noqa: E402
-                                rate_attainment_figures, slo_attainment_figures)
-from dynasim.experiments.results import max_rate_at_attainment, write_figures  # noqa: E402
+from dynasim.experiments.figures import (  # noqa: E402
+    accuracy_attainment_figures,
+    rate_attainment_figures,
+    slo_attainment_figures,
+)
+from dynasim.experiments.plots import write_figures  # noqa: E402
+from dynasim.experiments.results import max_rate_at_attainment  # noqa: E402
 from dynasim.experiments.sweep import run_sweep  # noqa: E402
 from dynasim.experiments.sweep_config import SweepConfig  # noqa: E402
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,9 +25,12 @@ from dynasim.errors import InputError
 from dynasim.metrics import parse_goodput
 from replay.journal import read_records
 
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
 
 def _match(sim: pd.DataFrame, real: pd.DataFrame) -> pd.DataFrame:
-    def keyed(df):
+    def keyed(df: pd.DataFrame) -> pd.DataFrame:
         df = df.sort_values("request_id", kind="stable").copy()
         if (df["program_id"] >= 0).any():
             df["k1"] = df["program_id"]
@@ -148,7 +152,7 @@ def write_figure(both: pd.DataFrame, result: dict, path: Path) -> list[str]:
     return files
 
 
-def save_figure(fig, path: Path) -> tuple[list[str], str | None]:
+def save_figure(fig: go.Figure, path: Path) -> tuple[list[str], str | None]:
     """Write a plotly figure as ``path.html`` (always) and ``path.png`` (through kaleido,
     only when a Chromium is installed; never downloads one), by
     :func:`dynasim.experiments.plots.write_figures`, the project's one figure writer.

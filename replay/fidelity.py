@@ -42,7 +42,6 @@ swings 23-30% between 10 s windows within a minute with nothing else running (``
 from __future__ import annotations
 
 import asyncio
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -134,7 +133,6 @@ async def replay_trace(base_url: str, model: str, trace: Trace, out_dir: Path,
     from replay.dispatcher import Replay
     from replay.journal import Journal, read_records
     from replay.prompts import PromptBuilder, fetch_token_pool
-
     from replay.vllm_metrics import engine_totals, try_scrape
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

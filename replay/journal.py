@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dynasim.data_record import (COLUMNS, PROGRAM_COLUMNS, json_default, with_latencies,
-                                  write_atomic)
+from dynasim.data_record import COLUMNS, PROGRAM_COLUMNS, json_default, with_latencies, write_atomic
 from dynasim.metrics import summarize, summarize_programs
 
 #: Replay-only request columns (seconds on the run clock unless said):

@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import aiohttp
 
 #: Tokens per Mooncake ``hash_ids`` block (Mooncake trace format; dynasim.prefix_cache).
 MOONCAKE_BLOCK_TOKENS = 512
@@ -34,7 +38,7 @@ def corpus_text(words: int = 2000, seed: int = 0) -> str:
     return " ".join(rnd.choice(_WORDS) for _ in range(words))
 
 
-async def fetch_token_pool(session, base_url: str, model: str,
+async def fetch_token_pool(session: aiohttp.ClientSession, base_url: str, model: str,
                            headers: dict | None = None) -> list[int]:
     """Distinct token ids the server's tokenizer produces for :func:`corpus_text`.
 

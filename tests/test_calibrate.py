@@ -12,11 +12,10 @@ import math
 import pytest
 
 from dynasim.cli import main
+from dynasim.cli.fidelity import print_table
 from dynasim.profiles import load_profile
 from replay.fidelity import run_fidelity
-from dynasim.cli.fidelity import print_table
 from replay.vllm_metrics import parse_prometheus
-from tests.vllm_fixture import vllm_server  # noqa: F401  (session fixture)
 
 
 @pytest.fixture(scope="module")

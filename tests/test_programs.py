@@ -6,17 +6,24 @@ import math
 
 import pytest
 
+from dynasim.certaindex import (
+    clusters,
+    entropy_certaindex,
+    exact_match,
+    is_certain,
+    majority_vote,
+    math_equal,
+    reward_certaindex,
+)
+from dynasim.errors import InputError
 from dynasim.experiments.batch import run_batch, run_program_offline, token_accuracy
 from dynasim.experiments.calibration import calibrate_threshold, fit_curve, split
-from dynasim.workloads.call import Call
-from dynasim.certaindex import (clusters, entropy_certaindex, exact_match, is_certain,
-                                majority_vote, math_equal, reward_certaindex)
-from dynasim.errors import InputError
-from dynasim.policies.intra_program import BaselineEven, BaselineLength, CurveFit, StaticThreshold
 from dynasim.policies import make_policy
-from dynasim.workloads.program import Program, ProgramSpec, difficulty_of
+from dynasim.policies.intra_program import BaselineEven, BaselineLength, CurveFit, StaticThreshold
 from dynasim.simulation import deadlines_for, simulate_programs
+from dynasim.workloads.call import Call
 from dynasim.workloads.catalog import load_workload, read_samples
+from dynasim.workloads.program import Program, ProgramSpec, difficulty_of
 from tests.test_schedulers import unit_profile
 
 

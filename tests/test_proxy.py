@@ -18,9 +18,9 @@ import openai
 import pytest
 
 from dynasim.cli import build_parser, main
+from replay.journal import read_records
 from replay.proxy import probe as cot_probe
 from replay.proxy.config import DynasorConfig
-from replay.journal import read_records
 from replay.proxy.server import make_app
 from tests.scripted_upstream import BackgroundApp, ScriptedUpstream
 
@@ -79,7 +79,7 @@ class Rig:
         self._up = BackgroundApp(self.up.app())
         self.defaults = defaults
 
-    def __enter__(self) -> "Rig":
+    def __enter__(self) -> Rig:
         self.upstream_url = self._up.__enter__().base_url
         self._proxy = BackgroundApp(make_app(self.upstream_url, self.defaults),
                                     handler_cancellation=True)
@@ -357,9 +357,8 @@ def test_upstream_errors():
         r = httpx.post(rig.url + "/v1/completions",
                        json={"model": "nope", "prompt": "Q", "dynasor": {}})
         assert r.status_code == 404 and r.json()["error"]["param"] == "model"
-    from tests.scripted_upstream import BackgroundApp as B
-
     from replay.testing.vllm_server import free_port
+    from tests.scripted_upstream import BackgroundApp as B
     with B(make_app(f"http://127.0.0.1:{free_port()}"), True) as proxy:
         for body in ({"model": MODEL, "prompt": "Q"},
                      {"model": MODEL, "prompt": "Q", "dynasor": {}, "stream": True}):

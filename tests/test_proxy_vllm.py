@@ -11,11 +11,10 @@ behaviour is tested against the scripted upstream (tests/test_proxy.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
-
-import asyncio
 
 import aiohttp
 import httpx
@@ -23,14 +22,16 @@ import openai
 import pytest
 
 from dynasim.cli import main
+from replay.journal import read_records
 from replay.proxy.config import DynasorConfig
 from replay.proxy.probe import DEFAULT_PROBE_TEXT
-from replay.proxy.session import CotSession
-from replay.journal import read_records
 from replay.proxy.server import make_app
+from replay.proxy.session import CotSession
 from tests.scripted_upstream import BackgroundApp
-from tests.vllm_fixture import front_end_core  # noqa: F401  (fixture)
-from tests.vllm_fixture import vllm_server  # noqa: F401  (session fixture)
+from tests.vllm_fixture import (
+    front_end_core,  # noqa: F401  (fixture)
+    vllm_server,  # noqa: F401  (session fixture)
+)
 
 MESSAGES = [{"role": "user", "content": "Use 4 6 8 2 to make 24."}]
 PROMPT = "Use 4 6 8 2 to make 24. Steps:"

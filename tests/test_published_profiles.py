@@ -14,13 +14,12 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from dynasim.profiles import llmservingsim, splitwise, vidur
 from dynasim.cli import main
 from dynasim.errors import InputError
-from dynasim.profiles.fit import predict_ms
 from dynasim.policies import FCFS
-from dynasim.profiles import load_profile, shipped_profiles
+from dynasim.profiles import llmservingsim, load_profile, shipped_profiles, splitwise, vidur
 from dynasim.profiles.builders import BUILDERS
+from dynasim.profiles.fit import predict_ms
 from dynasim.simulation import simulate
 from tests.helpers import make_trace
 

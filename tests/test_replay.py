@@ -100,7 +100,7 @@ def test_ctrl_c_leaves_a_readable_partial_result(tmp_path):
     out = tmp_path / "run"
     with StubServer(token_delay_ms=20) as url:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        proc = subprocess.Popen([sys.executable, "-m", "replay", "--base-url", url,
+        proc = subprocess.Popen([sys.executable, "-m", "dynasim", "replay", "--base-url", url,
                                  "--model", "stub", "--trace", str(trace), "--output-dir",
                                  str(out), "--no-progress"], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -17,11 +17,13 @@ from dynasim.cli import main
 from dynasim.policies import FCFS
 from dynasim.request import Request
 from replay.client import new_session
-from replay.dispatcher import Replay, scrape_metrics
+from replay.dispatcher import Replay
 from replay.journal import Journal, read_records
 from replay.prompts import PromptBuilder, fetch_token_pool
-from tests.vllm_fixture import front_end_core  # noqa: F401  (fixture)
-from tests.vllm_fixture import vllm_server  # noqa: F401  (session fixture)
+from tests.vllm_fixture import (
+    front_end_core,  # noqa: F401  (fixture)
+    vllm_server,  # noqa: F401  (session fixture)
+)
 
 
 def _trace(path: Path) -> Path:

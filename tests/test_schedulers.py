@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import ast
-import math
 from pathlib import Path
 
 import pytest
 import simpy
 
 from dynasim.engine import Engine
+from dynasim.policies import FCFS, make_policy
 from dynasim.policies.gang import Gang, ProgramQueue
 from dynasim.policies.lpm import LPM_MAX_QUEUE, LPMQueue
-from dynasim.policies import FCFS, make_policy
+from dynasim.policies.sjf import SJF
 from dynasim.prefix_cache import PrefixCache, block_hashes
 from dynasim.profiles import Profile
 from dynasim.request import Request
-from dynasim.policies.sjf import SJF
 
 
 def unit_profile(max_num_seqs: int = 2, kv: int = 4096, prefix: bool = False) -> Profile:
@@ -231,8 +230,10 @@ def test_eviction_under_pressure_frees_idle_blocks():
 
 
 # --------------------------------------------------------- no SimPy there
-POLICY_MODULES = ("policy", "gang", "sjf", "lpm", "intra_program", "certaindex",
-                  "program", "calibration", "batch", "call")
+POLICY_MODULES = ("policies/base", "policies/fcfs", "policies/gang", "policies/sjf",
+                  "policies/lpm", "policies/intra_program", "policies/registry", "certaindex",
+                  "workloads/program", "workloads/call", "experiments/calibration",
+                  "experiments/batch")
 
 
 @pytest.mark.parametrize("module", POLICY_MODULES)

@@ -7,8 +7,8 @@ from fractions import Fraction
 
 import pytest
 
-from dynasim.workloads import tot
 from dynasim.errors import InputError
+from dynasim.workloads import tot
 from dynasim.workloads.game24 import answer_expression, check_answer, expression_value
 
 FULL = [5, 5, 5, 5]

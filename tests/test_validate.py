@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dynasim.profiles import load_profile
 from dynasim.experiments.validate import RUNS, read_exp, validate_run
+from dynasim.profiles import load_profile
 
 
 @pytest.mark.parametrize("run", RUNS)

@@ -7,8 +7,10 @@ import os
 
 import pytest
 
-from tests.vllm_fixture import request_json
-from tests.vllm_fixture import vllm_server  # noqa: F401  (session fixture)
+from tests.vllm_fixture import (
+    request_json,
+    vllm_server,  # noqa: F401  (session fixture)
+)
 
 
 def _complete(server, **fields):

@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from dynasim.errors import InputError
+
+if TYPE_CHECKING:
+    from dynasim.profiles.profile import Profile
+    from dynasim.trace import Trace
+
+_T = TypeVar("_T")
 
 
 def add_limit_flags(p: argparse.ArgumentParser) -> None:
@@ -24,7 +32,7 @@ def add_limit_flags(p: argparse.ArgumentParser) -> None:
                    help="v1: chunked prefill, decode first; v0: prefill-only steps first")
 
 
-def profile_from_args(args: argparse.Namespace):
+def profile_from_args(args: argparse.Namespace) -> Profile:
     """The ``--profile`` named by ``args`` with the limit flags applied.
 
     Raises:
@@ -36,7 +44,7 @@ def profile_from_args(args: argparse.Namespace):
     return prof.with_overrides(**{k: getattr(args, k) for k in LIMITS})
 
 
-def trace_from_args(args):
+def trace_from_args(args: argparse.Namespace) -> Trace:
     """The trace of ``--trace``, cut to ``--num-prompts`` and re-timed by
     ``--request-rate`` / ``--burstiness`` / ``--seed`` (``simulate`` and ``replay``
     read the same requests at the same times from the same flags).
@@ -44,7 +52,8 @@ def trace_from_args(args):
     Raises:
         InputError: an unreadable trace or ``--num-prompts < 1``.
     """
-    from dynasim import arrivals, trace as trace_mod
+    from dynasim import arrivals
+    from dynasim import trace as trace_mod
 
     tr = trace_mod.read_trace(args.trace)
     if args.num_prompts is not None:
@@ -59,8 +68,8 @@ def trace_from_args(args):
 
 def print_summary(s: dict, title: str = "simulated") -> None:
     """Print a summary in ``vllm bench serve``'s layout (``title``: simulated/replayed)."""
-    def line(label, value, fmt="{:<10.2f}"):
-        print("{:<40} ".format(label) + (fmt.format(value) if value is not None else ""))
+    def line(label: str, value: float | None, fmt: str = "{:<10.2f}") -> None:
+        print(f"{label:<40} " + (fmt.format(value) if value is not None else ""))
 
     print("{s:{c}^{n}}".format(s=f" Serving Benchmark Result ({title}) ", n=50, c="="))
     line("Successful requests:", s["completed"], "{:<10}")
@@ -123,7 +132,7 @@ def intra_args(args: argparse.Namespace) -> dict:
             "max_tokens": args.length_tokens}
 
 
-def check_online_flags(args) -> None:
+def check_online_flags(args: argparse.Namespace) -> None:
     """Check the flags of an online program run (``simulate``/``replay --workload``).
 
     Raises:
@@ -142,7 +151,7 @@ def check_online_flags(args) -> None:
         raise InputError("--base-deadline must be > 0 seconds", field="base_deadline")
 
 
-def online_profile(args, profile):
+def online_profile(args: argparse.Namespace, profile: Profile) -> Profile:
     """Check the flags of an online program run (:func:`check_online_flags`) and return
     the profile to use (prefix caching on unless ``--no-enable-prefix-caching``).
 
@@ -169,7 +178,7 @@ def print_program_summary(s: dict) -> None:
             ("Base deadline (s):", "base_deadline_s", "{:<10.2f}"),
             ("Prefix cache hit rate:", "prefix_cache_hit_rate", "{:<10.3f}")):
         if key in s:
-            print("{:<40} ".format(label) + fmt.format(s[key]))
+            print(f"{label:<40} " + fmt.format(s[key]))
     print("=" * 50)
 
 
@@ -185,9 +194,9 @@ def int_list(text: str, field: str) -> list[int]:
     return vals
 
 
-def csv_list(kind):
+def csv_list(kind: type[_T]) -> Callable[[str], list[_T]]:
     """An argparse ``type``: a comma-separated list of ``kind`` values."""
-    def parse(text: str):
+    def parse(text: str) -> list[_T]:
         try:
             return [kind(x) for x in text.split(",") if x.strip()]
         except ValueError:

@@ -37,6 +37,8 @@ def add_commands(sub) -> None:
     p.add_argument("--jobs", type=int, help="local processes (default: one per core)")
     p.add_argument("--address", help="Dask scheduler, tcp://HOST:PORT")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--plot", action="store_true", help="also write the rate-attainment "
+                   "figures (dynasim plot --kind rate-attainment) to OUTPUT_DIR/plots")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("plot", help="the Dynasor paper's figures (plotly HTML, PNG with "
@@ -75,7 +77,8 @@ def cmd_sweep(args) -> None:
                  "detect_at": args.detect_at, "threshold": args.threshold,
                  "base_deadline": args.base_deadline,
                  "keep_records": True if args.keep_records else None}
-    from dynasim.experiments.sweep import headline_table, run_sweep, tightest_slo_table
+    from dynasim.experiments.sweep import (headline_table, rate_tables, run_sweep,
+                                           tightest_slo_table)
     from dynasim.experiments.sweep_config import load_config
 
     cfg = load_config(args.config, overrides)
@@ -86,9 +89,21 @@ def cmd_sweep(args) -> None:
     fmt = "{:.2f}".format
     if len(df) and "slo_attainment" in df:
         if df["program_rate"].nunique() > 1:
+            for (workload, profile, scale), tables in rate_tables(df).items():
+                for name, t in tables.items():
+                    print(f"\n{name}: {workload} on {profile}, SLO scale {scale:g}; "
+                          "columns: program rate (programs/s)")
+                    print(t.to_string(float_format=fmt))
+            print("\nhighest program rate at 90% SLO attainment (programs/s)")
             print(headline_table(df).to_string(index=False, float_format=fmt))
         if df["slo_scale"].nunique() > 1:
             print(tightest_slo_table(df).to_string(index=False, float_format=fmt))
+    if args.plot:
+        from dynasim.experiments.plots import plot
+
+        for f in plot([Path(args.output_dir)], "rate-attainment",
+                      Path(args.output_dir) / "plots"):
+            print(f"wrote {f}")
 
 
 def cmd_plot(args) -> None:
@@ -103,8 +118,15 @@ def cmd_plot(args) -> None:
 def cmd_validate(args) -> None:
     """``dynasim validate``: fidelity against the real A100 vLLM runs, and against a
     live server when ``--base-url`` is given (see dynasim.experiments.validate)."""
-    from dynasim.experiments.validate import (RUNS, consistency_table, leave_one_out, print_consistency,
-                                  print_table, refit, validate_run)
+    from dynasim.experiments.validate import (
+        RUNS,
+        consistency_table,
+        leave_one_out,
+        print_consistency,
+        print_table,
+        refit,
+        validate_run,
+    )
 
     profile = profile_from_args(args)
     rows = [validate_run(name, profile) for name in (args.runs or RUNS)]

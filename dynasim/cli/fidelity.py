@@ -10,11 +10,17 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dynasim.errors import InputError
 
+if TYPE_CHECKING:
+    from rich.console import Console
 
-def print_table(rows: list[dict], console=None) -> None:
+    from dynasim.profiles.profile import Profile
+
+
+def print_table(rows: list[dict], console: Console | None = None) -> None:
     """The fidelity rows as a rich table (errors and attainment in %)."""
     from rich.console import Console
     from rich.table import Table
@@ -90,13 +96,12 @@ def live_args(args: argparse.Namespace) -> argparse.Namespace:
                                  "output_dir": args.live_output_dir})
 
 
-def cmd_fidelity(args) -> list[dict]:
+def cmd_fidelity(args: argparse.Namespace) -> list[dict]:
     """Run from parsed flags (:func:`add_fidelity_flags`); prints and returns the rows."""
     from rich.console import Console
 
     from dynasim.profiles import load_profile
     from replay.fidelity import run_fidelity
-
     from replay.vllm_metrics import wait_calm
 
     console = Console(stderr=True)
@@ -118,7 +123,7 @@ def cmd_fidelity(args) -> list[dict]:
             if psi is not None:
                 console.print(f"CPU pressure {psi:.1f}%")
 
-    def recal():
+    def recal() -> Profile:
         from replay.calibrate.run import calibrate
 
         console.print("quick calibration before the load")

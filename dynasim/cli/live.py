@@ -14,15 +14,30 @@ import argparse
 import asyncio
 import os
 import uuid
+from typing import TYPE_CHECKING
 
-from dynasim.cli.common import (add_program_flags, check_online_flags, intra_args,
-                                online_profile, print_program_summary, print_summary,
-                                trace_from_args)
+from dynasim.cli.common import (
+    add_program_flags,
+    check_online_flags,
+    intra_args,
+    online_profile,
+    print_program_summary,
+    print_summary,
+    trace_from_args,
+)
 from dynasim.cli.fidelity import add_fidelity_flags, cmd_fidelity
 from dynasim.errors import InputError
 
+if TYPE_CHECKING:
+    import numpy as np
+    from rich.progress import Progress, TaskID
 
-def add_commands(sub) -> None:
+    from dynasim.request import Request
+    from dynasim.workloads.program import ProgramSpec
+    from replay.proxy.config import DynasorConfig
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``replay``, ``compare``, ``calibrate``, ``fidelity`` and ``proxy``."""
     p = sub.add_parser("replay", help="replay a trace or workload against a live "
                        "OpenAI-compatible server (vLLM)")
@@ -83,7 +98,7 @@ def add_calibrate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def cmd_calibrate(args) -> None:
+def cmd_calibrate(args: argparse.Namespace) -> None:
     """``dynasim calibrate``: measure, fit, write the profile (and the report)."""
     from pathlib import Path
 
@@ -168,7 +183,9 @@ def add_replay_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def _inputs(args):
+def _inputs(args: argparse.Namespace) -> tuple[
+        list[Request] | None, list[ProgramSpec] | None, np.ndarray | None,
+        list[float] | None, dict]:
     """(requests or None, specs, times, deadlines, meta) from the flags, read exactly as
     ``dynasim simulate`` reads them."""
     from dynasim.simulation import requests_from_trace
@@ -223,7 +240,7 @@ def _dynasor_arg(text: str | None) -> dict | None:
     return obj
 
 
-def cmd_replay(args) -> None:
+def cmd_replay(args: argparse.Namespace) -> None:
     """``dynasim replay``: run the trace or programs against the server (module doc)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -252,7 +269,7 @@ def cmd_replay(args) -> None:
     total = len(requests) if requests is not None else len(specs)
     unit = "requests" if requests is not None else "programs"
 
-    async def main(bar, task) -> dict:
+    async def main(bar: Progress, task: TaskID) -> dict:
         async with new_session() as client:
             try:
                 pool = await fetch_token_pool(client, args.base_url, args.model, headers)
@@ -268,7 +285,7 @@ def cmd_replay(args) -> None:
                          "priority_sent": honoured})
             before = await scrape_metrics(client, args.base_url, headers)
 
-            def progress(n_req, n_prog):
+            def progress(n_req: int, n_prog: int) -> None:
                 bar.update(task, completed=n_req if requests is not None else n_prog)
 
             rep = Replay(args.base_url, args.model, policy, journal,
@@ -302,7 +319,7 @@ def cmd_replay(args) -> None:
           + (", programs.parquet" if specs is not None else ""))
 
 
-def cmd_compare(args) -> None:
+def cmd_compare(args: argparse.Namespace) -> None:
     """``dynasim compare SIM_DIR REAL_DIR`` (see :mod:`replay.compare`)."""
     from replay.compare import compare_dirs, print_comparison
 
@@ -311,7 +328,7 @@ def cmd_compare(args) -> None:
     print_comparison(result)
 
 
-def _defaults_from_args(args):
+def _defaults_from_args(args: argparse.Namespace) -> DynasorConfig:
     """The proxy's server-wide :class:`DynasorConfig` from its flags."""
     from dataclasses import fields
 
@@ -324,7 +341,7 @@ def _defaults_from_args(args):
     return DynasorConfig(**kw)
 
 
-def _add_proxy_command(sub) -> None:
+def _add_proxy_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``dynasim proxy`` (its defaults read from :class:`DynasorConfig`)."""
     from replay.proxy.config import DynasorConfig
 
@@ -354,7 +371,7 @@ def _add_proxy_command(sub) -> None:
     p.set_defaults(func=cmd_proxy)
 
 
-def cmd_proxy(args) -> None:
+def cmd_proxy(args: argparse.Namespace) -> None:
     """``dynasim proxy``: serve until Ctrl-C or SIGTERM."""
     import signal
 

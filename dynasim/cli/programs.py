@@ -3,15 +3,27 @@ offline (token-to-accuracy), the scheduler ablation, and certaindex thresholds."
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dynasim.cli.common import (add_limit_flags, add_program_flags, int_list, intra_args,
-                                online_profile, profile_from_args)
+from dynasim.cli.common import (
+    add_limit_flags,
+    add_program_flags,
+    int_list,
+    intra_args,
+    online_profile,
+    profile_from_args,
+)
 from dynasim.errors import InputError
 
+if TYPE_CHECKING:
+    from dynasim.policies.intra_program import IntraPolicy
 
-def cmd_batch(args) -> None:
+
+def cmd_batch(args: argparse.Namespace) -> None:
     """``dynasim batch``: token-to-accuracy rows for every policy (Dynasor App. G)."""
     from dynasim.experiments.batch import matched_length_threshold, token_accuracy, tokens_saved
     from dynasim.policies import INTRA, make_intra
@@ -33,7 +45,7 @@ def cmd_batch(args) -> None:
         print(f"baseline-length threshold {base['max_tokens']} tokens (stops as many "
               f"programs as {cert!r})")
 
-    def factory(name):
+    def factory(name: str) -> Callable[[int], IntraPolicy]:
         return lambda cap: make_intra(name, **{**base, "cap": cap})
 
     table = token_accuracy(workload.programs, {n: factory(n) for n in names}, caps,
@@ -57,7 +69,7 @@ def cmd_batch(args) -> None:
     print(f"wrote {out}")
 
 
-def cmd_calibrate(args) -> None:
+def cmd_calibrate(args: argparse.Namespace) -> None:
     """``dynasim calibrate-thresholds``: profiler-guided threshold on a calibration
     split, evaluated on the disjoint held-out split."""
     from dynasim.experiments.calibration import calibrate_threshold
@@ -85,7 +97,7 @@ def cmd_calibrate(args) -> None:
         print(f"wrote {args.output}")
 
 
-def cmd_ablation(args) -> None:
+def cmd_ablation(args: argparse.Namespace) -> None:
     """``dynasim ablation``: print and write the ablation table."""
     from dynasim.experiments.ablation import run_ablation
     from dynasim.workloads import load_workload
@@ -111,7 +123,7 @@ def cmd_ablation(args) -> None:
     print(f"wrote {out}")
 
 
-def add_commands(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``batch``, ``ablation`` and ``calibrate-thresholds``."""
     p = sub.add_parser("batch", help="token-to-accuracy of intra-program policies")
     p.add_argument("--workload", required=True, help="workload name or per-sample CSV")

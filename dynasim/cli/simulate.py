@@ -8,14 +8,25 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dynasim.cli.common import (add_limit_flags, add_program_flags, intra_args,
-                                online_profile, print_program_summary, print_summary,
-                                profile_from_args, trace_from_args)
+from dynasim.cli.common import (
+    add_limit_flags,
+    add_program_flags,
+    intra_args,
+    online_profile,
+    print_program_summary,
+    print_summary,
+    profile_from_args,
+    trace_from_args,
+)
 from dynasim.errors import InputError
 
+if TYPE_CHECKING:
+    from dynasim.profiles.profile import Profile
 
-def add_commands(sub) -> None:
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``simulate``, ``trace``, ``profiles`` and ``benchmark``."""
     p = sub.add_parser("simulate", help="simulate a trace on one vLLM replica")
     p.add_argument("--trace", help="dataset name or trace file "
@@ -69,7 +80,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_benchmark)
 
 
-def cmd_simulate(args) -> None:
+def cmd_simulate(args: argparse.Namespace) -> None:
     """``dynasim simulate``: run a trace through one simulated replica."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -110,7 +121,7 @@ def cmd_simulate(args) -> None:
     print(f"wrote {out / 'requests.parquet'} and {out / 'summary.json'}")
 
 
-def simulate_workload(args, profile) -> None:
+def simulate_workload(args: argparse.Namespace, profile: Profile) -> None:
     """``dynasim simulate --workload W``: Poisson program arrivals on one replica."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -159,9 +170,10 @@ def simulate_workload(args, profile) -> None:
           f"{out / 'summary.json'}")
 
 
-def cmd_trace_generate(args) -> None:
+def cmd_trace_generate(args: argparse.Namespace) -> None:
     """``dynasim trace generate``: a seeded Poisson/Gamma trace with real lengths."""
-    from dynasim import arrivals, trace as trace_mod
+    from dynasim import arrivals
+    from dynasim import trace as trace_mod
 
     src = trace_mod.read_trace(args.lengths_from)
     tr = arrivals.generate(src, args.num_prompts, args.request_rate, args.burstiness,
@@ -170,7 +182,7 @@ def cmd_trace_generate(args) -> None:
     print(f"wrote {len(tr)} requests to {args.output} ({tr.source})")
 
 
-def cmd_profiles(args) -> None:
+def cmd_profiles(args: argparse.Namespace) -> None:
     """``dynasim profiles``: list shipped profiles, or build one from its sources."""
     from dynasim.profiles import load_profile, shipped_profiles
     from dynasim.profiles.builders import BUILDERS
@@ -205,7 +217,7 @@ def cmd_profiles(args) -> None:
                         for i, (c, w) in enumerate(zip(r, widths))).rstrip())
 
 
-def cmd_benchmark(args) -> None:
+def cmd_benchmark(args: argparse.Namespace) -> None:
     """``dynasim benchmark``: simulator speed on a real trace (see dynasim.experiments.benchmark)."""
     from dynasim.experiments.benchmark import run_benchmark
 

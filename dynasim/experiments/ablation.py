@@ -9,18 +9,24 @@ gang 306 s, LPM + certaindex 165 s, gang + certaindex 159 s, SJF + certaindex 13
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from dynasim.metrics import summarize_programs
 
+if TYPE_CHECKING:
+    from dynasim.profiles.profile import Profile
+    from dynasim.workloads.catalog import Workload
+
 ABLATION = ("lpm", "gang", "lpm+certaindex", "gang+certaindex", "sjf+certaindex")
 
 
-def run_ablation(workload, profile, rate: float, intra_args: dict, seed: int = 0,
+def run_ablation(workload: Workload, profile: Profile, rate: float, intra_args: dict, seed: int = 0,
                  num_programs: int | None = None, slo_scale: float = 1.0,
-                 base: float | None = None, policies=ABLATION,
+                 base: float | None = None,
+                 policies: Sequence[str] = ABLATION,
                  aging_s: float | None = None) -> pd.DataFrame:
     """One row per policy (same specs, arrivals, deadlines for all).
 

@@ -9,14 +9,18 @@ reports the mean ± std over seeds of the workload's total output tokens and acc
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from dynasim.workloads.program import Program, ProgramSpec, program_rng, shuffled
 
+if TYPE_CHECKING:
+    from dynasim.policies.intra_program import IntraPolicy
 
-def run_program_offline(spec: ProgramSpec, intra) -> Program:
+
+def run_program_offline(spec: ProgramSpec, intra: IntraPolicy) -> Program:
     """Run one program to completion, every wave finishing at once (no timing)."""
     prog = Program(0, spec, intra)
     wave = prog.start()
@@ -27,7 +31,7 @@ def run_program_offline(spec: ProgramSpec, intra) -> Program:
     return prog
 
 
-def run_batch(programs: Sequence[ProgramSpec], intra, seed: int) -> dict[str, float]:
+def run_batch(programs: Sequence[ProgramSpec], intra: IntraPolicy, seed: int) -> dict[str, float]:
     """One seed of one policy over a workload.
 
     Returns:
@@ -50,7 +54,7 @@ def run_batch(programs: Sequence[ProgramSpec], intra, seed: int) -> dict[str, fl
 
 
 def token_accuracy(programs: Sequence[ProgramSpec],
-                   policies: dict[str, Callable[[int], object]], caps: Sequence[int],
+                   policies: dict[str, Callable[[int], IntraPolicy]], caps: Sequence[int],
                    seeds: int) -> pd.DataFrame:
     """Token-to-accuracy rows: one per (policy, cap), mean ± std over ``seeds`` seeds.
 
@@ -103,7 +107,8 @@ def tokens_saved(table: pd.DataFrame, policy: str, baseline: str = "even") -> di
             "saved": 1.0 - float(mine.output_tokens_mean) / need if need else 0.0}
 
 
-def matched_length_threshold(programs: Sequence[ProgramSpec], certaindex, seeds: int) -> int:
+def matched_length_threshold(programs: Sequence[ProgramSpec], certaindex: IntraPolicy,
+                             seeds: int) -> int:
     """baseline-length's token threshold when none is given: the one that stops the same
     fraction of programs at the detect step as ``certaindex`` does, so the comparison
     isolates the stopping signal (length vs certaindex) at an equal stopping rate.

@@ -1,7 +1,7 @@
 """Speed benchmark (a script, not a test): simulate a whole real trace and print wall
 seconds and simulated seconds per wall second.
 
-    python -m dynasim.experiments.benchmark [--trace azure-conv-2023] [--profile distserve-opt13b-a100]
+    dynasim benchmark [--trace azure-conv-2023] [--profile distserve-opt13b-a100]
 
 Default: the Azure 2023 conversation trace (19,366 requests at their recorded arrival
 times, one hour) on ``distserve-opt13b-a100``. Target (issue #2): under 30 s on one core.
@@ -40,11 +40,3 @@ def run_benchmark(trace: str = "azure-conv-2023", profile: str = "distserve-opt1
               f"{sim_s / wall:.0f} simulated s per wall s, "
               f"{engine.num_steps} engine steps ({engine.num_steps / wall:.0f} steps/s)")
     return rows
-
-
-if __name__ == "__main__":  # same flags as ``dynasim benchmark``
-    import sys
-
-    from dynasim.cli.main import main
-
-    sys.exit(main(["benchmark", *sys.argv[1:]]))

@@ -22,11 +22,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from dynasim.experiments.batch import run_batch
-from dynasim.workloads.program import program_rng
 from dynasim.certaindex import entropy_certaindex, majority_vote
-from dynasim.policies.intra_program import BaselineEven, CurveFit
-from dynasim.workloads.program import ProgramSpec, shuffled
+from dynasim.experiments.batch import run_batch
+from dynasim.policies.intra_program import BaselineEven, CurveFit, IntraPolicy
+from dynasim.workloads.program import ProgramSpec, program_rng, shuffled
 
 
 def split(programs: Sequence[ProgramSpec], fraction: float,
@@ -45,13 +44,13 @@ def split(programs: Sequence[ProgramSpec], fraction: float,
     return order[:k], order[k:]
 
 
-def _mean(programs, intra, seeds: int) -> tuple[float, float]:
+def _mean(programs: Sequence[ProgramSpec], intra: IntraPolicy, seeds: int) -> tuple[float, float]:
     runs = [run_batch(programs, intra, s) for s in range(seeds)]
     return (float(np.mean([r["accuracy"] for r in runs])),
             float(np.mean([r["output_tokens"] for r in runs])))
 
 
-def calibrate_threshold(programs: Sequence[ProgramSpec], make: Callable[[float], object],
+def calibrate_threshold(programs: Sequence[ProgramSpec], make: Callable[[float], IntraPolicy],
                         grid: Sequence[float], cap: int, tolerance: float = 0.01,
                         fraction: float = 0.5, seeds: int = 5, seed: int = 0) -> dict:
     """Pick the cheapest threshold within ``tolerance`` of the cap's accuracy.
@@ -126,7 +125,7 @@ def fit_curve(programs: Sequence[ProgramSpec], cap: int, detect_at: int,
     return CurveFit(cap, detect_at, float(g))
 
 
-def evaluate(programs: Sequence[ProgramSpec], intra, seeds: int) -> dict[str, float]:
+def evaluate(programs: Sequence[ProgramSpec], intra: IntraPolicy, seeds: int) -> dict[str, float]:
     """Mean accuracy and output tokens of ``intra`` over ``seeds`` draw orders."""
     acc, tok = _mean(programs, intra, seeds)
     return {"accuracy": acc, "output_tokens": tok}

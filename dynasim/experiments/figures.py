@@ -13,14 +13,24 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from dynasim.errors import InputError
-from dynasim.experiments.results import max_rate_at_attainment, min_slo_scale_at_attainment, ok_rows, \
-    seed_stats, slug
+from dynasim.experiments.results import (
+    max_rate_at_attainment,
+    min_slo_scale_at_attainment,
+    ok_rows,
+    seed_stats,
+    slug,
+)
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
@@ -30,13 +40,13 @@ ORDER = ["fcfs", "lpm", "gang", "sjf", "lpm+certaindex", "gang+certaindex",
 WIDTH, HEIGHT = 960, 560
 
 
-def policy_order(policies) -> list[str]:
+def policy_order(policies: Iterable[str]) -> list[str]:
     """Policies in legend order (:data:`ORDER` first)."""
     return sorted(set(map(str, policies)),
                   key=lambda p: (ORDER.index(p) if p in ORDER else len(ORDER), p))
 
 
-def colors(policies) -> dict[str, str]:
+def colors(policies: Iterable[str]) -> dict[str, str]:
     """A stable colour per policy (same policy, same colour in every figure)."""
     return {p: PALETTE[i % len(PALETTE)] for i, p in enumerate(policy_order(policies))}
 
@@ -45,7 +55,7 @@ MARKERS = ["circle", "square", "triangle-up", "x", "cross", "star", "triangle-do
            "pentagon", "hexagon", "star-diamond"]
 
 
-def markers(policies) -> dict[str, str]:
+def markers(policies: Iterable[str]) -> dict[str, str]:
     """A stable marker symbol per policy, so lines that coincide stay tellable apart."""
     return {p: MARKERS[i % len(MARKERS)] for i, p in enumerate(policy_order(policies))}
 
@@ -55,7 +65,7 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
 
 
-def _seeds_text(counts) -> str:
+def _seeds_text(counts: Iterable[int]) -> str:
     counts = sorted({int(c) for c in counts})
     if not counts:
         return "0 seeds"
@@ -63,7 +73,7 @@ def _seeds_text(counts) -> str:
     return f"{n} seed{'s' if counts[-1] != 1 else ''}"
 
 
-def _layout(fig, title: str, sub: str, x: str | None, y: str | None, **kw) -> None:
+def _layout(fig: go.Figure, title: str, sub: str, x: str | None, y: str | None, **kw) -> None:
     if x is not None:  # None: subplots title their own axes
         kw.update(xaxis_title=x, yaxis_title=y)
     fig.update_layout(
@@ -74,7 +84,7 @@ def _layout(fig, title: str, sub: str, x: str | None, y: str | None, **kw) -> No
         margin={"t": 90, "r": 30, "l": 80, "b": 70}, **kw)
 
 
-def _band(fig, x, lo, hi, color: str, name: str) -> None:
+def _band(fig: go.Figure, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: str, name: str) -> None:
     import plotly.graph_objects as go
 
     x, lo, hi = map(np.asarray, (x, lo, hi))
@@ -140,7 +150,7 @@ def _attainment_curves(df: pd.DataFrame, along: str, per: str, target: float, *,
     return figs
 
 
-def _crossing_marker(fig, c: pd.DataFrame, along: str, target: float, color: str,
+def _crossing_marker(fig: go.Figure, c: pd.DataFrame, along: str, target: float, color: str,
                      policy: str) -> None:
     import plotly.graph_objects as go
 
@@ -332,7 +342,7 @@ def cdf_figures(groups: list[dict], kind: str) -> dict:
     return figs
 
 
-def read_comparisons(paths) -> list[dict]:
+def read_comparisons(paths: Iterable[str | Path]) -> list[dict]:
     """Simulated-vs-replayed points for sim-vs-real, from ``compare.json`` files written
     by ``dynasim compare`` (or folders holding one), and ``fidelity.json`` files of
     ``replay.fidelity`` (``{"rows": [...]}``, a point per load).
@@ -425,7 +435,7 @@ def _fidelity_points(d: dict, f: Path) -> list[dict]:
     return out
 
 
-def sim_vs_real_figure(points: list[dict]):
+def sim_vs_real_figure(points: list[dict]) -> go.Figure:
     """Simulated against replayed (``dynasim compare`` / ``replay.fidelity``; the
     fidelity check behind every simulated figure): left, SLO attainment (%) simulated
     against replayed, a point per comparison; right, latencies (s, log-log) simulated

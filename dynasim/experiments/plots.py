@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 from dynasim.errors import InputError
@@ -49,7 +50,7 @@ def _browser() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _stem(path) -> Path:
+def _stem(path: str | Path) -> Path:
     """``path`` without a figure suffix (``.html``, ``.png``, ``.json``), keeping dots
     that are part of the name (``..._slo0.5``)."""
     path = Path(path)
@@ -100,7 +101,7 @@ def write_figures(figs: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------ plot()
-def plot(paths, kind: str, output, filters: list[str] | dict | None = None,
+def plot(paths: Sequence[str | Path], kind: str, output: str | Path, filters: list[str] | dict | None = None,
          target: float = 0.9) -> list[str]:
     """Read ``paths``, build the figures of ``kind`` (module table) and write them under
     ``output`` (:func:`write_figures`); returns the files written.
@@ -110,8 +111,7 @@ def plot(paths, kind: str, output, filters: list[str] | dict | None = None,
             readers above).
     """
     from dynasim.experiments import figures as pk  # plotly and pandas: loaded on use
-    from dynasim.experiments.results import (parse_filters, read_batch, read_program_runs,
-                                             read_sweep)
+    from dynasim.experiments.results import parse_filters, read_batch, read_program_runs, read_sweep
 
     if kind not in KINDS:
         raise InputError(f"unknown plot kind (kinds: {', '.join(KINDS)})", field="kind",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ BATCH_COLUMNS = ["workload", "policy", "cap", "output_tokens_mean", "output_toke
                  "accuracy_mean", "accuracy_std"]
 
 
-def slug(text) -> str:
+def slug(text: object) -> str:
     """A file-name-safe form of a workload, profile or number."""
     text = Path(str(text)).stem if "/" in str(text) else str(text)
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
@@ -133,7 +134,7 @@ def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["error"].fillna("").astype(str) == ""] if "error" in df else df
 
 
-def _require(df: pd.DataFrame, cols, source) -> None:
+def _require(df: pd.DataFrame, cols: Iterable[str], source: str | Path) -> None:
     for c in cols:
         if c not in df.columns:
             raise InputError(f"missing column (has: {', '.join(map(str, df.columns))})",
@@ -168,7 +169,8 @@ def _matches(values: pd.Series, want: str) -> pd.Series:
     return values.astype(str) == want
 
 
-def apply_filters(df: pd.DataFrame, filters: dict[str, str], source) -> pd.DataFrame:
+def apply_filters(df: pd.DataFrame, filters: dict[str, str],
+                  source: str | Path) -> pd.DataFrame:
     """The rows of ``df`` matching every filter (:func:`parse_filters`).
 
     Raises:
@@ -191,7 +193,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise InputError(f"cannot read table ({exc})"[:300], source=str(path)) from None
 
 
-def read_sweep(paths, filters: dict[str, str] | None = None,
+def read_sweep(paths: Sequence[str | Path], filters: dict[str, str] | None = None,
                need: list[str] = ()) -> pd.DataFrame:
     """Sweep results (``results.parquet`` or ``.csv`` files, or sweep output folders
     holding ``results.parquet``), concatenated, filtered, error rows dropped; a
@@ -218,7 +220,7 @@ def read_sweep(paths, filters: dict[str, str] | None = None,
     return df
 
 
-def read_batch(paths, filters: dict[str, str] | None = None) -> pd.DataFrame:
+def read_batch(paths: Sequence[str | Path], filters: dict[str, str] | None = None) -> pd.DataFrame:
     """``dynasim batch`` CSVs (columns :data:`BATCH_COLUMNS`; ``seeds``, ``knob_mean``
     used when present), concatenated and filtered.
 
@@ -236,7 +238,7 @@ def read_batch(paths, filters: dict[str, str] | None = None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def read_program_runs(paths, filters: dict[str, str] | None = None, *,
+def read_program_runs(paths: Iterable[str | Path], filters: dict[str, str] | None = None, *,
                       value: str) -> list[dict]:
     """Per-program records for the CDF kinds, as groups of lines.
 
@@ -299,7 +301,7 @@ def _run_dirs(paths: list[Path], filters: dict[str, str], value: str) -> list[di
         for k in ("policy", "workload", "profile"):
             if k not in s:
                 raise InputError("missing key", source=str(summ), field=k)
-        for k, want in filters.items():
+        for k in filters:
             if k not in s:
                 raise InputError("filter key not in summary", source=str(summ), field=k)
         if all(_matches(pd.Series([s[k]]), want).iloc[0] for k, want in filters.items()):

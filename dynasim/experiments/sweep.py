@@ -40,7 +40,7 @@ import pandas as pd
 
 from dynasim.data_record import json_default, write_atomic
 from dynasim.errors import InputError
-from dynasim.experiments.sweep_config import LIMIT_KEYS, SweepConfig, expand, load_config
+from dynasim.experiments.sweep_config import LIMIT_KEYS, SweepConfig, expand
 
 CONFIG_COLUMNS = ["cell_id", "workload", "profile", "policy", "program_rate", "slo_scale",
                   "seed", "num_programs", "burstiness", "cap", "detect_at", "threshold",
@@ -214,8 +214,14 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, scheduler: str = "processes"
         KeyboardInterrupt: after writing the table of the cells finished so far.
     """
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     store = SweepStore(out)
     (store.out / "sweep.json").write_text(cfg.model_dump_json(indent=2) + "\n")
@@ -268,6 +274,20 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, scheduler: str = "processes"
     return pd.read_parquet(path)  # the table as every later reader gets it
 
 
+def rate_tables(df: pd.DataFrame) -> dict[tuple, dict[str, pd.DataFrame]]:
+    """Per (workload, profile, SLO scale): for each of SLO attainment, mean program
+    latency (s) and accuracy, a table with a row per policy and a column per program rate
+    (programs/s), each value the mean over seeds of the cells that ran."""
+    from dynasim.experiments.results import ok_rows
+
+    values = {"SLO attainment": "slo_attainment",
+              "mean program latency (s)": "mean_program_latency_s", "accuracy": "accuracy"}
+    out = {}
+    for key, g in ok_rows(df).groupby(["workload", "profile", "slo_scale"], sort=True):
+        out[key] = {name: g.pivot_table(index="policy", columns="program_rate", values=col,
+                                        aggfunc="mean")
+                    for name, col in values.items()}
+    return out
 
 
 def headline_table(df: pd.DataFrame, target: float = 0.9,

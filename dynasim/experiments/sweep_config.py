@@ -75,12 +75,12 @@ class SweepConfig(BaseModel):
 
     @field_validator(*AXES, mode="before")
     @classmethod
-    def _listify(cls, v):
+    def _listify(cls, v: object) -> list:
         return v if isinstance(v, list) else [v]
 
     @field_validator("request_rates", "slo_scales")
     @classmethod
-    def _positive(cls, v):
+    def _positive(cls, v: list[float]) -> list[float]:
         for x in v:
             if not (x > 0 and x != float("inf")):
                 raise ValueError(f"{x} must be finite and > 0")
@@ -88,7 +88,7 @@ class SweepConfig(BaseModel):
 
     @field_validator("limits")
     @classmethod
-    def _limit_keys(cls, v):
+    def _limit_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
         bad = sorted(set(v) - set(LIMIT_KEYS))
         if bad:
             raise ValueError(f"unknown engine limit {bad[0]!r} (known: "

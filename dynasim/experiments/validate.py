@@ -16,7 +16,8 @@ see the README's fidelity section).
 from __future__ import annotations
 
 import ast
-from functools import lru_cache
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ RUNS = ("distserve-vllm-100-1", "distserve-vllm-200-2", "distserve-vllm-300-3")
 FIELDS = ("prompt_len", "output_len", "issue_time", "first_token_time", "complete_time")
 
 
-def read_exp(path) -> pd.DataFrame:
+def read_exp(path: str | Path) -> pd.DataFrame:
     """Read a DistServe ``.exp`` ground-truth file into a frame sorted by issue time,
     with ``arrival_time`` (s since the first issue), ``ttft`` and ``e2e_latency`` (s).
 
@@ -63,7 +64,7 @@ def read_exp(path) -> pd.DataFrame:
     return df
 
 
-@lru_cache(maxsize=None)
+@cache
 def _real(name: str) -> pd.DataFrame:
     """The :func:`read_exp` frame of a registered run, read once per process
     (:func:`refit` simulates every run hundreds of times). Callers must not modify it."""
@@ -242,7 +243,7 @@ def refit(runs: tuple[str, ...] = RUNS, max_evals: int = 150,
     keys = tuple(CALIBRATION)
     x0 = [(start or CALIBRATION)[k] for k in keys]
 
-    def cost(x) -> float:
+    def cost(x: np.ndarray) -> float:
         if min(x) <= 0:
             return 10.0
         prof = distserve_opt13b_a100(dict(zip(keys, x)))

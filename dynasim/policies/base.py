@@ -28,11 +28,14 @@ in :attr:`Policy.intra`. Names (:func:`make_policy`): ``lpm``, ``gang+certaindex
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
-from dynasim.policies.intra_program import DEFAULT_CAP, BaselineEven
+from dynasim.policies.intra_program import DEFAULT_CAP, BaselineEven, IntraPolicy
 from dynasim.request import Request
+
+if TYPE_CHECKING:
+    from dynasim.workloads.program import Program
 
 
 class WaitingQueue(Protocol):
@@ -102,9 +105,9 @@ class Policy:
 
     name = "fcfs"
 
-    def __init__(self, intra=None) -> None:
+    def __init__(self, intra: IntraPolicy | None = None) -> None:
         self.intra = intra if intra is not None else BaselineEven(DEFAULT_CAP)
-        self.programs: dict[int, object] = {}
+        self.programs: dict[int, Program] = {}
 
     @property
     def label(self) -> str:
@@ -112,7 +115,7 @@ class Policy:
         intra = self.intra.name
         return self.name if intra == "even" else f"{self.name}+{intra}"
 
-    def new_queue(self, prefix_match=None) -> WaitingQueue:
+    def new_queue(self, prefix_match: Callable[[Request], int] | None = None) -> WaitingQueue:
         """A fresh waiting queue for one engine (or one replay client).
 
         Args:
@@ -142,10 +145,10 @@ class Policy:
     def on_step(self, now: float) -> None:
         """Called by the engine before it schedules a step; ``now`` in seconds."""
 
-    def on_program_arrival(self, program, now: float) -> None:
+    def on_program_arrival(self, program: Program, now: float) -> None:
         """Register a program before its first requests are submitted."""
         self.programs[program.program_id] = program
 
-    def on_program_finish(self, program, now: float) -> None:
+    def on_program_finish(self, program: Program, now: float) -> None:
         """Forget a finished program."""
         self.programs.pop(program.program_id, None)

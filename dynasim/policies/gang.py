@@ -112,7 +112,7 @@ class Gang(Policy):
         t = prog.arrival_time if prog is not None else req.arrival_time
         return (t, req.program_id if req.program_id is not None else -1, req.request_id)
 
-    def new_queue(self, prefix_match=None) -> ProgramQueue:
+    def new_queue(self, prefix_match: Callable[[Request], int] | None = None) -> ProgramQueue:
         return ProgramQueue(self._program_order)
 
     def _victim_rank(self, req: Request) -> tuple:

@@ -22,8 +22,15 @@ A policy object holds no per-program state; :class:`~dynasim.workloads.program.P
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from dynasim.certaindex import entropy_certaindex, is_certain, reward_certaindex
+
+if TYPE_CHECKING:
+    from dynasim.workloads.call import Call
+    from dynasim.workloads.program import Program
+    from dynasim.workloads.tot import StepRun
 
 #: Paper defaults (App. D.2 table; SC/MATH): cap 20 samples, detect at 5, H̃ >= 0.7.
 DEFAULT_CAP = 20
@@ -51,7 +58,7 @@ class IntraPolicy:
         """Samples issued at arrival."""
         return min(self.detect_at, cap)
 
-    def decide(self, program, done) -> int:
+    def decide(self, program: Program, done: Sequence[Call]) -> int:
         """Total SC samples after the detect step, given the ``done`` calls."""
         return self.cap
 
@@ -59,11 +66,11 @@ class IntraPolicy:
         """ToT: the step index whose start is the detect step (None: never)."""
         return min(self.detect_at, steps - 1)
 
-    def decide_width(self, program, step, cap: int) -> int:
+    def decide_width(self, program: Program, step: StepRun, cap: int) -> int:
         """ToT: beam width of the remaining steps, given the last step's run."""
         return cap
 
-    def signals(self, program, done) -> dict[str, float]:
+    def signals(self, program: Program, done: Sequence[Call]) -> dict[str, float]:
         """Certaindex signals at the detect step, recorded on the program."""
         sig = {}
         answers = [c.answer for c in done]
@@ -107,12 +114,12 @@ class StaticThreshold(IntraPolicy):
         self.thresholds = thresholds if thresholds is not None else {"entropy":
                                                                      DEFAULT_THRESHOLD}
 
-    def decide(self, program, done) -> int:
+    def decide(self, program: Program, done: Sequence[Call]) -> int:
         sig = self.signals(program, done)
         needed = {k: v for k, v in self.thresholds.items() if k in sig}
         return len(done) if needed and is_certain(sig, needed) else self.cap
 
-    def decide_width(self, program, step, cap: int) -> int:
+    def decide_width(self, program: Program, step: StepRun, cap: int) -> int:
         sig = {"reward": step.reward_max}
         program.certaindex = sig
         t = self.thresholds.get("reward")
@@ -137,11 +144,11 @@ class CurveFit(IntraPolicy):
         extra = (self.cap - self.detect_at) * (1.0 - h) ** self.gamma
         return self.detect_at + math.ceil(extra - 1e-9)
 
-    def decide(self, program, done) -> int:
+    def decide(self, program: Program, done: Sequence[Call]) -> int:
         sig = self.signals(program, done)
         return self.budget(sig["entropy"]) if "entropy" in sig else self.cap
 
-    def decide_width(self, program, step, cap: int) -> int:
+    def decide_width(self, program: Program, step: StepRun, cap: int) -> int:
         program.certaindex = {"reward": step.reward_max}
         return max(1, math.ceil(cap * (1.0 - step.reward_max) ** self.gamma - 1e-9))
 
@@ -156,9 +163,9 @@ class BaselineLength(IntraPolicy):
         super().__init__(cap, detect_at)
         self.max_tokens = max_tokens
 
-    def decide(self, program, done) -> int:
+    def decide(self, program: Program, done: Sequence[Call]) -> int:
         return len(done) if sum(c.output_tokens for c in done) <= self.max_tokens \
             else self.cap
 
-    def decide_width(self, program, step, cap: int) -> int:
+    def decide_width(self, program: Program, step: StepRun, cap: int) -> int:
         return cap

@@ -14,7 +14,7 @@ Requests are admitted one by one (no gang); preempted requests go to the head.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dynasim.policies.base import Policy
 from dynasim.request import Request
@@ -30,7 +30,7 @@ class LPMQueue:
         prefix_match: ``prefix_match(req) -> tokens`` cached now.
     """
 
-    def __init__(self, prefix_match) -> None:
+    def __init__(self, prefix_match: Callable[[Request], int] | None) -> None:
         self._q: deque[Request] = deque()
         self._front: deque[Request] = deque()  # preempted, served first
         self._match = prefix_match or (lambda r: 0)
@@ -93,5 +93,5 @@ class LPM(Policy):
     name = "lpm"
     needs_prefix_cache = True
 
-    def new_queue(self, prefix_match=None) -> LPMQueue:
+    def new_queue(self, prefix_match: Callable[[Request], int] | None = None) -> LPMQueue:
         return LPMQueue(prefix_match)

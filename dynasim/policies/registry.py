@@ -10,9 +10,16 @@ from dynasim.errors import InputError
 from dynasim.policies.base import Policy
 from dynasim.policies.fcfs import FCFS
 from dynasim.policies.gang import Gang
-from dynasim.policies.intra_program import (DEFAULT_CAP, DEFAULT_DETECT_AT, DEFAULT_THRESHOLD,
-                                            BaselineEven, BaselineLength, CurveFit,
-                                            StaticThreshold)
+from dynasim.policies.intra_program import (
+    DEFAULT_CAP,
+    DEFAULT_DETECT_AT,
+    DEFAULT_THRESHOLD,
+    BaselineEven,
+    BaselineLength,
+    CurveFit,
+    IntraPolicy,
+    StaticThreshold,
+)
 from dynasim.policies.lpm import LPM
 from dynasim.policies.sjf import SJF
 
@@ -25,7 +32,7 @@ INTRA = ("even", "certaindex", "curve", "length")
 
 def make_intra(name: str, cap: int = DEFAULT_CAP, detect_at: int = DEFAULT_DETECT_AT,
                threshold: float | None = None, reward_threshold: float | None = None,
-               gamma: float = 1.0, max_tokens: int = 0):
+               gamma: float = 1.0, max_tokens: int = 0) -> IntraPolicy:
     """The intra-program policy called ``name`` (:data:`INTRA`).
 
     ``certaindex`` thresholds: ``threshold`` on H̃ (default 0.7, the paper's SC/MATH

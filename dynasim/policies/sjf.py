@@ -20,8 +20,15 @@ loads where nothing waits that long.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from dynasim.policies.gang import Gang, ProgramQueue
 from dynasim.request import Request
+
+if TYPE_CHECKING:
+    from dynasim.policies.intra_program import IntraPolicy
+    from dynasim.workloads.program import Program
 
 DEFAULT_AGING_S = 30.0
 
@@ -37,7 +44,7 @@ class SJF(Gang):
 
     name = "sjf"
 
-    def __init__(self, intra=None, aging_s: float = DEFAULT_AGING_S) -> None:
+    def __init__(self, intra: IntraPolicy | None = None, aging_s: float = DEFAULT_AGING_S) -> None:
         super().__init__(intra)
         self.aging_s = aging_s
         self.now = 0.0
@@ -56,7 +63,7 @@ class SJF(Gang):
             self._tokens += req.output_tokens
             self._calls += 1
 
-    def estimate(self, program) -> float:
+    def estimate(self, program: Program) -> float:
         """Estimated remaining output tokens of ``program`` (module docstring)."""
         left = max(0, program.knob_allowed() - program.calls_done)
         if program.calls_done:
@@ -73,7 +80,7 @@ class SJF(Gang):
             return (0, prog.arrival_time, prog.program_id, 0)
         return (1, self.estimate(prog), prog.arrival_time, prog.program_id)
 
-    def new_queue(self, prefix_match=None) -> ProgramQueue:
+    def new_queue(self, prefix_match: Callable[[Request], int] | None = None) -> ProgramQueue:
         return ProgramQueue(self._key)
 
     def _victim_rank(self, req: Request) -> tuple:

@@ -9,7 +9,6 @@ import json
 from dynasim import datasets
 from dynasim.profiles.profile import Profile
 
-
 CALIBRATION = {"prefill_scale": 0.848, "decode_scale": 0.97, "decode_ctx_scale": 1.0,
                "overhead_ms_per_seq": 0.352, "frontend_latency_ms": 5.124}
 """The five numbers fitted against DistServe's real vLLM runs (``dynasim validate

@@ -75,6 +75,7 @@ from dynasim.errors import InputError
 from dynasim.profiles.fit import StepRow, fit_tokens, predict_ms
 from dynasim.profiles.profile import Profile
 from dynasim.profiles.splitwise import Gpu, Model, count, kv_capacity_tokens, positive, read_csv
+from dynasim.profiles.step_time import TokensStepTime
 
 NAME = "llmservingsim-llama3.1-8b-rtxpro6000"
 SOURCES = {"meta": "llmservingsim-rtxpro6000-llama31-8b-meta",
@@ -211,7 +212,7 @@ def composed_rows(budget: int = 2048) -> tuple[list[StepRow], list[StepRow]]:
     return pure, mixed
 
 
-def _mixed_report(model, mixed: list[StepRow]) -> dict:
+def _mixed_report(model: TokensStepTime, mixed: list[StepRow]) -> dict:
     err = (predict_ms(model, mixed) - np.array([r.ms for r in mixed])) / np.array(
         [r.ms for r in mixed])
     by_nd = defaultdict(list)

@@ -46,7 +46,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from dynasim.errors import InputError, from_validation_error
 from dynasim.profiles.step_time import StepTime
 
-
 #: The engine limits a run may override (``dynasim simulate`` flags, a sweep's
 #: ``limits``; :meth:`Profile.with_overrides`), by their field names.
 LIMITS = ("max_num_seqs", "max_num_batched_tokens", "kv_capacity_tokens", "block_size",

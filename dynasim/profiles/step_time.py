@@ -23,7 +23,8 @@ Two forms ship, chosen by the profile's ``step_time.form``:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Protocol, Union
+from collections.abc import Sequence
+from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -134,7 +135,8 @@ class TokensStepTime(BaseModel):
         return ms / 1000.0
 
     @staticmethod
-    def features(prefill, num_decode: int, sum_decode_ctx) -> tuple:
+    def features(prefill: Sequence[tuple[int, int]], num_decode: int,
+                 sum_decode_ctx: float) -> tuple:
         """``(tokens, causal pairs, decode context, sequences)`` of a step, the terms the
         coefficients multiply (class docstring); :mod:`dynasim.profiles.fit` fits on the same."""
         tokens, pairs = num_decode, 0.0
@@ -150,5 +152,5 @@ class TokensStepTime(BaseModel):
                 "prefill_attention_ms_per_pair", "decode_attention_ms_per_token", "seq_ms")
 
 
-StepTime = Annotated[Union[DistServeStepTime, TokensStepTime], Field(discriminator="form")]
+StepTime = Annotated[DistServeStepTime | TokensStepTime, Field(discriminator="form")]
 """Either shipped form, told apart by its ``form`` key."""

@@ -61,9 +61,19 @@ from dynasim.errors import InputError
 from dynasim.profiles.fit import StepRow, fit_tokens
 from dynasim.profiles.profile import Profile
 from dynasim.profiles.splitwise import (
-    A100, BLOCK_SIZE, FLOPS_EFFICIENCY, GPU_MEMORY_UTILIZATION, HBM_EFFICIENCY, Model,
-    decode_attention_ms_per_token, kv_capacity_tokens, non_negative,
-    prefill_attention_ms_per_pair, positive_int, read_csv)
+    A100,
+    BLOCK_SIZE,
+    FLOPS_EFFICIENCY,
+    GPU_MEMORY_UTILIZATION,
+    HBM_EFFICIENCY,
+    Model,
+    decode_attention_ms_per_token,
+    kv_capacity_tokens,
+    non_negative,
+    positive_int,
+    prefill_attention_ms_per_pair,
+    read_csv,
+)
 from dynasim.profiles.step_time import TokensStepTime
 
 NAME = "vidur-llama3-8b-a100"

@@ -39,13 +39,14 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dynasim.workloads.call import Call
 from dynasim.certaindex import Equivalence, exact_match, math_equal
 from dynasim.datasets import fetch
 from dynasim.errors import InputError
+from dynasim.workloads.call import Call, Segment
 from dynasim.workloads.program import ProgramSpec, difficulty_of
 
 REQUIRED = ("question_id", "sample_idx", "extracted_answer", "gold_answer", "is_correct")
@@ -86,7 +87,8 @@ def _int(value: str, src: str, line: int, field: str, lo: int = 0) -> int:
 
 
 def read_samples(path: str | Path, *, equivalent: Equivalence = exact_match,
-                 prompt_of=None, default_prompt_tokens: int = 256,
+                 prompt_of: Callable[[str], tuple[Segment, ...]] | None = None,
+                 default_prompt_tokens: int = 256,
                  algorithm: str = "sc", name: str | None = None) -> Workload:
     """Read a per-sample CSV into SC (or CoT) programs.
 

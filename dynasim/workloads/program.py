@@ -30,8 +30,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, replace
 
-from dynasim.workloads.call import Call
 from dynasim.certaindex import Equivalence, exact_match, majority_vote
+from dynasim.workloads.call import Call
 
 ALGORITHMS = ("sc", "tot", "cot")
 
@@ -86,12 +86,12 @@ def shuffled(spec: ProgramSpec, rng: random.Random) -> ProgramSpec:
     return replace(spec, samples=tuple(s))
 
 
-@dataclass
 def program_rng(seed: int, question_id: str) -> random.Random:
     """The draw-order RNG of one program under ``seed`` (independent of program order)."""
     return random.Random(f"{seed}:{question_id}")
 
 
+@dataclass
 class Program:
     """One run of a :class:`ProgramSpec` under an intra-program policy.
 

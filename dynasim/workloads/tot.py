@@ -35,13 +35,14 @@ import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import lsq_linear
 
-from dynasim.workloads.call import Call
 from dynasim.datasets import fetch
 from dynasim.errors import InputError
+from dynasim.workloads.call import Call
 from dynasim.workloads.game24 import answer_expression, check_answer
 
 PROPOSE, COT = "game24-tot-propose", "game24-tot-cot"
@@ -218,7 +219,7 @@ def _tokens_per_char() -> float:
     return sum(t for _, t in pairs) / sum(c for c, _ in pairs)
 
 
-def _parse(path, ratio: float) -> list[dict]:
+def _parse(path: Path, ratio: float) -> list[dict]:
     """Validated puzzles; per step ``props`` (parent, y, value, called, precached,
     template, key, variable tokens, output class) and ``propose`` (parent, template, key,
     variable tokens, output tokens), ``parent`` indexing the previous step's proposals."""
@@ -272,7 +273,7 @@ def _parse(path, ratio: float) -> list[dict]:
     return puzzles
 
 
-def _groups(ys: list[str], new_ys: list[str], src: str, idx, k) -> list[int]:
+def _groups(ys: list[str], new_ys: list[str], src: str, idx: int, k: int) -> list[int]:
     """Parent index (into ``ys``) of each of ``new_ys``: ToT chains each parent's
     proposals in order, >= 1 each. Equal parents are split where a proposal repeats
     (one case in the pinned log: puzzle 937, step 1)."""

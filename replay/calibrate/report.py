@@ -11,13 +11,17 @@ Chromium is installed (kaleido; a browser is never downloaded).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dynasim.profiles.fit import held_out_mask, predict_ms
 
+if TYPE_CHECKING:
+    from replay.calibrate.run import Calibration
 
-def write_report(cal, path: str | Path) -> list[str]:
+
+def write_report(cal: Calibration, path: str | Path) -> list[str]:
     """Write the report of a :class:`replay.calibrate.run.Calibration`; returns the files."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots

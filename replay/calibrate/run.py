@@ -42,12 +42,16 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dynasim.errors import InputError
-from dynasim.profiles.fit import StepRow, fit_tokens
 from dynasim.profiles import Profile
+from dynasim.profiles.fit import StepRow, fit_tokens
 from replay.calibrate.steps import Meter, decode_run, lone_prefill, mixed_steps
 from replay.vllm_metrics import probe_max_num_seqs, server_info, wait_idle
+
+if TYPE_CHECKING:
+    import aiohttp
 
 #: vLLM's ``--max-num-batched-tokens`` for its OpenAI server on CPU; not exported.
 DEFAULT_BATCHED_TOKENS = 2048
@@ -84,8 +88,9 @@ def sizes(top: int, most: int) -> list[int]:
     return sorted({max(1, round(ratio ** i)) for i in range(most - 1)} | {top})
 
 
-async def _limits(session, base_url, model, headers, info, given, pool,
-                  probe_seqs) -> tuple:
+async def _limits(session: aiohttp.ClientSession, base_url: str, model: str, headers: dict,
+                  info: dict, given: dict, pool: list[int],
+                  probe_seqs: int) -> tuple[dict, dict]:
     lim, src = {}, {}
     for key, what in (("max_model_len", "/v1/models"),
                       ("block_size", "vllm:cache_config_info"),
@@ -252,7 +257,7 @@ def build_profile(data: dict, base_url: str, model: str, *, name: str, gpu: str,
     provenance = {
         "source": "dynasim calibrate (replay/calibrate/run.py)", "server": base_url,
         "model": model, "vllm_version": version,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 1), "limits": data["limit_sources"],
         "frontend_latency": "median over lone requests of client TTFT - engine queue time "
                             "- fitted prefill step",
@@ -289,7 +294,8 @@ class Calibration:
 def calibrate(base_url: str, model: str, *, quick: bool = False, api_key: str | None = None,
               limits: dict | None = None, name: str | None = None, gpu: str = "unknown",
               tensor_parallel_size: int = 1, scheduling: str | None = None,
-              probe_seqs: int = 256, progress=None) -> Calibration:
+              probe_seqs: int = 256,
+              progress: Callable[[str, int, int], None] | None = None) -> Calibration:
     """Measure the server and fit a profile (module doc).
 
     Raises:

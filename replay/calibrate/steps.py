@@ -24,10 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 from replay.client import Outcome, stream_completion
 from replay.prompts import PromptBuilder
 from replay.vllm_metrics import DECODE, GENERATED, PREFILL, QUEUE, TTFT, scrape, wait_idle
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from replay.vllm_metrics import Scrape
 
 RUNNING = "vllm:num_requests_running"
 
@@ -35,7 +41,7 @@ RUNNING = "vllm:num_requests_running"
 class Meter:
     """Requests and scrapes against one server; every prompt unique (salted ids)."""
 
-    def __init__(self, session, base_url: str, model: str, headers: dict,
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, model: str, headers: dict,
                  prompts: PromptBuilder, timeout: float = 300.0) -> None:
         self.session, self.base_url, self.model = session, base_url, model
         self.headers, self.prompts, self.timeout = headers, prompts, timeout
@@ -47,7 +53,7 @@ class Meter:
         self._n += 1
         return self.prompts.segment(f"calibrate:{self._n}", tokens)
 
-    async def scrape(self):
+    async def scrape(self) -> Scrape:
         return await scrape(self.session, self.base_url, self.headers)
 
     async def request(self, prompt: list[int], max_tokens: int,

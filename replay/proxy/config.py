@@ -54,7 +54,7 @@ class DynasorConfig:
     probe_top_p: float = cot_probe.DEFAULT_PROBE_TOP_P
     hesitation_words: tuple[str, ...] = cot_probe.HESITATION_WORDS
 
-    def validated(self, prefix: str = "dynasor") -> "DynasorConfig":
+    def validated(self, prefix: str = "dynasor") -> DynasorConfig:
         """Self, after checking every range (raises :class:`BadField`)."""
         for name in ("probe_interval", "certainty_window", "probe_max_tokens"):
             v = getattr(self, name)
@@ -81,7 +81,7 @@ class DynasorConfig:
                            f"must be a list of non-empty strings, got {words!r}")
         return dataclasses.replace(self, hesitation_words=tuple(words))
 
-    def merged(self, obj, prefix: str = "dynasor") -> "DynasorConfig | None":
+    def merged(self, obj, prefix: str = "dynasor") -> DynasorConfig | None:
         """This config (the server's defaults) overridden by a request's ``dynasor``
         value; ``None`` when the value disables probing (``None``/``False``).
 

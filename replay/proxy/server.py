@@ -29,11 +29,8 @@ The proxy binds loopback unless ``--host`` says otherwise.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import signal
-from dataclasses import fields
 
 import aiohttp
 from aiohttp import web

@@ -48,8 +48,8 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from replay.proxy import probe as cot_probe
 from replay.client import sse_lines
+from replay.proxy import probe as cot_probe
 from replay.proxy.config import BadField, DynasorConfig
 
 

@@ -44,9 +44,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 FAULT_KINDS: tuple[str, ...] = ("5xx", "reset", "stall", "malformed", "slow")
 """Every fault kind the stub can inject, in the order of the ``--faults`` default."""
@@ -71,7 +72,7 @@ _LISTENING = re.compile(r"^listening on (http://\S+:(\d+))$")
 
 
 def _digest(request_id: str, seed: int) -> bytes:
-    return hashlib.blake2b(f"{seed}\x00{request_id}".encode("utf-8"), digest_size=24).digest()
+    return hashlib.blake2b(f"{seed}\x00{request_id}".encode(), digest_size=24).digest()
 
 
 def fault_for(request_id: str, seed: int, rate: float,
@@ -540,7 +541,7 @@ async def _stall(reader: asyncio.StreamReader, seconds: float) -> None:
 
     try:
         await asyncio.wait_for(until_eof(), seconds)
-    except (asyncio.TimeoutError, ConnectionError, OSError):
+    except (TimeoutError, ConnectionError, OSError):
         pass
 
 

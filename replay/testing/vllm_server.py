@@ -33,8 +33,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL_SCRIPT = Path(__file__).resolve().with_name("tiny_model.py")
@@ -220,14 +220,14 @@ class VLLMServer:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def __enter__(self) -> "VLLMServer":
+    def __enter__(self) -> VLLMServer:
         self.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
-    def start(self) -> "VLLMServer":
+    def start(self) -> VLLMServer:
         """Write the model, launch the server and wait until it is healthy.
 
         Raises RuntimeError (with the last 40 log lines) if the server exits or is not
