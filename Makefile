@@ -1,7 +1,7 @@
 # Set-up is part of every target: a fresh clone needs nothing installed beforehand.
 #   make simulate   - the main job: fcfs, lpm, gang, sjf, sjf+certaindex on real ToT programs
-#   make test       - the test suite (also builds .venv-vllm: a real vLLM server for the
-#                     replay tests; about 3.5 GB, a few minutes on first use)
+#   make test       - ruff (lint), then the test suite (also builds .venv-vllm: a real vLLM
+#                     server for the replay tests; about 3.5 GB, a few minutes on first use)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,7 +14,7 @@ VLLM_BIN := $(VLLM_VENV)/bin
 DYNASIM_DATA_DIR ?= $(if $(wildcard ../shared/data/README.md),$(abspath ../shared/data),)
 export DYNASIM_DATA_DIR
 
-.PHONY: simulate test validate benchmark clean
+.PHONY: simulate test lint validate benchmark clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,10 @@ $(VLLM_VENV)/.installed:
 simulate: $(BIN)/.installed
 	$(BIN)/dynasim sweep notebooks/schedulers.yaml --output-dir out/schedulers --plot
 
-test: $(BIN)/.installed $(VLLM_VENV)/.installed
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+test: lint $(VLLM_VENV)/.installed
 	@DYNASIM_VLLM_PYTHON=$(abspath $(VLLM_BIN)/python) $(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 

@@ -47,11 +47,11 @@ files += plot([OUT / "fairness"], "latency-cdf", OUT / "figures")
 files
 
 # %%
-from dynasim.experiments import figures as plot_kinds  # noqa: E402
+from dynasim.experiments import figures  # noqa: E402
 from dynasim.experiments.results import read_program_runs  # noqa: E402
 
-figs = plot_kinds.cdf_figures(read_program_runs([OUT / "fairness"], {}, value="fairness"),
-                              "fairness-cdf")
+figs = figures.cdf_figures(read_program_runs([OUT / "fairness"], {}, value="fairness"),
+                           "fairness-cdf")
 next(iter(figs.values()))
 
 # %%

@@ -46,8 +46,8 @@ for name in WORKLOADS:
     w = load_workload(name)
     cert = make_intra("certaindex", cap=max(CAPS), detect_at=5, threshold=0.7)
     length = matched_length_threshold(w.programs, cert, SEEDS)
-    factories = {p: (lambda cap, p=p: make_intra(p, cap=cap, detect_at=5, threshold=0.7,
-                                                 max_tokens=length))
+    factories = {p: (lambda cap, p=p, length=length: make_intra(
+                         p, cap=cap, detect_at=5, threshold=0.7, max_tokens=length))
                  for p in ("even", "certaindex", "length", "curve")}
     t = token_accuracy(w.programs, factories, CAPS, SEEDS)
     t.insert(0, "workload", name)

@@ -31,6 +31,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -41,8 +42,15 @@ from replay.journal import Journal
 from replay.prompts import PromptBuilder, trace_segments
 from replay.vllm_metrics import try_scrape
 
+if TYPE_CHECKING:
+    import numpy as np
 
-def check_policy(policy) -> None:
+    from dynasim.policies.base import Policy
+    from dynasim.workloads.call import Call
+    from dynasim.workloads.program import Program, ProgramSpec
+
+
+def check_policy(policy: Policy) -> None:
     """Refuse policies a client cannot carry out against vLLM.
 
     Raises:
@@ -117,7 +125,7 @@ class Replay:
     Args:
         base_url: server root, e.g. ``http://127.0.0.1:8000``.
         model: the served model name.
-        policy: a dynasim policy (:func:`dynasim.policies.base.make_policy`), not LPM.
+        policy: a dynasim policy (:func:`dynasim.policies.make_policy`), not LPM.
         journal: where rows go (:class:`~replay.journal.Journal`).
         prompts: token-id prompt builder (:class:`~replay.prompts.PromptBuilder`).
         api_key: sent as ``Authorization: Bearer``.
@@ -130,7 +138,7 @@ class Replay:
             into the ``dynasor_*`` columns (:data:`replay.journal.DYNASOR_DEFAULTS`).
     """
 
-    def __init__(self, base_url: str, model: str, policy, journal: Journal,
+    def __init__(self, base_url: str, model: str, policy: Policy, journal: Journal,
                  prompts: PromptBuilder, api_key: str | None = None,
                  max_concurrency: int | None = None, timeout: float | None = None,
                  send_priority: bool = True,
@@ -269,7 +277,7 @@ class Replay:
             self._idle.set()
 
     # --------------------------------------------------------------- programs
-    def _start_wave(self, prog, wave) -> None:
+    def _start_wave(self, prog: Program, wave: list[Call]) -> None:
         now = self.clock()
         if prog.program_id in self._cancelled and wave:
             prog.finish_time = now  # a cancelled program issues no further wave
@@ -334,8 +342,11 @@ class Replay:
             self._record(req, Outcome(error="not sent (run interrupted)"), scheduled,
                          queued_at, queued_at, None)
 
-    async def run(self, requests: Sequence[Request] | None = None, specs=None,
-                  arrival_times=None, deadlines=None, flush_every: float = 10.0) -> dict:
+    async def run(self, requests: Sequence[Request] | None = None,
+                  specs: Sequence[ProgramSpec] | None = None,
+                  arrival_times: Sequence[float] | np.ndarray | None = None,
+                  deadlines: Sequence[float] | np.ndarray | None = None,
+                  flush_every: float = 10.0) -> dict:
         """Replay ``requests`` (trace mode) or programs ``specs`` arriving at
         ``arrival_times`` (seconds) with ``deadlines`` (seconds after arrival); returns
         the final summary. On cancellation (Ctrl-C) every in-flight request is aborted

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,7 @@ def length_pairs(source: str, n: int, seed: int, profile: Profile) -> np.ndarray
     return keep[["prompt_tokens", "output_tokens"]].to_numpy()[pick]
 
 
-def _trace(pairs: np.ndarray, arrivals) -> Trace:
+def _trace(pairs: np.ndarray, arrivals: np.ndarray) -> Trace:
     frame = pd.DataFrame({"arrival_time": np.asarray(arrivals, dtype=float),
                           "prompt_tokens": pairs[:, 0].astype(int),
                           "output_tokens": pairs[:, 1].astype(int)})
@@ -191,8 +192,11 @@ def repeatability(first: pd.DataFrame, again: pd.DataFrame) -> dict:
 def run_fidelity(base_url: str, model: str, profile: Profile, *, num_requests: int = 60,
                  loads: dict[str, float] | None = None, seed: int = 0,
                  lengths: str = DEFAULT_LENGTHS, api_key: str | None = None,
-                 output_dir: str | Path | None = None, progress=None,
-                 before_load=None, recalibrate=None, real_repeats: int = 1) -> list[dict]:
+                 output_dir: str | Path | None = None,
+                 progress: Callable[[str], None] | None = None,
+                 before_load: Callable[[], None] | None = None,
+                 recalibrate: Callable[[], Profile] | None = None,
+                 real_repeats: int = 1) -> list[dict]:
     """Replay and simulate one Poisson trace per load; returns one row per load:
     ``load``, ``factor``, ``rate`` (req/s), ``saturation_rate``, :func:`compare`'s keys,
     ``p99_dispatch_lag_ms`` (the client's own lateness), ``cpu_pressure_pct`` (this

@@ -75,7 +75,7 @@ class Journal:
         programs: whether the run has programs (writes ``programs.*``).
     """
 
-    def __init__(self, out_dir: str | Path, meta: dict, goodput=None,
+    def __init__(self, out_dir: str | Path, meta: dict, goodput: dict[str, float] | None = None,
                  programs: bool = False) -> None:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,8 @@ class Journal:
             self._prog_log.write(_dump(row) + "\n")
             self._prog_log.flush()
 
-    def summary(self, extra: dict | None = None, rows=None, prows=None) -> dict:
+    def summary(self, extra: dict | None = None, rows: list[dict] | None = None,
+                prows: list[dict] | None = None) -> dict:
         """The run's summary: the simulator's keys (``dynasim.metrics``) over what has
         finished, plus dispatch-lag and ITL percentiles (ms), ``meta`` and ``extra``."""
         df = requests_table(self.requests if rows is None else rows)

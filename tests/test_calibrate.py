@@ -19,7 +19,7 @@ from replay.vllm_metrics import parse_prometheus
 
 
 @pytest.fixture(scope="module")
-def calibrated(vllm_server, tmp_path_factory):  # noqa: F811
+def calibrated(vllm_server, tmp_path_factory):
     """``dynasim calibrate --quick`` once for the module: (profile path, report path)."""
     out = tmp_path_factory.mktemp("calibrate")
     profile, report = out / "tiny.json", out / "tiny.html"
@@ -29,7 +29,7 @@ def calibrated(vllm_server, tmp_path_factory):  # noqa: F811
     return profile, report
 
 
-def test_calibrate_quick(calibrated, vllm_server):  # noqa: F811
+def test_calibrate_quick(calibrated, vllm_server):
     path, report = calibrated
     prof = load_profile(str(path))  # the shipped format, validated
     assert prof.step_time.form == "tokens" and prof.fit is not None
@@ -57,7 +57,7 @@ def test_calibrate_quick(calibrated, vllm_server):  # noqa: F811
     assert report.stat().st_size > 1000 and "plotly" in html.lower()
 
 
-def test_live_fidelity_small(calibrated, vllm_server, tmp_path):  # noqa: F811
+def test_live_fidelity_small(calibrated, vllm_server, tmp_path):
     """Three Poisson loads of 10 short requests, replayed and simulated."""
     prof = load_profile(str(calibrated[0]))
     rows = run_fidelity(vllm_server.base_url, vllm_server.model, prof, num_requests=10,

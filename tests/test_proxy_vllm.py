@@ -28,10 +28,6 @@ from replay.proxy.probe import DEFAULT_PROBE_TEXT
 from replay.proxy.server import make_app
 from replay.proxy.session import CotSession
 from tests.scripted_upstream import BackgroundApp
-from tests.vllm_fixture import (
-    front_end_core,  # noqa: F401  (fixture)
-    vllm_server,  # noqa: F401  (session fixture)
-)
 
 MESSAGES = [{"role": "user", "content": "Use 4 6 8 2 to make 24."}]
 PROMPT = "Use 4 6 8 2 to make 24. Steps:"
@@ -171,7 +167,7 @@ def _metric(base_url: str, name: str) -> float:
 
 @pytest.mark.parametrize("dynasor", [None, {"probe_interval": 32}],
                          ids=["pass-through", "dynasor"])
-def test_a_client_that_leaves_frees_the_server(front_end_core, vllm_server,  # noqa: F811
+def test_a_client_that_leaves_frees_the_server(front_end_core, vllm_server,
                                                proxy, dynasor):
     """The client closes its connection after 1.5 s of a request of 3,000 tokens (about
     10 s here): the proxy closes its upstream connection and vLLM aborts the request at

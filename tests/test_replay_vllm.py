@@ -20,10 +20,6 @@ from replay.client import new_session
 from replay.dispatcher import Replay
 from replay.journal import Journal, read_records
 from replay.prompts import PromptBuilder, fetch_token_pool
-from tests.vllm_fixture import (
-    front_end_core,  # noqa: F401  (fixture)
-    vllm_server,  # noqa: F401  (session fixture)
-)
 
 
 def _trace(path: Path) -> Path:
@@ -81,7 +77,7 @@ class _Ranked(FCFS):
         return self.ranks.get(req.request_id, 0)
 
 
-def test_priorities_reach_the_engine(front_end_core, vllm_server, tmp_path):  # noqa: F811
+def test_priorities_reach_the_engine(front_end_core, vllm_server, tmp_path):
     """Four long requests fill the server's seats; twelve more arrive with priorities in
     the reverse of their send order. vLLM's priority queue must admit the best first."""
     seats = vllm_server.max_num_seqs

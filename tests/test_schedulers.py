@@ -58,8 +58,12 @@ def paper_example():
     # Dynasor App. D.3: programs A (requests of 4 ms) and B (5 ms), batch size 2, queued
     # interleaved A1, B1, A2, B2. One step = 1 ms; a request with O output tokens takes
     # O steps (its prefill step samples the first token).
-    a = lambda i: Request(i, 0.0, 1, 4, program_id=0)
-    b = lambda i: Request(i, 0.0, 1, 5, program_id=1)
+    def a(i):
+        return Request(i, 0.0, 1, 4, program_id=0)
+
+    def b(i):
+        return Request(i, 0.0, 1, 5, program_id=1)
+
     return [a(0), b(1), a(2), b(3)]
 
 

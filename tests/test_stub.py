@@ -108,7 +108,7 @@ def test_streaming_completion_format(stub):
 
 def test_streaming_without_usage_and_keep_alive(stub):
     # Many streams on one pooled connection: chunked bodies end cleanly.
-    for i in range(20):
+    for _ in range(20):
         with stub.stream("POST", "/v1/completions",
                          json=_body(max_tokens=3, usage=False)) as resp:
             events = _events(list(resp.iter_lines()))

@@ -82,7 +82,7 @@ def test_calls_shape(specs):
             for q in spec.proposals:  # a child extends its parent's text by one line
                 parent_text = s.steps[k - 1].proposals[q.parent].text if k else ""
                 assert q.text.startswith(parent_text) and q.text.count("\n") == k + 1
-            for parent, call in spec.propose:
+            for _parent, call in spec.propose:
                 assert call.prompt[0][0] in (tot.PROPOSE, tot.COT) and call.output_tokens >= 1
                 templates.setdefault(call.prompt[0][0], set()).add(call.prompt[0][1])
             for p in spec.proposals:

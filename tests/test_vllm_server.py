@@ -7,10 +7,7 @@ import os
 
 import pytest
 
-from tests.vllm_fixture import (
-    request_json,
-    vllm_server,  # noqa: F401  (session fixture)
-)
+from tests.vllm_fixture import request_json
 
 
 def _complete(server, **fields):

@@ -3,6 +3,7 @@ paper's figures from it, and fidelity against real vLLM runs."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from dynasim.cli.fidelity import add_fidelity_flags
 from dynasim.errors import InputError
 
 
-def add_commands(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``sweep``, ``plot`` and ``validate``."""
     from dynasim.experiments.plots import KINDS  # the module loads plotly only in plot()
 
@@ -68,7 +69,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_validate)
 
 
-def cmd_sweep(args) -> None:
+def cmd_sweep(args: argparse.Namespace) -> None:
     """``dynasim sweep``: load the config, apply flags, run, print the table's head."""
     overrides = {"workloads": args.workload, "profiles": args.profile,
                  "policies": args.policy, "request_rates": args.request_rate,
@@ -77,8 +78,7 @@ def cmd_sweep(args) -> None:
                  "detect_at": args.detect_at, "threshold": args.threshold,
                  "base_deadline": args.base_deadline,
                  "keep_records": True if args.keep_records else None}
-    from dynasim.experiments.sweep import (headline_table, rate_tables, run_sweep,
-                                           tightest_slo_table)
+    from dynasim.experiments.sweep import headline_table, rate_tables, run_sweep, tightest_slo_table
     from dynasim.experiments.sweep_config import load_config
 
     cfg = load_config(args.config, overrides)
@@ -106,7 +106,7 @@ def cmd_sweep(args) -> None:
             print(f"wrote {f}")
 
 
-def cmd_plot(args) -> None:
+def cmd_plot(args: argparse.Namespace) -> None:
     """``dynasim plot``: write the figures and print the files."""
     from dynasim.experiments.plots import plot
 
@@ -115,7 +115,7 @@ def cmd_plot(args) -> None:
         print(f"wrote {f}")
 
 
-def cmd_validate(args) -> None:
+def cmd_validate(args: argparse.Namespace) -> None:
     """``dynasim validate``: fidelity against the real A100 vLLM runs, and against a
     live server when ``--base-url`` is given (see dynasim.experiments.validate)."""
     from dynasim.experiments.validate import (

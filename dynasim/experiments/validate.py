@@ -10,7 +10,7 @@ complete_time`` in seconds of ``time.perf_counter``), parsed with ``ast.literal_
 Error metric: per request, ``|sim - real| / real`` of E2E latency and of TTFT; a run is
 summarised by the median (and p90) of those errors. Targets: median E2E <= 10%,
 TTFT <= 25% (issue #2); median E2E <= 5%, TTFT <= 15% (issue #5, met for TTFT only:
-see the README's fidelity section).
+see ``notebooks/fidelity.py``, which prints the tables).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ field                  meaning                                                de
 ``probe_max_tokens``   tokens decoded per probe (int >= 1)                    32
 ``probe_temperature``  probe sampling temperature (>= 0)                      0.6
 ``probe_top_p``        probe nucleus mass (0 < p <= 1)                        0.95
-``hesitation_words``   list of words that make a probe hesitant               see cot_probe
+``hesitation_words``   list of words that make a probe hesitant               see :mod:`replay.proxy.probe`
 =====================  =====================================================  =========
 
 ``"dynasor": true`` or ``{}`` takes every default; ``null``/``false`` or no field at all
@@ -81,7 +81,7 @@ class DynasorConfig:
                            f"must be a list of non-empty strings, got {words!r}")
         return dataclasses.replace(self, hesitation_words=tuple(words))
 
-    def merged(self, obj, prefix: str = "dynasor") -> DynasorConfig | None:
+    def merged(self, obj: object, prefix: str = "dynasor") -> DynasorConfig | None:
         """This config (the server's defaults) overridden by a request's ``dynasor``
         value; ``None`` when the value disables probing (``None``/``False``).
 

@@ -31,12 +31,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
 from replay.proxy.config import BadField, DynasorConfig
 from replay.proxy.session import CotSession, check_body, openai_error
+
+if TYPE_CHECKING:
+    from aiohttp.typedefs import Handler
 
 #: Request headers not forwarded (hop-by-hop, RFC 9110 §7.6.1, plus what aiohttp sets).
 _DROP_REQ = {"host", "connection", "keep-alive", "proxy-authenticate",
@@ -98,7 +102,7 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-def watch_client(handler):
+def watch_client(handler: Handler) -> Handler:
     """Wrap a handler so that it is cancelled within 0.2 s of the client closing its
     connection, whatever it awaits (aiohttp's ``handler_cancellation`` does this on
     ``connection_lost``; this watchdog also covers a close it has not reported). A

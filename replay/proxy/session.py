@@ -302,7 +302,7 @@ class CotSession:
             out["prompt_tokens_details"] = self.usage["prompt_tokens_details"]
         return out
 
-    def _chunk(self, text: str, finish: str | None, stop_reason=None) -> dict:
+    def _chunk(self, text: str, finish: str | None, stop_reason: object = None) -> dict:
         if self.kind == "completions":
             choice = {"index": 0, "text": text, "logprobs": None,
                       "finish_reason": finish, "stop_reason": stop_reason}
@@ -338,7 +338,8 @@ class CotSession:
             for task in self.probe_tasks.values():
                 task.cancel()
 
-    async def _serve(self, request: web.Request, resp) -> web.StreamResponse:
+    async def _serve(self, request: web.Request,
+                     resp: aiohttp.ClientResponse) -> web.StreamResponse:
         pump = asyncio.ensure_future(self._pump(resp))
         out = None
         self._out = None

@@ -35,6 +35,10 @@ import urllib.request
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL_SCRIPT = Path(__file__).resolve().with_name("tiny_model.py")
@@ -126,7 +130,7 @@ class VLLMServer:
         client: the fidelity client's p99 dispatch lag was 391-1,132 ms with ``mp``;
         with ``uni`` 2-6 ms in one run, and
         3, 155 and 593 ms (light to over saturation) in another (same command, 60
-        requests per load, 2026-12-01; README, fidelity). ``mp`` stays the default: in
+        requests per load, 2026-12-01; how to rerun it: notebooks/fidelity.py). ``mp`` stays the default: in
         one clean-clone CI run under ``uni`` the quick calibration's decode steps came
         out half the engine's during the replay that followed (2.7 against 5.6 ms per
         token), which no ``mp`` run has shown.
@@ -418,7 +422,7 @@ class VLLMServer:
         own OpenMP binding included); a thread started while pinned gets its process's
         first saved CPUs."""
         first: dict[int, set[int]] = {}
-        for (pid, tid), cpus in self._saved_affinity.items():
+        for (pid, _tid), cpus in self._saved_affinity.items():
             first.setdefault(pid, cpus)
         for pid, cpus in first.items():
             for tid in self._tasks(pid):
@@ -464,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", default=None, help="server log file (default: temporary)")
     parser.add_argument("--pin", action="store_true", help="pin vLLM's engine core to CPU "
                         "0 and its API server to the other CPUs (run the client there "
-                        "too, e.g. replay.fidelity --client-cpus 1); see "
+                        "too, e.g. dynasim fidelity --client-cpus 1); see "
                         "VLLMServer.pin_cpus")
     parser.add_argument("--executor", choices=("uni", "mp"), default="mp",
                         help="mp (default): vLLM's CPU default, a separate worker "
@@ -477,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
                         executor=args.executor,
                         log_path=args.log, pin=args.pin)
 
-    def _interrupt(signum, frame):  # SIGTERM (e.g. `kill`) stops the server like Ctrl-C
+    # SIGTERM (e.g. `kill`) stops the server like Ctrl-C
+    def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)
