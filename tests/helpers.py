@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from dynasim.profiles import Profile
 from dynasim.trace import Trace
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository root (tests/ lies one level below it)."""
 
 
 def make_profile(scheduling: str = "v1", kv_capacity_tokens: int = 65536,

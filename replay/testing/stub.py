@@ -64,7 +64,7 @@ DEFAULT_MAX_TOKENS = 16
 TOKEN_TEXT = " t"
 """The text of every generated token."""
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"^listening on (http://\S+:(\d+))$")
 
 

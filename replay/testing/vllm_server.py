@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     from types import FrameType
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_MODEL_SCRIPT = Path(__file__).resolve().with_name("tiny_model.py")
 MODEL_NAME = "tiny-llama"
 MAX_MODEL_LEN = 4096
@@ -128,11 +128,11 @@ class VLLMServer:
         ``vllm/platforms/cpu.py``). The API server still talks to the engine core in its
         own process. On 2 cores ``mp``'s spinning starved the API server and the
         client: the fidelity client's p99 dispatch lag was 391-1,132 ms with ``mp``;
-        with ``uni`` 2-6 ms in one run, and
-        3, 155 and 593 ms (light to over saturation) in another (same command, 60
-        requests per load, 2026-12-01; how to rerun it: notebooks/fidelity.py). ``mp`` stays the default: in
-        one clean-clone CI run under ``uni`` the quick calibration's decode steps came
-        out half the engine's during the replay that followed (2.7 against 5.6 ms per
+        with ``uni`` 2-6 ms in one run, and 3, 155 and 593 ms (light to over
+        saturation) in another (same command, 60 requests per load, 2026-12-01; how to
+        rerun it: ``notebooks/fidelity.py``). ``mp`` stays the default: in one
+        clean-clone CI run under ``uni`` the quick calibration's decode steps came out
+        half the engine's during the replay that followed (2.7 against 5.6 ms per
         token), which no ``mp`` run has shown.
     extra_args:
         More command-line arguments appended to the vLLM command.

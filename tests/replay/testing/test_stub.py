@@ -7,13 +7,13 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 httpx = pytest.importorskip("httpx")
 
 from replay.testing.stub import FAULT_KINDS, StubServer, fault_for, fault_status, tokenize  # noqa: E402
+from tests.helpers import ROOT  # noqa: E402
 
 SEED = 7
 STALL_S = 3.0
@@ -58,7 +58,7 @@ def faulty():
 
 
 def test_cli_prints_listening_line_first():
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     proc = subprocess.Popen([sys.executable, "-m", "replay.testing.stub", "--port", "0"], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import openai
@@ -22,6 +21,7 @@ from replay.journal import read_records
 from replay.proxy import probe as cot_probe
 from replay.proxy.config import DynasorConfig
 from replay.proxy.server import make_app
+from tests.helpers import ROOT
 from tests.scripted_upstream import BackgroundApp, ScriptedUpstream
 
 MODEL = "scripted"
@@ -414,7 +414,7 @@ def test_cli_flags_and_a_real_proxy_process(tmp_path):
             [sys.executable, "-m", "dynasim", "proxy", "--target-base-url",
              rig.upstream_url, "--port", str(port), "--probe-interval", "16"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            cwd=Path(__file__).resolve().parent.parent, env=dict(os.environ))
+            cwd=ROOT, env=dict(os.environ))
         try:
             ready, _, _ = select.select([proc.stdout], [], [], 30)
             assert ready and "dynasor proxy on" in proc.stdout.readline()

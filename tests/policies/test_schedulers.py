@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 import simpy
@@ -16,6 +15,7 @@ from dynasim.policies.sjf import SJF
 from dynasim.prefix_cache import PrefixCache, block_hashes
 from dynasim.profiles import Profile
 from dynasim.request import Request
+from tests.helpers import ROOT
 
 
 def unit_profile(max_num_seqs: int = 2, kv: int = 4096, prefix: bool = False) -> Profile:
@@ -242,7 +242,7 @@ POLICY_MODULES = ("policies/base", "policies/fcfs", "policies/gang", "policies/s
 
 @pytest.mark.parametrize("module", POLICY_MODULES)
 def test_policy_modules_do_not_import_simpy(module):
-    src = (Path(__file__).parent.parent / "dynasim" / f"{module}.py").read_text()
+    src = (ROOT / "dynasim" / f"{module}.py").read_text()
     names = set()
     for node in ast.walk(ast.parse(src)):
         if isinstance(node, ast.Import):

@@ -25,8 +25,7 @@ from replay.dispatcher import Replay
 from replay.journal import Journal, read_records
 from replay.prompts import PromptBuilder, trace_segments
 from replay.testing.stub import FAILING_FAULTS, FAULT_KINDS, StubServer, fault_for
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 def _trace_file(path: Path, n: int, rate: float = 50.0, prompt: int = 40,

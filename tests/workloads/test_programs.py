@@ -24,7 +24,7 @@ from dynasim.simulation import deadlines_for, simulate_programs
 from dynasim.workloads.call import Call
 from dynasim.workloads.catalog import load_workload, read_samples
 from dynasim.workloads.program import Program, ProgramSpec, difficulty_of
-from tests.test_schedulers import unit_profile
+from tests.policies.test_schedulers import unit_profile
 
 
 # ------------------------------------------------------------ certaindex

@@ -1,0 +1,1 @@
+"""Tests of :mod:`dynasim.cli` and its one-line errors."""

@@ -1,0 +1,1 @@
+"""Tests of :mod:`dynasim.workloads` (and batch mode on real programs)."""
