@@ -77,6 +77,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--scheduling", choices=("v1", "v0"))
     p.add_argument("--max-model-len", type=int)
+    p.add_argument("--startup", action="store_true", help="time `dynasim --help` instead "
+                   "(fresh interpreters; --repeat defaults to 15)")
     p.set_defaults(func=cmd_benchmark)
 
 
@@ -219,7 +221,10 @@ def cmd_profiles(args: argparse.Namespace) -> None:
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
     """``dynasim benchmark``: simulator speed on a real trace (see dynasim.experiments.benchmark)."""
-    from dynasim.experiments.benchmark import run_benchmark
+    from dynasim.experiments.benchmark import run_benchmark, run_startup_benchmark
 
+    if args.startup:
+        run_startup_benchmark(15 if args.repeat == 1 else args.repeat)
+        return
     run_benchmark(args.trace, args.profile, args.repeat, scheduling=args.scheduling,
                   max_model_len=args.max_model_len)

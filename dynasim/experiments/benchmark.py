@@ -2,6 +2,7 @@
 seconds and simulated seconds per wall second.
 
     dynasim benchmark [--trace azure-conv-2023] [--profile distserve-opt13b-a100]
+    dynasim benchmark --startup        # how long `dynasim --help` takes
 
 Default: the Azure 2023 conversation trace (19,366 requests at their recorded arrival
 times, one hour) on ``distserve-opt13b-a100``. Target (issue #2): under 30 s on one core.
@@ -40,3 +41,40 @@ def run_benchmark(trace: str = "azure-conv-2023", profile: str = "distserve-opt1
               f"{sim_s / wall:.0f} simulated s per wall s, "
               f"{engine.num_steps} engine steps ({engine.num_steps / wall:.0f} steps/s)")
     return rows
+
+
+HEAVY_MODULES = ("pandas", "aiohttp", "dask", "plotly", "numpy", "scipy", "pydantic")
+"""Packages whose import ``dynasim --help`` should not pay for (issue 14)."""
+
+_HELP = ("import contextlib, io, sys\nfrom dynasim.cli import main\n"
+         "with contextlib.redirect_stdout(io.StringIO()):\n"
+         "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
+         "print(','.join(m for m in {heavy!r} if m in sys.modules))")
+
+
+def run_startup_benchmark(repeat: int = 15) -> dict:
+    """Time ``dynasim --help`` (a fresh interpreter that imports the CLI, builds every
+    subcommand's parser and prints the help) ``repeat`` times; print and return the
+    median and minimum wall seconds and the heavy packages it imported.
+
+    Raises:
+        RuntimeError: the command failed (its stderr is in the message).
+    """
+    import statistics
+    import subprocess
+    import sys
+
+    code = _HELP.format(heavy=HEAVY_MODULES)
+    times, imported = [], ""
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        if out.returncode:
+            raise RuntimeError(f"dynasim --help failed: {out.stderr[-500:]}")
+        imported = out.stdout.strip()
+    row = {"median_s": statistics.median(times), "min_s": min(times), "runs": repeat,
+           "heavy_imported": imported.split(",") if imported else []}
+    print(f"dynasim --help: median {row['median_s']:.3f} s, min {row['min_s']:.3f} s over "
+          f"{repeat} runs; heavy packages imported: {imported or 'none'}")
+    return row
