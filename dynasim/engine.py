@@ -18,11 +18,18 @@ Rules, each with its vLLM source:
   can be admitted whole (sum of their tokens <= budget, seats left, free blocks minus a
   1% watermark, ``BlockSpaceManager.can_allocate``), the step is prefill only; otherwise
   every running request decodes one token.
-* **v0 padding** (``max_paddings`` set; vLLM 0.2.x ``Scheduler._schedule`` and
-  ``ModelRunner._prepare_prompt``): the prompts of a prefill step are padded to the
-  longest, so the step's tokens are ``len(prompts) * max(prompt lengths)``; admission
-  stops when that exceeds ``max_num_batched_tokens`` or the padding exceeds
-  ``max_paddings``; the step costs the padded batch.
+* **v0 padding** (``max_paddings`` set; vLLM 0.2/0.3 ``Scheduler._schedule`` and
+  ``ModelRunner._prepare_prompt``): admission measures whole sequence lengths
+  (``seq.get_len()``, prefix-cached tokens included): it stops when ``len(seqs) *
+  max(lengths)`` exceeds ``max_num_batched_tokens`` or that minus ``sum(lengths)`` (the
+  padding) exceeds ``max_paddings``. The step costs the padded batch of the tokens it
+  computes: every prompt's uncached part padded to the longest one.
+* **Gangs that cannot fit** (gang, SJF: a group admitted together or not at all): a
+  group that an idle engine could not admit whole (more requests than
+  ``max_num_seqs``, more first-chunk blocks than the KV cache, a v0 batch over the token
+  budget or ``max_paddings``) is admitted in pieces, its leading members that fit
+  first, the rest staying at the head of the queue (Parrot dispatches an application's
+  tasks singly when no engine fits the group); otherwise it would wait forever.
 * **Tokens.** A step that computes every known token of a request samples one more
   (prefill yields the first token in the step that computes the last prompt chunk).
 * **KV cache.** Blocks of ``block_size`` tokens; a request holds ``ceil(computed /
@@ -49,14 +56,17 @@ Speed: a pure decode step changes nothing but counters, so the engine keeps the 
 requests as aggregates (count, sum of context, blocks due per step phase, a heap of
 finish steps) and advances a whole run of decode steps in one SimPy timeout, up to the
 next finish or KV exhaustion. An arrival that could be admitted interrupts the run at the
-next step boundary. No Python work is done per token.
+next step boundary; so does a change of the policy's order with time alone
+(:meth:`~dynasim.policies.base.Policy.order_changes_at`, SJF aging), and, for an order
+that reads the prefix cache (LPM), the first step that evicts a cached block. No Python
+work is done per token.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 
 import simpy
 
@@ -97,6 +107,7 @@ class Engine:
         self.prefix_hit_tokens = 0
         self.waiting = policy.new_queue(prefix_match=self.prefix_match)
         self._refresh = getattr(self.waiting, "refresh", None)  # order may change per step
+        self._cache_orders = getattr(policy, "order_depends_on_cache", False)
         self.running: dict[Request, None] = {}  # admission order
         self.prefilling: list[Request] = []  # running, not decoding, admission order
         self.block_size = profile.block_size
@@ -179,7 +190,9 @@ class Engine:
     @property
     def prefix_cache_hit_rate(self) -> float:
         """Prompt tokens found in the prefix cache at first admission / prompt tokens
-        looked up (0.0 before any lookup)."""
+        looked up, over every request admitted (one that names no shared content is
+        looked up and misses: vLLM's ``PrefixCacheStats`` counts every lookup); 0.0
+        before any lookup or without a prefix cache."""
         if not self.prefix_query_tokens:
             return 0.0
         return self.prefix_hit_tokens / self.prefix_query_tokens
@@ -301,58 +314,152 @@ class Engine:
         return chunks, self.num_decoding > 0
 
     def _admit(self, chunks: dict[Request, int], budget: int) -> None:
-        """V1 admission of waiting groups with a first chunk each (module docstring)."""
+        """V1 admission of waiting groups with a first chunk each (module docstring); a
+        group that could never fit whole is admitted in pieces (:meth:`_fits_empty`)."""
         while len(self.waiting) and budget > 0:
             group = self.waiting.peek()
-            if len(self.running) + len(group) > self.max_num_seqs:
+            fits = False
+            if len(self.running) + len(group) <= self.max_num_seqs:
+                plan, need, left = self._plan_v1(group, budget)
+                fits = need <= self._free() - self._due_blocks()
+            if fits:
+                self.waiting.pop()
+            elif len(group) > 1 and not self._fits_empty(group):
+                plan, left = self._piece_v1(group, budget)
+                for req, *_ in plan:
+                    self.waiting.remove(req)
+                if not plan:
+                    break
+            else:
                 break
-            plan, need, left, pending = [], 0, budget, set()
-            for req in group:
-                hit, n, blocks, idle = self._plan(req, left, pending)
-                left -= n
-                need += blocks + idle
-                plan.append((req, hit, n, blocks))
-            if need > self._free() - self._due_blocks():
-                break
-            self.waiting.pop()
             for req, hit, n, blocks in plan:
                 self._start(req, hit, blocks, n)
                 if n:
                     chunks[req] = n
             budget = left
+            if len(plan) < len(group):
+                break  # the rest of a split group stays at the head
+
+    def _plan_v1(self, group: Sequence[Request], budget: int
+                 ) -> tuple[list[tuple[Request, int, int, int]], int, int]:
+        """(plan, blocks needed, budget left) to admit ``group`` whole with ``budget``
+        tokens: per request (request, hit blocks, chunk tokens, new blocks)."""
+        plan, need, pending = [], 0, set()
+        for req in group:
+            hit, n, blocks, idle = self._plan(req, budget, pending)
+            budget -= n
+            need += blocks + idle
+            plan.append((req, hit, n, blocks))
+        return plan, need, budget
+
+    def _piece_v1(self, group: Sequence[Request], budget: int
+                  ) -> tuple[list[tuple[Request, int, int, int]], int]:
+        """The leading members of ``group`` that fit now, as (plan, budget left)."""
+        plan, need, pending = [], 0, set()
+        free = self._free() - self._due_blocks()
+        seats = self.max_num_seqs - len(self.running)
+        for req in group[:seats]:
+            if budget <= 0:
+                break
+            hit, n, blocks, idle = self._plan(req, budget, set(pending))
+            if need + blocks + idle > free:
+                break
+            self._plan(req, budget, pending)
+            need += blocks + idle
+            budget -= n
+            plan.append((req, hit, n, blocks))
+        return plan, budget
+
+    def _fits_empty(self, group: Sequence[Request]) -> bool:
+        """Whether ``group`` could be admitted whole by an idle engine (all seats, the
+        whole token budget, every block but the watermark free; cached blocks as now).
+
+        A gang that never could is admitted in pieces that fit, leading members first
+        (Parrot dispatches an application's tasks singly when no engine fits the group);
+        otherwise gang/SJF would wait for it forever while FCFS finishes it."""
+        if len(group) > self.max_num_seqs:
+            return False
+        room = self.total_blocks - self.watermark_blocks
+        known = [r.num_known_tokens for r in group]
+        # cheap sufficient test first (this runs at every step a gang waits): a request
+        # never needs more new + pinned blocks than its known tokens fill
+        blocks_ok = sum(_cdiv(n, self.block_size) for n in known) <= room
+        if self.v1:
+            return blocks_ok or self._plan_v1(group, self.max_num_batched_tokens)[1] <= room
+        if self.max_paddings is not None:
+            padded = len(known) * max(known)
+            if padded > self.max_num_batched_tokens or padded - sum(known) > self.max_paddings:
+                return False
+        elif sum(known) > self.max_num_batched_tokens:
+            blocks_ok = False  # cached prefixes may still bring it within the budget
+        return blocks_ok or self._v0_check(group, 0, [], self.max_num_seqs, room) is not None
+
+    def _v0_check(self, group: Sequence[Request], tokens: int, lens: list[int],
+                  seats: int, free: int) -> list[tuple[int, int, int, int]] | None:
+        """The v0 plans of ``group`` if it fits whole next to a prefill batch of
+        ``tokens`` tokens and whole lengths ``lens``, with ``seats`` seats and ``free``
+        blocks above the watermark; ``None`` if it does not.
+
+        With ``max_paddings`` the batch is padded: vLLM 0.2/0.3 ``Scheduler._schedule``
+        measures ``len(seq_lens) * max(seq_lens)`` and the padding over whole sequence
+        lengths (``seq.get_len()``), prefix-cached tokens included, so a gang of equal
+        prompts never counts as padding however much of it the cache holds."""
+        if len(group) > seats:
+            return None
+        pending: set = set()
+        plan = [self._plan(req, req.num_known_tokens, pending) for req in group]
+        if self.max_paddings is None:
+            if tokens + sum(p[1] for p in plan) > self.max_num_batched_tokens:
+                return None
+        else:
+            new = [*lens, *(r.num_known_tokens for r in group)]
+            padded = len(new) * max(new)
+            if padded > self.max_num_batched_tokens or padded - sum(new) > self.max_paddings:
+                return None
+        if sum(p[2] + p[3] for p in plan) > free:
+            return None
+        return plan
 
     def _schedule_v0(self) -> tuple[dict[Request, int], bool]:
         chunks: dict[Request, int] = {}
-        tokens = 0
+        tokens, lens = 0, []
         while len(self.waiting):
             group = self.waiting.peek()
-            if len(self.running) + len(group) > self.max_num_seqs:
-                break
-            plan, pending = [], set()
-            for req in group:
-                plan.append(self._plan(req, req.num_known_tokens, pending))
-            g_tokens = sum(p[1] for p in plan)
-            if self.max_paddings is None:
-                if tokens + g_tokens > self.max_num_batched_tokens:
-                    break
-            else:  # padded batch: every prompt costs the longest one's tokens
-                lens = [*chunks.values(), *(p[1] for p in plan)]
-                padded = len(lens) * max(lens)
-                if (padded > self.max_num_batched_tokens
-                        or padded - tokens - g_tokens > self.max_paddings):
-                    break
-            need = sum(p[2] + p[3] for p in plan)
-            if self._free() - need < self.watermark_blocks:
-                break
-            self.waiting.pop()
-            for req, (hit, n, blocks, _) in zip(group, plan):
-                self._start(req, hit, blocks, n)
-                chunks[req] = n
-            tokens += g_tokens
+            whole = self._v0_take(group, tokens, lens)
+            if whole is not None:
+                self.waiting.pop()
+                self._v0_start(group, whole, chunks)
+                tokens += sum(p[1] for p in whole)
+                lens.extend(r.num_known_tokens for r in group)
+                continue
+            if len(group) > 1 and not self._fits_empty(group):
+                for req in group:  # admit the leading members that fit, one by one
+                    plan = self._v0_take((req,), tokens, lens)
+                    if plan is None:
+                        break
+                    self.waiting.remove(req)
+                    self._v0_start((req,), plan, chunks)
+                    tokens += plan[0][1]
+                    lens.append(req.num_known_tokens)
+            break
         if chunks:
             return chunks, False
         self._reserve_decode_blocks()
         return chunks, self.num_decoding > 0
+
+    def _v0_take(self, group: Sequence[Request], tokens: int, lens: list[int]
+                 ) -> list[tuple[int, int, int, int]] | None:
+        """:meth:`_v0_check` against this step's batch so far and the engine's state."""
+        seats = self.max_num_seqs - len(self.running)
+        if len(group) > seats:
+            return None
+        return self._v0_check(group, tokens, lens, seats, self._free() - self.watermark_blocks)
+
+    def _v0_start(self, group: Sequence[Request], plan: list[tuple[int, int, int, int]],
+                  chunks: dict[Request, int]) -> None:
+        for req, (hit, n, blocks, _) in zip(group, plan):
+            self._start(req, hit, blocks, n)
+            chunks[req] = n
 
     def _prefill_shape(self, chunks: dict[Request, int]) -> list[tuple[int, int]]:
         """The step's prefill chunks as the step-time model sees them: ``(new tokens,
@@ -381,11 +488,12 @@ class Engine:
         pid = req.program_id
         if pid is not None:
             self._program_running[pid] = self._program_running.get(pid, 0) + 1
-        if self.cache is not None and req._hashes:
-            self.cache.acquire(req._hashes[:hit])
-            req._shared = hit
-            req.num_computed = hit * self.block_size
-            if req.num_preemptions == 0:
+        if self.cache is not None:
+            if req._hashes:
+                self.cache.acquire(req._hashes[:hit])
+                req._shared = hit
+                req.num_computed = hit * self.block_size
+            if req.num_preemptions == 0:  # every lookup counts, hit or not (vLLM)
                 self.prefix_query_tokens += req.prompt_tokens
                 self.prefix_hit_tokens += req.num_computed
                 req.num_cached_tokens = req.num_computed
@@ -459,6 +567,16 @@ class Engine:
         return full * self.num_decoding + sum(self._phase[(self.clock + i) % bs]
                                               for i in range(rest))
 
+    def _steps_fitting(self, free: int) -> int:
+        """Largest number of decode steps whose new blocks fit in ``free`` blocks."""
+        n, bs = self.num_decoding, self.block_size
+        full = free // n
+        k, used = full * bs, full * n
+        while used + self._phase[(self.clock + k) % bs] <= free:
+            used += self._phase[(self.clock + k) % bs]
+            k += 1
+        return k
+
     def _advance_decode(self, k: int) -> None:
         self._alloc(self._blocks_due(k))
         self.clock += k
@@ -507,9 +625,12 @@ class Engine:
         """Advance up to the next finish or KV exhaustion in one timeout (see module
         docstring); an admissible arrival interrupts at the next step boundary. After a
         preemption only one step is taken, since the victim may be readmitted then;
-        otherwise a waiting request that could not be admitted at the start of the run
+        otherwise a waiting group that could not be admitted at the start of the run
         cannot be admitted during it (seats and budget are unchanged, free blocks only
-        shrink)."""
+        shrink, a head's need never shrinks as its cached blocks are evicted) as long
+        as the queue's head stays the same: the run therefore also ends at the first
+        step boundary at or after ``policy.order_changes_at(now)`` (SJF aging) and, when
+        the order reads the prefix cache (LPM), after the first step that evicts."""
         heap = self._finish_heap
         while heap[0][2] != heap[0][3]._epoch:
             heapq.heappop(heap)
@@ -518,18 +639,23 @@ class Engine:
             k = 1
         if self.max_decode_run is not None:
             k = min(k, self.max_decode_run)
-        n, bs = self.num_decoding, self.block_size
+        n = self.num_decoding
         free = self._free()
         if self._blocks_due(k) > free:  # largest k whose new blocks fit
-            full = free // n
-            k, used = full * bs, full * n
-            while used + self._phase[(self.clock + k) % bs] <= free:
-                used += self._phase[(self.clock + k) % bs]
-                k += 1
+            k = self._steps_fitting(free)
+        if self._cache_orders and self.cache is not None:
+            # LPM re-matches every step: stop after the first step that evicts
+            k = min(k, self._steps_fitting(self.free_blocks) + 1)
         s0 = self.sum_decode_ctx()
         alpha = self.model.step_time([], n, s0)
         beta = self.model.step_time([], n, s0 + n) - alpha
         total = k * alpha + beta * k * (k - 1) / 2
+        change = self.policy.order_changes_at(self.env.now)
+        if change is not None and self.env.now + total > change:
+            # the order may change with time alone: stop at the first step boundary
+            # at or after that time (where a step-by-step engine would see it)
+            k = _steps_covering(alpha, beta, change - self.env.now, k)
+            total = k * alpha + beta * k * (k - 1) / 2
         start = self.env.now
         self._leaping = True
         try:

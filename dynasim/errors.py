@@ -7,6 +7,7 @@ library callers can catch :class:`InputError` and read the attributes.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -48,3 +49,34 @@ def from_validation_error(exc: ValidationError, source: str | None) -> InputErro
     err = exc.errors()[0]
     field = ".".join(str(x) for x in err["loc"]) or None
     return InputError(err["msg"], source=source, field=field)
+
+
+def decode_utf8(data: bytes, source: str) -> str:
+    """``data`` decoded as UTF-8 (every dynasim input file is UTF-8 text).
+
+    Raises:
+        InputError: a byte that is not UTF-8 (a binary or compressed file, another
+            encoding), naming the 1-based line it is on.
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"not UTF-8 text (byte 0x{data[exc.start]:02x}; a binary or "
+                         "compressed file, or another encoding?)", source=source,
+                         line=line) from None
+
+
+def read_text(path: str | Path, source: str | None = None) -> str:
+    """The UTF-8 text of the file at ``path`` (``source``: the name used in errors,
+    default the path).
+
+    Raises:
+        InputError: the file cannot be read, or is not UTF-8 (with the line).
+    """
+    src = str(path) if source is None else source
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.strerror or exc})", source=src) from None
+    return decode_utf8(data, src)

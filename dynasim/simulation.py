@@ -131,7 +131,8 @@ def online_programs(workload: Workload, profile: Profile | None, rate: float, *,
 def simulate_programs(specs: Sequence[ProgramSpec], arrival_times: Sequence[float] | np.ndarray,
                       profile: Profile, policy: Policy,
                       deadlines: Sequence[float] | np.ndarray | None = None,
-                      progress: Callable[[int], None] | None = None
+                      progress: Callable[[int], None] | None = None,
+                      max_decode_run: int | None = None
                       ) -> tuple[pd.DataFrame, pd.DataFrame, Engine]:
     """Simulate reasoning programs arriving at ``arrival_times`` (seconds, one per spec).
 
@@ -142,6 +143,9 @@ def simulate_programs(specs: Sequence[ProgramSpec], arrival_times: Sequence[floa
     Args:
         specs: :class:`~dynasim.workloads.program.ProgramSpec` list (see :func:`program_order`).
         deadlines: per-program deadline in seconds after arrival (default: none).
+        max_decode_run: the engine's cap on decode steps per timeout
+            (:attr:`~dynasim.engine.Engine.max_decode_run`; 1 is the step-by-step
+            reference the tests compare the default against).
 
     Returns:
         (requests, programs, engine): the request and program record tables
@@ -187,7 +191,7 @@ def simulate_programs(specs: Sequence[ProgramSpec], arrival_times: Sequence[floa
         if req.status == "finished":
             prog.on_call_done(call)
         else:
-            prog.error = req.error
+            prog.on_call_rejected(call, req.error)
         outstanding[prog.program_id] -= 1
         if outstanding[prog.program_id] == 0:
             start_wave(prog, prog.on_wave_done(env.now))
@@ -200,6 +204,7 @@ def simulate_programs(specs: Sequence[ProgramSpec], arrival_times: Sequence[floa
         start_wave(prog, prog.start())
 
     engine = Engine(env, profile, policy, on_finish=on_finish)
+    engine.max_decode_run = max_decode_run
     programs = []
     for i, (spec, t) in enumerate(zip(specs, arrival_times)):
         prog = Program(i, spec, policy.intra, float(t))

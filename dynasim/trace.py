@@ -9,13 +9,16 @@ Columns (units): ``arrival_time`` (seconds since the first request of the file),
 Mooncake line are kept as further columns and written back.
 
 Rules checked on read, each failing with an :class:`~dynasim.errors.InputError` naming
-file, line and field: the file is not empty; every required field is present; lengths are
-finite integers >= 1 (vLLM rejects ``max_tokens < 1`` and empty prompts); timestamps are
-finite, >= 0, and never go backwards.
+file, line and field: the file is UTF-8 text and not empty; every required field is
+present; lengths are finite integers in 1..:data:`MAX_TOKENS` (vLLM rejects ``max_tokens
+< 1`` and empty prompts); timestamps are finite, >= 0, and never go backwards (reported in
+the file's unit: ms for Mooncake). Blank lines at the end of a JSONL file are ignored;
+a blank line between requests is refused.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -24,8 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dynasim.errors import InputError
+from dynasim.errors import InputError, read_text
 
+MAX_TOKENS = 2**31 - 1
+"""Largest token count accepted (int32, far above any model's context length)."""
 MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length")
 AZURE_FIELDS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 
@@ -57,23 +62,29 @@ def _check_length(value: object, src: str, line: int, field: str) -> int:
     if value < 1:
         raise InputError(f"token count {value} must be >= 1", source=src, line=line,
                          field=field)
+    if value > MAX_TOKENS:
+        raise InputError(f"token count {value} is larger than {MAX_TOKENS}", source=src,
+                         line=line, field=field)
     return int(value)
 
 
-def _check_times(times: np.ndarray, src: str, field: str, first_line: int) -> None:
+def _check_times(times: np.ndarray, src: str, field: str, first_line: int,
+                 unit: str) -> None:
+    """Finite, >= 0, never backwards; ``times`` and messages in the file's ``unit``."""
     bad = ~np.isfinite(times)
     if bad.any():
         i = int(np.argmax(bad))
         raise InputError(f"timestamp is {times[i]}", source=src, line=first_line + i,
                          field=field)
     if len(times) and times[0] < 0:
-        raise InputError(f"timestamp {times[0]} is negative", source=src,
+        raise InputError(f"timestamp {times[0]:g} {unit} is negative", source=src,
                          line=first_line, field=field)
     back = np.diff(times) < 0
     if back.any():
         i = int(np.argmax(back)) + 1
-        raise InputError(f"timestamp goes backwards ({times[i]} after {times[i - 1]})",
-                         source=src, line=first_line + i, field=field)
+        raise InputError(f"timestamp goes backwards ({times[i]:g} {unit} after "
+                         f"{times[i - 1]:g} {unit})", source=src, line=first_line + i,
+                         field=field)
 
 
 def read_mooncake(path: str | Path) -> Trace:
@@ -81,47 +92,57 @@ def read_mooncake(path: str | Path) -> Trace:
     optional ``hash_ids``; other keys kept).
 
     Raises:
-        InputError: empty file, bad JSON, missing field, bad length or timestamp.
+        InputError: not UTF-8, empty file, bad JSON, missing field, bad length or
+            timestamp, a blank line between requests.
     """
     src = str(path)
     rows: list[dict] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, text in enumerate(f, start=1):
-            if not text.strip():
-                raise InputError("blank line inside a JSONL trace", source=src, line=lineno)
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"not valid JSON ({exc.msg})", source=src,
-                                 line=lineno) from None
-            if not isinstance(obj, dict):
-                raise InputError("a line must be a JSON object", source=src, line=lineno)
-            for field in MOONCAKE_FIELDS:
-                if field not in obj:
-                    raise InputError("missing", source=src, line=lineno, field=field)
-            ts = obj.pop("timestamp")
-            if isinstance(ts, bool) or not isinstance(ts, (int, float)):
-                raise InputError(f"expected a number of milliseconds, got {ts!r}",
-                                 source=src, line=lineno, field="timestamp")
-            row = {"arrival_time": ts / 1000.0,
-                   "prompt_tokens": _check_length(obj.pop("input_length"), src, lineno,
-                                                  "input_length"),
-                   "output_tokens": _check_length(obj.pop("output_length"), src, lineno,
-                                                  "output_length")}
-            if "hash_ids" in obj:
-                ids = obj.pop("hash_ids")
-                if not isinstance(ids, list) or not all(
-                        isinstance(x, int) and not isinstance(x, bool) for x in ids):
-                    raise InputError("expected a list of integer block ids", source=src,
-                                     line=lineno, field="hash_ids")
-                row["hash_ids"] = ids
-            row.update(obj)
-            rows.append(row)
+    stamps: list[float] = []
+    blank: int | None = None  # first blank line since the last request
+    for lineno, text in enumerate(read_text(path).split("\n"), start=1):
+        if not text.strip():
+            blank = blank or lineno
+            continue  # fine at the end of the file
+        if blank is not None:
+            raise InputError("blank line inside a JSONL trace", source=src, line=blank)
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON ({exc.msg})", source=src,
+                             line=lineno) from None
+        if not isinstance(obj, dict):
+            raise InputError("a line must be a JSON object", source=src, line=lineno)
+        for field in MOONCAKE_FIELDS:
+            if field not in obj:
+                raise InputError("missing", source=src, line=lineno, field=field)
+        ts = obj.pop("timestamp")
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+            raise InputError(f"expected a number of milliseconds, got {ts!r}",
+                             source=src, line=lineno, field="timestamp")
+        try:
+            stamps.append(float(ts))
+        except OverflowError:
+            raise InputError(f"timestamp {ts} ms is too large", source=src, line=lineno,
+                             field="timestamp") from None
+        row = {"arrival_time": stamps[-1] / 1000.0,
+               "prompt_tokens": _check_length(obj.pop("input_length"), src, lineno,
+                                              "input_length"),
+               "output_tokens": _check_length(obj.pop("output_length"), src, lineno,
+                                              "output_length")}
+        if "hash_ids" in obj:
+            ids = obj.pop("hash_ids")
+            if not isinstance(ids, list) or not all(
+                    isinstance(x, int) and not isinstance(x, bool) for x in ids):
+                raise InputError("expected a list of integer block ids", source=src,
+                                 line=lineno, field="hash_ids")
+            row["hash_ids"] = ids
+        row.update(obj)
+        rows.append(row)
     if not rows:
         raise InputError("empty trace: no requests", source=src)
+    _check_times(np.array(stamps), src, "timestamp", 1, "ms")
     frame = pd.DataFrame(rows)
     frame.index.name = "request_id"
-    _check_times(frame["arrival_time"].to_numpy(dtype=float), src, "timestamp", 1)
     return Trace(src, frame)
 
 
@@ -130,11 +151,13 @@ def read_azure(path: str | Path) -> Trace:
     GeneratedTokens``); arrival times are seconds since the first row's timestamp.
 
     Raises:
-        InputError: empty file, missing column or value, bad length or timestamp.
+        InputError: not UTF-8, empty file, missing column or value, bad length or
+            timestamp.
     """
     src = str(path)
+    text = read_text(path)
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise InputError("empty trace: no header and no requests", source=src) from None
     for field in AZURE_FIELDS:
@@ -154,14 +177,16 @@ def read_azure(path: str | Path) -> Trace:
         raise InputError(f"not a timestamp: {raw['TIMESTAMP'].iloc[i]!r}", source=src,
                          line=i + 2, field="TIMESTAMP")
     times = (stamps - stamps.iloc[0]).dt.total_seconds().to_numpy()
-    _check_times(times, src, "TIMESTAMP", 2)
+    _check_times(times, src, "TIMESTAMP", 2, "s after the first row")
     out = {"arrival_time": times}
     for field, col in (("ContextTokens", "prompt_tokens"), ("GeneratedTokens", "output_tokens")):
         values = pd.to_numeric(raw[field], errors="coerce").to_numpy(dtype=float)
-        ok = np.isfinite(values) & (values >= 1) & (values == np.floor(values))
+        ok = np.isfinite(values) & (values >= 1) & (values == np.floor(values)) \
+            & (values <= MAX_TOKENS)
         if not ok.all():
             i = int(np.argmax(~ok))
-            raise InputError(f"token count {raw[field].iloc[i]!r} must be an integer >= 1",
+            raise InputError(f"token count {raw[field].iloc[i]!r} must be an integer in "
+                             f"1..{MAX_TOKENS}",
                              source=src, line=i + 2, field=field)
         out[col] = values.astype(np.int64)
     frame = pd.DataFrame(out)

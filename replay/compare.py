@@ -6,6 +6,16 @@ runs (the same seed gives the same programs, and each program issues its calls i
 same order on both sides). The per-request error is ``|sim − real| / real``, over
 requests that succeeded on both sides.
 
+Only runs of the same input are compared (:func:`check_same_runs`): the same trace (by
+file name) or workload, seed, request (or program) rate and burstiness (``summary.json``;
+a key absent on one side is not checked), and every matched request
+with the same ``prompt_tokens`` and planned output tokens (a replay's
+``asked_output_tokens``: a Dynasor proxy may stop a request early; a request that failed
+in the simulator has no planned length). Anything else is refused, naming the first
+difference. A partial run (``summary.json`` says ``partial`` or ``interrupted``, or it
+has fewer requests than the other side) is compared with a warning naming how many
+requests are missing (:func:`partial_warnings`).
+
 SLO attainment: for workloads, the share of programs meeting their deadline (each run
 judges its own programs against the same deadlines when both used the same base
 deadline; a mismatch is reported); for traces, the share of requests (failed ones count
@@ -15,18 +25,189 @@ as misses) meeting every ``--goodput`` SLO (``ttft``, ``tpot``, ``e2el`` in ms).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from dynasim.data_record import COLUMNS, PROGRAM_COLUMNS, write_atomic
 from dynasim.errors import InputError
 from dynasim.metrics import parse_goodput
-from replay.journal import read_records
+from replay.journal import programs_table, requests_table
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
+
+#: Files of a run folder (``simulate`` / ``replay``): the figure and ``compare.json``
+#: written by ``--output`` may not replace one of them.
+RUN_FILES = ("requests.parquet", "requests.jsonl", "programs.parquet", "programs.jsonl",
+             "summary.json")
+
+
+@dataclass
+class Run:
+    """One run folder as read by compare: its request and program tables, its
+    ``summary.json`` (``{}`` when absent) and whether its journal's last line was cut
+    (a crash mid-write)."""
+
+    dir: Path
+    requests: pd.DataFrame
+    programs: pd.DataFrame | None
+    summary: dict
+    cut_line: bool = False
+
+
+def _text(path: Path) -> str:
+    """The UTF-8 text of ``path`` (raises InputError naming it otherwise)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", source=str(path)) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start}: {data[exc.start]:#04x}); "
+                         "a binary file?", source=str(path)) from None
+
+
+def _jsonl(path: Path) -> tuple[list[dict], bool]:
+    """(rows, whether the last line was cut) of a journal; only the last line may be
+    cut (the journal flushes each row whole), a bad line before it is an error."""
+    lines = _text(path).splitlines()
+    last = max((i for i, x in enumerate(lines) if x.strip()), default=-1)
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            if i == last:
+                return rows, True
+            raise InputError(f"not a JSON row ({exc.msg})", source=str(path),
+                             line=i + 1) from None
+        if not isinstance(row, dict):
+            raise InputError("a row must be a JSON object", source=str(path), line=i + 1)
+        rows.append(row)
+    return rows, False
+
+
+def _table(path: Path, rows_to_table: Callable[[list[dict]], pd.DataFrame],
+           columns: list[str]) -> tuple[pd.DataFrame, bool]:
+    """(table, whether the journal's last line was cut) of one run file, JSONL rows
+    through ``rows_to_table`` or a parquet table (raises InputError naming the file)."""
+    cut = False
+    try:
+        if path.suffix == ".jsonl":
+            rows, cut = _jsonl(path)
+            df = rows_to_table(rows)
+        else:
+            df = pd.read_parquet(path)
+    except KeyError as exc:
+        raise InputError("missing in the rows", source=str(path),
+                         field=str(exc.args[0])) from None
+    except (ValueError, TypeError, OSError) as exc:  # pyarrow's ArrowInvalid included
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"not a readable table ({str(exc)[:120]})",
+                         source=str(path)) from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise InputError("missing column", source=str(path), field=missing[0])
+    return df, cut
+
+
+def read_run(run_dir: str | Path) -> Run:
+    """Read a run folder as :func:`replay.journal.read_records` does (a replay's JSONL
+    journal first, else the parquet tables) plus its ``summary.json``.
+
+    Raises:
+        InputError: no results in the folder, or a file that is not UTF-8, not JSON or
+            not a table (naming the file and, for a journal, the line).
+    """
+    d = Path(run_dir)
+    ext = ".jsonl" if (d / "requests.jsonl").exists() else ".parquet"
+    if not (d / f"requests{ext}").exists():
+        raise InputError("no requests.jsonl or requests.parquet: not a run folder",
+                         source=str(d), field="run_dir")
+    req, cut = _table(d / f"requests{ext}", requests_table, COLUMNS)
+    progs = None
+    if (d / f"programs{ext}").exists():
+        progs, _ = _table(d / f"programs{ext}", programs_table, PROGRAM_COLUMNS)
+    summary = {}
+    if (d / "summary.json").exists():
+        try:
+            summary = json.loads(_text(d / "summary.json"))
+        except ValueError as exc:
+            raise InputError(f"not JSON ({exc})", source=str(d / "summary.json")) from None
+        if not isinstance(summary, dict):
+            raise InputError("must be a JSON object", source=str(d / "summary.json"))
+    return Run(d, req, progs, summary, cut)
+
+
+def _same_input(a: object, b: object) -> bool:
+    """Trace sources match by file name (one run may name it by another path)."""
+    return Path(str(a)).name == Path(str(b)).name
+
+
+def check_same_runs(sim: Run, real: Run, m: pd.DataFrame) -> None:
+    """Refuse runs of different inputs (module doc), naming the first difference.
+
+    Args:
+        m: the matched requests (:func:`_match`).
+
+    Raises:
+        InputError: (field ``workload``, ``trace``, ``seed``, ``request_rate``,
+            ``program_rate``, ``burstiness``, ``prompt_tokens`` or ``output_tokens``)
+            the runs are not of the same trace/workload, load and seed.
+    """
+    where = f"{sim.dir} vs {real.dir}"
+    ss, rs = sim.summary, real.summary
+    ks, kr = (("workload" if s.get("workload") is not None else "trace"
+               if s.get("trace") is not None else None) for s in (ss, rs))
+    if ks is not None and kr is not None and ks != kr:
+        raise InputError(f"sim ran {ks} {ss[ks]}, real {kr} {rs[kr]}: compare runs of "
+                         "the same input", source=where, field="workload")
+    for field in ("workload", "trace", "seed", "request_rate", "program_rate",
+                  "burstiness"):
+        a, b = ss.get(field), rs.get(field)
+        if a is not None and b is not None and not (
+                _same_input(a, b) if field in ("workload", "trace") else a == b):
+            raise InputError(f"sim {a}, real {b}: compare runs of the same {field} "
+                             "(the same load)", source=where, field=field)
+    for field in ("prompt_tokens", "output_tokens"):
+        s, r = m[f"{field}_plan_sim"], m[f"{field}_plan_real"]
+        bad = s.notna() & r.notna() & (s != r)
+        if bad.any():
+            row = m[bad].iloc[0]
+            req = f"request {int(row['request_id_sim'])}" if row["k2"] < 0 else \
+                f"program {int(row['k1'])} call {int(row['k2'])} (request " \
+                f"{int(row['request_id_sim'])})"
+            raise InputError(f"{req}: sim {int(s[bad].iloc[0])}, real "
+                             f"{int(r[bad].iloc[0])}: not runs of the same "
+                             f"{ks or kr or 'input'} and seed", source=where, field=field)
+
+
+def partial_warnings(sim: Run, real: Run, matched: int) -> list[str]:
+    """One line per side that is partial (``summary.json`` says ``partial`` or
+    ``interrupted``, a cut journal line, or fewer requests than the other side),
+    naming how many of the other side's requests it lacks."""
+    out = []
+    for this, other in ((sim, real), (real, sim)):
+        missing = len(other.requests) - matched
+        flags = [k for k in ("interrupted", "partial") if this.summary.get(k) is True]
+        if this.cut_line:
+            flags.append("last journal line cut")
+        if missing <= 0 and not flags:
+            continue
+        why = f"a partial run ({', '.join(flags)})" if flags else "a partial run?"
+        out.append(f"{this.dir}: {max(missing, 0)} request{'s' if missing != 1 else ''}"
+                   f" of {other.dir} missing from it ({why}); compared on the "
+                   f"{matched} in common")
+    return out
 
 
 def _match(sim: pd.DataFrame, real: pd.DataFrame) -> pd.DataFrame:
@@ -36,8 +217,14 @@ def _match(sim: pd.DataFrame, real: pd.DataFrame) -> pd.DataFrame:
             df["k1"] = df["program_id"]
             df["k2"] = df.groupby("program_id").cumcount()
         else:
-            df["k1"], df["k2"] = df["request_id"], 0
-        return df[["k1", "k2", "ttft", "e2e_latency", "error", "output_tokens"]]
+            df["k1"], df["k2"] = df["request_id"], -1
+        # planned tokens: what the run was asked to do (NaN: unknown, not checked)
+        df["prompt_tokens_plan"] = df["prompt_tokens"].astype(float)
+        df["output_tokens_plan"] = df["asked_output_tokens"].astype(float) \
+            if "asked_output_tokens" in df else \
+            df["output_tokens"].astype(float).where(df["error"] == "")
+        return df[["k1", "k2", "request_id", "ttft", "e2e_latency", "error",
+                   "output_tokens", "prompt_tokens_plan", "output_tokens_plan"]]
 
     return keyed(sim).merge(keyed(real), on=["k1", "k2"], suffixes=("_sim", "_real"))
 
@@ -62,20 +249,44 @@ def _dist(err: np.ndarray) -> dict:
             "mean": float(err.mean())}
 
 
+def _figure_path(output: str | None, real_dir: str) -> Path:
+    """The figure's path (``REAL_DIR/compare.html`` by default); refuses one whose
+    ``.html``/``.png``/``.json`` would replace a run's file (``--output
+    REAL_DIR/summary.html`` would overwrite its ``summary.json``)."""
+    path = Path(output) if output else Path(real_dir) / "compare.html"
+    stem = path.with_suffix("") if path.suffix in (".html", ".png", ".json") else path
+    for ext in (".html", ".png", ".json"):
+        if stem.name + ext in RUN_FILES:
+            raise InputError(f"would replace the run file {stem.name + ext}: choose "
+                             "another name", source=str(path), field="output")
+    return stem.with_name(stem.name + ".html")
+
+
+def _clear_previous(fig_path: Path) -> None:
+    """Remove what an earlier compare wrote at ``fig_path`` (``.html``, ``.png``,
+    ``.json``), so that a PNG this run cannot make is not left from the last one."""
+    for ext in (".html", ".png", ".json"):
+        fig_path.with_suffix(ext).unlink(missing_ok=True)
+
+
 def compare_dirs(sim_dir: str, real_dir: str, goodput: list[str] | None = None,
                  output: str | None = None) -> dict:
     """Compare two run directories; writes ``compare.json`` and the figure beside
-    ``output`` (default ``REAL_DIR/compare.html``) and returns the result dict.
+    ``output`` (default ``REAL_DIR/compare.html``, replacing an earlier compare's
+    ``.html``/``.png``/``.json`` there) and returns the result dict, whose
+    ``warnings`` lists partial-run warnings (:func:`partial_warnings`).
 
     Raises:
-        InputError: a directory without results, or runs with no request in common.
+        InputError: a directory without results or with an unreadable file, runs of
+            different inputs (:func:`check_same_runs`), no request in common, or an
+            ``output`` that would replace a run file.
     """
-    try:
-        sim, sim_prog = read_records(sim_dir)
-        real, real_prog = read_records(real_dir)
-    except FileNotFoundError as exc:
-        raise InputError(str(exc), field="run_dir") from exc
+    fig_path = _figure_path(output, real_dir)
+    sim_run, real_run = read_run(sim_dir), read_run(real_dir)
+    sim, sim_prog = sim_run.requests, sim_run.programs
+    real, real_prog = real_run.requests, real_run.programs
     m = _match(sim, real)
+    check_same_runs(sim_run, real_run, m)
     if not len(m):
         raise InputError("no request in common: compare runs of the same trace or "
                          "workload and seed", source=f"{sim_dir} vs {real_dir}")
@@ -83,7 +294,8 @@ def compare_dirs(sim_dir: str, real_dir: str, goodput: list[str] | None = None,
     out: dict = {"sim_dir": str(sim_dir), "real_dir": str(real_dir),
                  "requests_sim": int(len(sim)), "requests_real": int(len(real)),
                  "matched": int(len(m)), "compared": int(len(both)),
-                 "failed_real": int((real["error"] != "").sum())}
+                 "failed_real": int((real["error"] != "").sum()),
+                 "warnings": partial_warnings(sim_run, real_run, len(m))}
     for name, col in (("ttft", "ttft"), ("e2e", "e2e_latency")):
         s, r = both[f"{col}_sim"].to_numpy(float), both[f"{col}_real"].to_numpy(float)
         keep = r > 0
@@ -101,19 +313,18 @@ def compare_dirs(sim_dir: str, real_dir: str, goodput: list[str] | None = None,
     else:
         slos = parse_goodput(goodput)
         if slos is None:
-            summ = Path(real_dir) / "summary.json"
-            ms = json.loads(summ.read_text()).get("goodput_slos_ms") \
-                if summ.exists() else None
-            slos = {k: v / 1000.0 for k, v in ms.items()} if ms else None
+            ms = real_run.summary.get("goodput_slos_ms")
+            slos = {k: v / 1000.0 for k, v in ms.items()} if isinstance(ms, dict) and ms else None
         if slos:
             out["slo"] = " ".join(f"{k}:{v * 1000:g}ms" for k, v in slos.items())
             out["slo_attainment_sim"] = request_attainment(sim, slos)
             out["slo_attainment_real"] = request_attainment(real, slos)
     if "slo_attainment_sim" in out:
         out["slo_attainment_diff"] = out["slo_attainment_sim"] - out["slo_attainment_real"]
-    fig_path = Path(output) if output else Path(real_dir) / "compare.html"
+    _clear_previous(fig_path)
     out["figure"] = write_figure(both, out, fig_path)
-    fig_path.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
+    text = json.dumps(out, indent=2) + "\n"
+    write_atomic(fig_path.with_suffix(".json"), lambda p: p.write_text(text))
     return out
 
 

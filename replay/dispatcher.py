@@ -27,6 +27,7 @@ cannot be replayed here and :func:`check_policy` says so.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import math
 import time
@@ -119,6 +120,16 @@ def _dynasor_columns(report: dict | None) -> dict:
             "dynasor_stop_token": int(report.get("stop_token", -1))}
 
 
+def too_long(req: Request, max_model_len: int | None) -> str:
+    """Why ``req`` can never be served (\"\" if it can): prompt + output tokens above the
+    server's ``max_model_len`` -- vLLM answers HTTP 400, and ``dynasim simulate`` rejects
+    it at arrival with this very reason (:meth:`dynasim.engine.Engine.submit`)."""
+    total = req.prompt_tokens + req.output_tokens
+    if max_model_len is None or total <= max_model_len:
+        return ""
+    return f"prompt + output = {total} tokens exceeds max_model_len {max_model_len}"
+
+
 class Replay:
     """One live run: a policy, a server, a journal.
 
@@ -136,6 +147,12 @@ class Replay:
         dynasor: a ``dynasor`` object sent with every request (Dynasor-CoT early exit
             through :mod:`replay.proxy.server`; ``None``: not sent); the proxy's report goes
             into the ``dynasor_*`` columns (:data:`replay.journal.DYNASOR_DEFAULTS`).
+        max_model_len: the server's context length in tokens (``/v1/models``,
+            :func:`replay.vllm_metrics.served_max_model_len`; ``None``: unknown). A request
+            with prompt + output above it fails at arrival, unbuilt and unsent, with the
+            reason ``dynasim simulate`` gives (:func:`too_long`).
+        warn: called once with a line for the user when the run finds something it
+            cannot fix (a ``dynasor`` object but no proxy report); default: ignored.
     """
 
     def __init__(self, base_url: str, model: str, policy: Policy, journal: Journal,
@@ -143,9 +160,14 @@ class Replay:
                  max_concurrency: int | None = None, timeout: float | None = None,
                  send_priority: bool = True,
                  progress: Callable[[int, int], None] | None = None,
-                 dynasor: dict | None = None) -> None:
+                 dynasor: dict | None = None, max_model_len: int | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:
         check_policy(policy)
         self.dynasor = dynasor
+        self.max_model_len = max_model_len
+        self.warn = warn
+        #: whether a proxy's dynasor report came back (None: no successful request yet)
+        self.dynasor_reported: bool | None = None
         self.url = base_url.rstrip("/") + "/v1/completions"
         self.model = model
         self.policy = policy
@@ -166,6 +188,7 @@ class Replay:
         self._owner: dict[Request, tuple] = {}
         self._outstanding: dict[int, int] = {}
         self._ids_prompt: dict[Request, list[int]] = {}
+        self._unsendable: dict[Request, str] = {}  # why a prompt could not be built
         self._idle = asyncio.Event()
         self._interrupted = False
         self._cancelled: set[int] = set()
@@ -183,6 +206,12 @@ class Replay:
     # ------------------------------------------------------------- dispatch
     def _arrive(self, req: Request, scheduled: float) -> None:
         now = self.clock()
+        reason = too_long(req, self.max_model_len) or self._unsendable.pop(req, "")
+        if reason:  # never built nor sent: vLLM would answer HTTP 400
+            out = Outcome(error=reason)  # as the engine: on_finish, no on_arrival
+            self._record(req, out, scheduled, now, now, None)
+            self._finished(req, out)
+            return
         self._due[req] = (scheduled, now)
         self.policy.on_arrival(req, now)
         self.queue.push(req)
@@ -205,17 +234,18 @@ class Replay:
     async def _send(self, req: Request) -> None:
         scheduled, queued_at = self._due.pop(req)
         dispatched = self.clock()
-        payload = {"model": self.model, "max_tokens": req.output_tokens,
-                   "ignore_eos": True, "temperature": 0.0,
-                   "prompt": self._ids_prompt.pop(req, None) or self._prompt(req)}
-        priority = self.policy.priority(req) if self.send_priority else None
-        if priority is not None:
-            payload["priority"] = int(priority)
-        if self.dynasor is not None:
-            payload["dynasor"] = self.dynasor
-        headers = dict(self.headers, **{"X-Request-Id": f"dynasim-{req.request_id}"})
         out = Outcome()
+        priority = None
         try:
+            payload = {"model": self.model, "max_tokens": req.output_tokens,
+                       "ignore_eos": True, "temperature": 0.0,
+                       "prompt": self._ids_prompt.pop(req, None) or self._prompt(req)}
+            priority = self.policy.priority(req) if self.send_priority else None
+            if priority is not None:
+                payload["priority"] = int(priority)
+            if self.dynasor is not None:
+                payload["dynasor"] = self.dynasor
+            headers = dict(self.headers, **{"X-Request-Id": f"dynasim-{req.request_id}"})
             await stream_completion(self._client, self.url, payload, headers,
                                     self.timeout, self.clock, out)
         except asyncio.CancelledError:
@@ -224,8 +254,22 @@ class Replay:
                 raise
             self._finished(req, out)  # cancel_program: the run goes on
             return
+        except Exception as exc:  # noqa: BLE001 -- one request's fault, not the run's
+            out.error = f"client error: {type(exc).__name__}: {exc}"[:300]
         self._record(req, out, scheduled, queued_at, dispatched, priority)
+        self._check_dynasor(out)
         self._finished(req, out)
+
+    def _check_dynasor(self, out: Outcome) -> None:
+        """Say once when a ``dynasor`` object is sent but the first successful answer
+        carries no proxy report (the server is not ``dynasim proxy``)."""
+        if self.dynasor is None or out.error or self.dynasor_reported is not None:
+            return
+        self.dynasor_reported = out.dynasor is not None
+        if not self.dynasor_reported and self.warn is not None:
+            self.warn(f"{self.url}: the first answer carries no dynasor report: the "
+                      "server is not a Dynasor proxy (dynasim proxy), so --dynasor has "
+                      "no effect and the dynasor_* columns stay empty")
 
     def _prompt(self, req: Request) -> list[int]:
         if req.prompt is not None:
@@ -360,7 +404,23 @@ class Replay:
         try:
             if requests is not None:  # build prompts before the clock starts
                 for req in requests:
-                    self._ids_prompt[req] = self._prompt(req)
+                    if too_long(req, self.max_model_len):
+                        continue
+                    try:
+                        self._ids_prompt[req] = self._prompt(req)
+                    except Exception as exc:  # noqa: BLE001 -- fails this request only
+                        self._unsendable[req] = f"client error: {type(exc).__name__}: {exc}"
+            # Issue 15: the start-up heap (pandas, pyarrow, aiohttp, the trace, the
+            # prompts: ~10^5 objects) is never garbage, but it counts as "pending" for
+            # CPython's cyclic GC, so a full (gen-2) collection that scans all of it
+            # fires once the run's own allocations have driven ten gen-1 collections:
+            # a ~100 ms stall of the event loop, about 3.6 s into every run at 40 req/s,
+            # and more of them at 1000 req/s as the run's rows pile up. Collect once
+            # now and freeze the survivors into the permanent generation (gc.freeze,
+            # which the Python docs advise for exactly this), so that later
+            # collections scan only what the run itself allocates; unfrozen at the end.
+            gc.collect()
+            gc.freeze()
             self.t0 = time.perf_counter()
             writer = asyncio.ensure_future(self._periodic(flush_every))
             if requests is not None:
@@ -376,15 +436,18 @@ class Replay:
                     self.policy.on_program_arrival(prog, self.clock())
                     self._start_wave(prog, prog.start())
             await self._drain()
-        except asyncio.CancelledError:
+        except BaseException:  # Ctrl-C, SIGTERM, or a bug: record what is in flight
             interrupted = True
             await self._cancel_all()
             raise
         finally:
+            gc.unfreeze()
             if writer is not None:
                 writer.cancel()
             await self._client.close()
-            self.summary = self.journal.write(final=not interrupted,
-                                              extra={"interrupted": interrupted})
+            extra = {"interrupted": interrupted}
+            if self.dynasor is not None:
+                extra["dynasor_reported"] = self.dynasor_reported
+            self.summary = self.journal.write(final=not interrupted, extra=extra)
             self.journal.close()
         return self.summary

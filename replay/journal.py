@@ -57,6 +57,15 @@ def requests_table(rows: list[dict]) -> pd.DataFrame:
     return with_latencies(df)[COLUMNS + EXTRA]
 
 
+def error_reasons(errors: pd.Series) -> dict[str, int]:
+    """Failed requests per reason, most frequent first: an error's text up to its first
+    ``:`` (``HTTP 503``, ``timeout after 30 s``, ``prompt + output = ... max_model_len
+    N``); ``{}`` when nothing failed (also for an empty table)."""
+    err = errors.astype(str)
+    err = err[(err != "") & (err != "nan")]
+    return {str(k): int(v) for k, v in err.str.split(":").str[0].value_counts().items()}
+
+
 def programs_table(rows: list[dict]) -> pd.DataFrame:
     """The program table of replayed program rows (columns PROGRAM_COLUMNS)."""
     if not rows:
@@ -104,9 +113,13 @@ class Journal:
     def summary(self, extra: dict | None = None, rows: list[dict] | None = None,
                 prows: list[dict] | None = None) -> dict:
         """The run's summary: the simulator's keys (``dynasim.metrics``) over what has
-        finished, plus dispatch-lag and ITL percentiles (ms), ``meta`` and ``extra``."""
+        finished, plus dispatch-lag and ITL percentiles (ms), ``errors`` (count per
+        reason, :func:`error_reasons`), ``meta`` and ``extra``. ``num_preemptions`` is
+        ``None``: a client cannot see a request's preemptions (vLLM's per-request output
+        has none); the caller puts the server's ``/metrics`` delta in ``extra``."""
         df = requests_table(self.requests if rows is None else rows)
         out = summarize(df, self.goodput)
+        out["num_preemptions"] = None
         if self.has_programs:
             out.update(summarize_programs(programs_table(
                 self.programs if prows is None else prows)))
@@ -122,8 +135,7 @@ class Journal:
             out["mean_itl_ms"] = float(ms.mean())
             out["median_itl_ms"] = float(np.median(ms))
             out["p99_itl_ms"] = float(np.percentile(ms, 99))
-        out["errors"] = df.loc[df["error"] != "", "error"].str.split(":").str[0] \
-            .value_counts().to_dict()
+        out["errors"] = error_reasons(df["error"])
         out.update(self.meta)
         out.update(extra or {})
         return out

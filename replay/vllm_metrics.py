@@ -123,6 +123,32 @@ async def get_json(session: aiohttp.ClientSession, url: str, headers: dict) -> d
         raise RuntimeError(f"{url}: not JSON {text[:200]!r}") from None
 
 
+async def served_max_model_len(session: aiohttp.ClientSession, base_url: str,
+                               model: str, headers: dict) -> int | None:
+    """The context length (tokens, prompt + output) of ``model`` from ``GET /v1/models``
+    (vLLM lists ``max_model_len`` per served model); ``None`` when the server does not say
+    (no such endpoint or field: an OpenAI-compatible server other than vLLM).
+
+    Raises:
+        RuntimeError: ``model`` is not among the listed models.
+    """
+    try:
+        models = await get_json(session, base_url.rstrip("/") + "/v1/models", headers)
+    except RuntimeError:
+        return None
+    data = models.get("data") if isinstance(models, dict) else None
+    if not isinstance(data, list):
+        return None
+    entry = next((m for m in data if isinstance(m, dict) and m.get("id") == model), None)
+    if entry is None:
+        names = ", ".join(str(m.get("id")) for m in data if isinstance(m, dict))
+        raise RuntimeError(f"{base_url.rstrip('/')}/v1/models: model {model!r} is not "
+                           f"served (served: {names or 'none'})")
+    value = entry.get("max_model_len")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
+        else None
+
+
 async def server_info(session: aiohttp.ClientSession, base_url: str, model: str,
                       headers: dict) -> dict:
     """``version``, ``max_model_len`` and the KV cache of the server (module doc).

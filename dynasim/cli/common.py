@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from dynasim.errors import InputError
@@ -18,6 +21,59 @@ if TYPE_CHECKING:
     from dynasim.trace import Trace
 
 _T = TypeVar("_T")
+
+RUN_FILES = ("requests.parquet", "requests.jsonl", "programs.parquet", "programs.jsonl",
+             "summary.json")
+"""The files of one ``simulate`` / ``replay`` run in its output folder (with
+``compare.*``, what ``dynasim compare`` writes beside a replay)."""
+
+
+def _run_files(folder: Path) -> list[Path]:
+    """The files of a previous run in ``folder`` (:data:`RUN_FILES` and ``compare.*``)."""
+    found = [folder / n for n in RUN_FILES if (folder / n).is_file()]
+    return found + sorted(p for p in folder.glob("compare.*") if p.is_file())
+
+
+def prepare_output_dir(path: str | Path, overwrite: bool, kind: str) -> Path:
+    """Create (or reuse) the output folder of a ``kind`` run (``"simulate"``,
+    ``"replay"``) and return it, so that two runs' files never mix: ``compare`` reads
+    ``requests.jsonl`` before ``requests.parquet``, so a stale file would be read as
+    this run's result.
+
+    A folder holding another run's files (:data:`RUN_FILES`, ``compare.*``) is refused
+    unless ``overwrite``; with ``overwrite`` exactly those files are removed (anything
+    else in the folder is kept). Call it before the run starts, so bad flags cost
+    nothing.
+
+    Raises:
+        InputError: (field ``output_dir``) ``path`` is an existing file, cannot be
+            created or written, or holds another run and ``overwrite`` is false.
+    """
+    out = Path(path)
+    src = str(path)
+    if out.exists() and not out.is_dir():
+        raise InputError("is an existing file, not a folder", source=src,
+                         field="output_dir")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # root ignores mode bits: really write
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot create or write this folder: "
+                         f"{exc.strerror or exc}", source=src, field="output_dir") from None
+    old = _run_files(out)
+    if old and not overwrite:
+        names = ", ".join(p.name for p in old)
+        raise InputError(f"holds another run ({names}); pass --overwrite to replace it "
+                         f"with this {kind} run, or choose another folder", source=src,
+                         field="output_dir")
+    for p in old:
+        try:
+            os.unlink(p)
+        except OSError as exc:
+            raise InputError(f"cannot remove {p.name}: {exc.strerror or exc}",
+                             source=src, field="output_dir") from None
+    return out
 
 
 def add_limit_flags(p: argparse.ArgumentParser) -> None:
@@ -82,7 +138,10 @@ def print_summary(s: dict, title: str = "simulated") -> None:
         line("Request goodput (req/s):", s["request_goodput"])
     line("Output token throughput (tok/s):", s["output_throughput"])
     line("Total Token throughput (tok/s):", s["total_token_throughput"])
-    line("Preemptions:", s["num_preemptions"], "{:<10}")
+    if s.get("num_preemptions") is None:  # a replay without the server's /metrics
+        print(f"{'Preemptions:':<40} n/a")
+    else:
+        line("Preemptions:", s["num_preemptions"], "{:<10}")
     for key, title in (("ttft", "Time to First Token"),
                        ("tpot", "Time per Output Token (excl. 1st token)"),
                        ("e2el", "End-to-end Latency")):
@@ -124,9 +183,38 @@ def add_program_flags(p: argparse.ArgumentParser, online: bool = True) -> None:
                         "certaindex)")
 
 
-def intra_args(args: argparse.Namespace) -> dict:
-    """The intra-program policy's knobs from the program flags, as :func:`dynasim.policies.make_intra`
-    takes them."""
+def intra_args(args: argparse.Namespace, *, single_cap: bool = True) -> dict:
+    """The intra-program policy's knobs from the program flags, as
+    :func:`dynasim.policies.make_intra` takes them, after checking them.
+
+    ``single_cap``: ``--cap`` is the one cap of the run, so ``--detect-at`` must not
+    exceed it (``batch`` sweeps ``--caps`` and takes ``min(detect, cap)`` per cap).
+
+    Raises:
+        InputError: ``--cap``/``--detect-at`` < 1, ``--detect-at`` > ``--cap``, a
+            ``--threshold``/``--reward-threshold`` outside [0, 1] (H̃ and the normalised
+            reward R lie in [0, 1], Dynasor §3), ``--gamma <= 0`` or
+            ``--length-tokens < 0``.
+    """
+    for flag in ("cap", "detect_at"):
+        if getattr(args, flag) < 1:
+            raise InputError(f"--{flag.replace('_', '-')} must be >= 1 (samples / steps), "
+                             f"got {getattr(args, flag)}", field=flag)
+    if single_cap and args.detect_at > args.cap:
+        raise InputError(f"--detect-at {args.detect_at} is larger than --cap {args.cap}: "
+                         "the detect step is one of the cap's samples / steps",
+                         field="detect_at")
+    for flag in ("threshold", "reward_threshold"):
+        v = getattr(args, flag)
+        if v is not None and not 0 <= v <= 1:
+            raise InputError(f"--{flag.replace('_', '-')} must be in [0, 1] (certaindex "
+                             f"is normalised to [0, 1]), got {v}", field=flag)
+    if not args.gamma > 0 or math.isinf(args.gamma):
+        raise InputError(f"--gamma must be finite and > 0, got {args.gamma}",
+                         field="gamma")
+    if args.length_tokens < 0:
+        raise InputError(f"--length-tokens must be >= 0, got {args.length_tokens}",
+                         field="length_tokens")
     return {"cap": args.cap, "detect_at": args.detect_at, "threshold": args.threshold,
             "reward_threshold": args.reward_threshold, "gamma": args.gamma,
             "max_tokens": args.length_tokens}
@@ -137,18 +225,24 @@ def check_online_flags(args: argparse.Namespace) -> None:
 
     Raises:
         InputError: a missing, infinite or non-positive ``--request-rate``,
-            ``--num-programs < 1``, ``--slo-scale <= 0`` or ``--base-deadline <= 0``.
+            ``--num-programs < 1``, ``--slo-scale <= 0``, ``--base-deadline <= 0`` or a
+            negative ``--sjf-aging`` (the sweep config's bounds).
     """
-    if args.request_rate is None or not args.request_rate > 0 or \
-            math.isinf(args.request_rate):
-        raise InputError("--request-rate (programs/s, finite, > 0) is required with "
-                         "--workload", field="request_rate")
+    if args.request_rate is None:
+        raise InputError("--request-rate (programs/s) is required with --workload",
+                         field="request_rate")
+    if not args.request_rate > 0 or math.isinf(args.request_rate):
+        raise InputError(f"--request-rate must be finite and > 0 programs/s, got "
+                         f"{args.request_rate}", field="request_rate")
     if args.num_programs is not None and args.num_programs < 1:
         raise InputError("--num-programs must be >= 1", field="num_programs")
     if not args.slo_scale > 0:
         raise InputError("--slo-scale must be > 0", field="slo_scale")
     if args.base_deadline is not None and not args.base_deadline > 0:
         raise InputError("--base-deadline must be > 0 seconds", field="base_deadline")
+    if not args.sjf_aging >= 0 or math.isinf(args.sjf_aging):
+        raise InputError(f"--sjf-aging must be finite and >= 0 seconds, got "
+                         f"{args.sjf_aging}", field="sjf_aging")
 
 
 def online_profile(args: argparse.Namespace, profile: Profile) -> Profile:

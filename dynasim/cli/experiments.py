@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dynasim.cli.common import add_limit_flags, csv_list, profile_from_args
 from dynasim.cli.fidelity import add_fidelity_flags
 from dynasim.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -78,7 +83,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
                  "detect_at": args.detect_at, "threshold": args.threshold,
                  "base_deadline": args.base_deadline,
                  "keep_records": True if args.keep_records else None}
-    from dynasim.experiments.sweep import headline_table, rate_tables, run_sweep, tightest_slo_table
+    from dynasim.experiments.sweep import rate_tables, run_sweep
     from dynasim.experiments.sweep_config import load_config
 
     cfg = load_config(args.config, overrides)
@@ -86,33 +91,98 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         raise InputError("--jobs must be >= 1", field="jobs")
     df = run_sweep(cfg, args.output_dir, scheduler=args.scheduler, jobs=args.jobs,
                    address=args.address, progress=not args.no_progress)
-    fmt = "{:.2f}".format
     if len(df) and "slo_attainment" in df:
         if df["program_rate"].nunique() > 1:
             for (workload, profile, scale), tables in rate_tables(df).items():
                 for name, t in tables.items():
                     print(f"\n{name}: {workload} on {profile}, SLO scale {scale:g}; "
                           "columns: program rate (programs/s)")
-                    print(t.to_string(float_format=fmt))
+                    print(t.to_string(float_format="{:.2f}".format))
             print("\nhighest program rate at 90% SLO attainment (programs/s)")
-            print(headline_table(df).to_string(index=False, float_format=fmt))
+            print(headline_text(df))
         if df["slo_scale"].nunique() > 1:
-            print(tightest_slo_table(df).to_string(index=False, float_format=fmt))
+            print(tightest_text(df))
     if args.plot:
-        from dynasim.experiments.plots import plot
+        from dynasim.experiments.plots import plot, png_skipped
 
         for f in plot([Path(args.output_dir)], "rate-attainment",
                       Path(args.output_dir) / "plots"):
             print(f"wrote {f}")
+        if note := png_skipped():
+            print(note)
+    failed = df.attrs.get("failed_cells") or []
+    if failed:  # the table is incomplete: say so in the exit status
+        first = failed[0]
+        print(f"dynasim: error: {len(failed)} of {len(df) + len(failed)} cells failed "
+              f"(rerun to retry them); first: cell {first['cell_id']} ({first['policy']} "
+              f"at {first['program_rate']} programs/s): {first['error']}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _in_words(t: pd.DataFrame, col: str, bound: dict, sign: str) -> pd.DataFrame:
+    """``t`` for printing: ``col`` and the ratio column as text, NaN said in words
+    (``status`` ``below_target``: ``<sign> bound`` of the row's group; else ``-``)."""
+    keys = [c for c in ("workload", "profile", "slo_scale", "program_rate") if c in t
+            and c != col]
+    out = t.copy()
+
+    def cell(row: pd.Series) -> str:
+        v = row[col]
+        if v == v:  # not NaN
+            return f"{v:.2f}"
+        if row["status"] == "below_target":
+            return f"{sign} {bound[tuple(row[k] for k in keys)]:.2f}"
+        return "-"
+    out[col] = [cell(r) for _, r in t.iterrows()]
+    for c in t.columns:
+        if c.startswith(("ratio_to_", "tighter_than_")):
+            out[c] = [f"{v:.2f}" if v == v else "-" for v in t[c]]
+    return out
+
+
+def headline_text(df: pd.DataFrame) -> str:
+    """The headline table (:func:`dynasim.experiments.sweep.headline_table`) as printed:
+    a policy that misses 90% SLO attainment even at the lowest rate swept reads ``<
+    LOWEST`` instead of NaN (the numeric table, for programs, keeps NaN)."""
+    from dynasim.experiments.results import ok_rows
+    from dynasim.experiments.sweep import headline_table
+
+    t = headline_table(df)
+    low = ok_rows(df).groupby(["workload", "profile", "slo_scale"])["program_rate"].min()
+    return _in_words(t, "max_rate", low.to_dict(), "<").to_string(
+        index=False, float_format="{:.2f}".format)
+
+
+def tightest_text(df: pd.DataFrame) -> str:
+    """The tightest-SLO table as printed: a policy that misses the target even at the
+    loosest SLO scale reads ``> LOOSEST`` instead of NaN."""
+    from dynasim.experiments.results import ok_rows
+    from dynasim.experiments.sweep import tightest_slo_table
+
+    t = tightest_slo_table(df)
+    high = ok_rows(df).groupby(["workload", "profile", "program_rate"])["slo_scale"].max()
+    return _in_words(t, "min_slo_scale", high.to_dict(), ">").to_string(
+        index=False, float_format="{:.2f}".format)
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    """``dynasim plot``: write the figures and print the files."""
-    from dynasim.experiments.plots import plot
+    """``dynasim plot``: write the figures and print the files, saying on stderr what it
+    is doing meanwhile (PNG export takes most of the time), and one line when PNGs are
+    skipped for want of a Chromium."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    files = plot(args.results, args.kind, args.output, args.filter, args.target)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("loading plotly and pandas", total=None)
+        from dynasim.experiments.plots import plot, png_skipped
+
+        files = plot(args.results, args.kind, args.output, args.filter, args.target,
+                     progress=lambda text: bar.update(task, description=text))
     for f in files:
         print(f"wrote {f}")
+    if files and (note := png_skipped()):
+        print(note)
 
 
 def cmd_validate(args: argparse.Namespace) -> None:

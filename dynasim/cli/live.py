@@ -21,6 +21,7 @@ from dynasim.cli.common import (
     check_online_flags,
     intra_args,
     online_profile,
+    prepare_output_dir,
     print_program_summary,
     print_summary,
     trace_from_args,
@@ -180,6 +181,12 @@ def add_replay_flags(p: argparse.ArgumentParser) -> None:
                    "go into the dynasor_* columns")
     p.add_argument("--output-dir", required=True, help="where requests.parquet, "
                    "programs.parquet and summary.json go (written as results arrive)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in "
+                   "--output-dir (removes its requests.*, programs.*, summary.json, "
+                   "compare.*); without it such a folder is refused")
+    p.add_argument("--max-failed-fraction", type=float, default=0.5, help="exit with "
+                   "status 2 when more than this share of the requests failed (0-1, "
+                   "default 0.5); the errors are listed per reason either way")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -196,6 +203,9 @@ def _inputs(args: argparse.Namespace) -> tuple[
         raise InputError("--max-concurrency must be >= 1", field="max_concurrency")
     if args.timeout is not None and not args.timeout > 0:
         raise InputError("--timeout must be > 0 seconds", field="timeout")
+    if not 0.0 <= args.max_failed_fraction <= 1.0:
+        raise InputError(f"must be between 0 and 1, got {args.max_failed_fraction:g}",
+                         field="max_failed_fraction")
     if args.trace is not None:
         tr = trace_from_args(args)
         meta = {"trace": tr.source, "num_prompts": len(tr), "request_rate":
@@ -225,10 +235,19 @@ def _inputs(args: argparse.Namespace) -> tuple[
 
 
 def _dynasor_arg(text: str | None) -> dict | None:
-    """The ``--dynasor`` JSON object (None when not given)."""
+    """The ``--dynasor`` JSON object (None when not given), checked with the proxy's own
+    rules (:meth:`replay.proxy.config.DynasorConfig.merged`) so that a bad field stops
+    the run before it starts instead of failing every request with HTTP 400.
+
+    Raises:
+        InputError: not JSON, not an object, an unknown field or a value out of range
+            (field ``dynasor.<name>``).
+    """
     if text is None:
         return None
     import json
+
+    from replay.proxy.config import BadField, DynasorConfig
 
     try:
         obj = json.loads(text)
@@ -237,7 +256,33 @@ def _dynasor_arg(text: str | None) -> dict | None:
     if not isinstance(obj, dict):
         raise InputError("must be a JSON object, e.g. '{\"probe_interval\": 32}'",
                          field="dynasor")
+    try:
+        DynasorConfig().merged(obj)
+    except BadField as exc:
+        raise InputError(exc.message, field=exc.field) from None
+    except TypeError as exc:  # e.g. a list where the proxy compares numbers
+        raise InputError(f"bad value ({exc})", field="dynasor") from None
     return obj
+
+
+def _check_failures(summary: dict, limit: float, out_dir: str) -> None:
+    """Print the failed requests per reason; refuse the run as a result when more than
+    ``limit`` of its requests failed.
+
+    Raises:
+        InputError: (field ``max_failed_fraction``) the failed share is above ``limit``.
+    """
+    errors = summary.get("errors") or {}
+    failed, total = summary["failed"], summary["completed"] + summary["failed"]
+    if not errors:
+        return
+    print(f"Errors ({failed} failed requests, by reason):")
+    for reason, n in errors.items():
+        print(f"  {n:>6}  {reason}")
+    if total and failed / total > limit:
+        raise InputError(f"{failed} of {total} requests failed ({failed / total:.0%} > "
+                         f"{limit:g}; see the errors above and the error column)",
+                         source=f"{out_dir}/requests.parquet", field="max_failed_fraction")
 
 
 def cmd_replay(args: argparse.Namespace) -> None:
@@ -251,6 +296,7 @@ def cmd_replay(args: argparse.Namespace) -> None:
     from replay.dispatcher import Replay, check_policy, probe_priority, scrape_metrics
     from replay.journal import Journal
     from replay.prompts import PromptBuilder, fetch_token_pool
+    from replay.vllm_metrics import served_max_model_len
 
     goodput = parse_goodput(args.goodput)
     policy = make_policy(args.policy, inter=args.inter_program, aging_s=args.sjf_aging,
@@ -258,6 +304,7 @@ def cmd_replay(args: argparse.Namespace) -> None:
     check_policy(policy)
     requests, specs, times, deadlines, meta = _inputs(args)
     dynasor = _dynasor_arg(args.dynasor)
+    prepare_output_dir(args.output_dir, args.overwrite, "replay")  # flags checked first
     console = Console(stderr=True)
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     salt = args.prefix_salt or uuid.uuid4().hex[:12]
@@ -275,6 +322,8 @@ def cmd_replay(args: argparse.Namespace) -> None:
                 pool = await fetch_token_pool(client, args.base_url, args.model, headers)
                 honoured = await probe_priority(client, args.base_url, args.model,
                                                 headers, pool[0])
+                max_len = await served_max_model_len(client, args.base_url, args.model,
+                                                     headers)
             except RuntimeError as exc:
                 raise InputError(str(exc), field="base_url") from exc
             if not honoured:
@@ -282,7 +331,7 @@ def cmd_replay(args: argparse.Namespace) -> None:
                               "(start vLLM with --scheduling-policy priority): priorities "
                               "are not sent; in-engine order is the server's FCFS")
             meta.update({"server_priority_scheduling": honoured,
-                         "priority_sent": honoured})
+                         "priority_sent": honoured, "server_max_model_len": max_len})
             before = await scrape_metrics(client, args.base_url, headers)
 
             def progress(n_req: int, n_prog: int) -> None:
@@ -291,11 +340,15 @@ def cmd_replay(args: argparse.Namespace) -> None:
             rep = Replay(args.base_url, args.model, policy, journal,
                          PromptBuilder(pool, salt), api_key=args.api_key,
                          max_concurrency=args.max_concurrency, timeout=args.timeout,
-                         send_priority=honoured, progress=progress, dynasor=dynasor)
+                         send_priority=honoured, progress=progress, dynasor=dynasor,
+                         max_model_len=max_len,
+                         warn=lambda msg: console.print(f"[yellow]{msg}", soft_wrap=True))
             await rep.run(requests, specs, times, deadlines)
             after = await scrape_metrics(client, args.base_url, headers)
             extra = {f"server_{k}": after[k] - before.get(k, 0.0) for k in after}
             extra["interrupted"] = False
+            if dynasor is not None:
+                extra["dynasor_reported"] = rep.dynasor_reported
             if "server_num_preemptions" in extra:
                 extra["num_preemptions"] = int(extra["server_num_preemptions"])
             return journal.write(final=True, extra=extra)  # with the server's counters
@@ -304,11 +357,33 @@ def cmd_replay(args: argparse.Namespace) -> None:
             "{task.completed}/{task.total} " + unit), TimeElapsedColumn(),
             console=console, transient=True, disable=args.no_progress) as bar:
         task = bar.add_task("replay", total=total)
+        terminated = []
+
+        async def main_until_sigterm() -> dict:
+            # SIGTERM ends the run as Ctrl-C does (asyncio.run cancels its main task
+            # on SIGINT): in-flight requests are recorded, summary.json says interrupted
+            import signal
+
+            me = asyncio.current_task()
+            assert me is not None
+
+            def on_sigterm() -> None:
+                terminated.append(True)
+                me.cancel()
+
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+            return await main(bar, task)
+
         try:
-            summary = asyncio.run(main(bar, task))
+            summary = asyncio.run(main_until_sigterm())
         except KeyboardInterrupt:
             console.print(f"interrupted: partial results in {args.output_dir}")
             raise
+        except asyncio.CancelledError:
+            if not terminated:
+                raise
+            console.print(f"interrupted (SIGTERM): partial results in {args.output_dir}")
+            raise SystemExit(143) from None  # 128 + SIGTERM, the shell's convention
     print_summary(summary, "replayed")
     if specs is not None:
         print_program_summary(summary)
@@ -317,14 +392,19 @@ def cmd_replay(args: argparse.Namespace) -> None:
               f" / {summary['p99_dispatch_lag_ms']:.2f}")
     print(f"wrote {args.output_dir}/requests.parquet, summary.json"
           + (", programs.parquet" if specs is not None else ""))
+    _check_failures(summary, args.max_failed_fraction, args.output_dir)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
     """``dynasim compare SIM_DIR REAL_DIR`` (see :mod:`replay.compare`)."""
+    import sys
+
     from replay.compare import compare_dirs, print_comparison
 
     result = compare_dirs(args.sim_dir, args.real_dir, goodput=args.goodput,
                           output=args.output)
+    for line in result["warnings"]:  # a partial run: compared, but say what is missing
+        print(f"dynasim: warning: {line}", file=sys.stderr)
     print_comparison(result)
 
 
@@ -371,6 +451,18 @@ def _add_proxy_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(func=cmd_proxy)
 
 
+def _log_to_stderr() -> None:
+    """The proxy's access log and warnings (``replay.proxy`` loggers) on stderr."""
+    import logging
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("replay.proxy")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def cmd_proxy(args: argparse.Namespace) -> None:
     """``dynasim proxy``: serve until Ctrl-C or SIGTERM."""
     import signal
@@ -384,14 +476,18 @@ def cmd_proxy(args: argparse.Namespace) -> None:
         raise InputError(exc.message, field=exc.field.replace("defaults.", "")) from exc
     if not args.target_base_url.startswith(("http://", "https://")):
         raise InputError("must start with http:// or https://", field="target_base_url")
+    if not 1 <= args.port <= 65535:
+        raise InputError(f"must be a TCP port 1-65535, got {args.port}", field="port")
+    _log_to_stderr()
     app = make_app(args.target_base_url, defaults, args.probe_timeout)
 
     async def main() -> None:
         try:
             runner = await serve(app, args.host, args.port)
-        except OSError as exc:
-            raise InputError(f"cannot listen on {args.host}:{args.port}: {exc}",
-                             field="port") from exc
+        except (OSError, OverflowError) as exc:  # the session is closed by serve
+            raise InputError(f"cannot listen on {args.host}:{args.port}: "
+                             f"{getattr(exc, 'strerror', None) or exc}",
+                             field="port") from None
         print(f"dynasor proxy on http://{args.host}:{args.port} -> "
               f"{args.target_base_url}; Ctrl-C stops", flush=True)
         stop = asyncio.Event()

@@ -37,8 +37,8 @@ def cmd_batch(args: argparse.Namespace) -> None:
                              field="policy", source=n)
     if args.seeds < 1:
         raise InputError("--seeds must be >= 1", field="seeds")
+    base = intra_args(args, single_cap=False)
     workload = load_workload(args.workload)
-    base = intra_args(args)
     if "length" in names and not args.length_tokens:
         cert = make_intra("certaindex", **{**base, "cap": max(caps)})
         base["max_tokens"] = matched_length_threshold(workload.programs, cert, args.seeds)
@@ -76,9 +76,21 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     from dynasim.policies import make_intra
     from dynasim.workloads.catalog import load_workload
 
+    base = intra_args(args)
+    if not 0 < args.calibration_fraction < 1:
+        raise InputError("--calibration-fraction must be in (0, 1): both the calibration "
+                         f"and the held-out split need programs, got "
+                         f"{args.calibration_fraction}", field="calibration_fraction")
+    if not 0 < args.step <= 1:
+        raise InputError(f"--step must be in (0, 1] (thresholds lie in [0, 1]), got "
+                         f"{args.step}", field="step")
+    if args.seeds < 1:
+        raise InputError("--seeds must be >= 1", field="seeds")
+    if not args.tolerance >= 0:
+        raise InputError(f"--tolerance must be >= 0, got {args.tolerance}",
+                         field="tolerance")
     workload = load_workload(args.workload)
     grid = [round(i * args.step, 6) for i in range(int(round(1 / args.step)) + 1)]
-    base = intra_args(args)
     key = "reward_threshold" if args.signal == "reward" else "threshold"
     res = calibrate_threshold(
         workload.programs, lambda t: make_intra("certaindex", **{**base, key: t}), grid,

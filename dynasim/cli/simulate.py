@@ -15,6 +15,7 @@ from dynasim.cli.common import (
     add_program_flags,
     intra_args,
     online_profile,
+    prepare_output_dir,
     print_program_summary,
     print_summary,
     profile_from_args,
@@ -49,7 +50,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--goodput", nargs="+", metavar="KEY:MS",
                    help="SLOs for goodput, e.g. ttft:200 tpot:50 e2el:10000")
     p.add_argument("--output-dir", required=True, help="where requests.parquet and "
-                   "summary.json go")
+                   "summary.json go (refused if it holds another run)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in "
+                   "--output-dir (removes its requests.*, programs.*, summary.json, "
+                   "compare.*)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_limit_flags(p)
     add_program_flags(p)
@@ -100,6 +104,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         return simulate_workload(args, profile)
     policy = make_policy(args.policy)
     tr = trace_from_args(args)
+    out = prepare_output_dir(args.output_dir, args.overwrite, "simulate")
     console = Console(stderr=True)
     t0 = time.perf_counter()
     with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/"
@@ -115,8 +120,6 @@ def cmd_simulate(args: argparse.Namespace) -> None:
                     "request_rate": args.request_rate if args.request_rate is not None
                     else "trace", "burstiness": args.burstiness, "seed": args.seed,
                     "engine_steps": engine.num_steps, "wall_seconds": wall})
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     records.to_parquet(out / "requests.parquet", index=False)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default) + "\n")
     print_summary(summary)
@@ -138,6 +141,7 @@ def simulate_workload(args: argparse.Namespace, profile: Profile) -> None:
     policy = make_policy(args.policy, inter=args.inter_program, aging_s=args.sjf_aging,
                          **intra_args(args))
     workload = load_workload(args.workload)
+    out = prepare_output_dir(args.output_dir, args.overwrite, "simulate")
     specs, times, deadlines, base = online_programs(
         workload, profile, args.request_rate, burstiness=args.burstiness, seed=args.seed,
         num_programs=args.num_programs, slo_scale=args.slo_scale,
@@ -161,8 +165,6 @@ def simulate_workload(args: argparse.Namespace, profile: Profile) -> None:
         "seed": args.seed, "slo_scale": args.slo_scale, "base_deadline_s": base,
         "prefix_cache_hit_rate": engine.prefix_cache_hit_rate,
         "engine_steps": engine.num_steps, "wall_seconds": time.perf_counter() - t0})
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     requests.to_parquet(out / "requests.parquet", index=False)
     programs.to_parquet(out / "programs.parquet", index=False)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default) + "\n")

@@ -73,7 +73,12 @@ def _seeds_text(counts: Iterable[int]) -> str:
     return f"{n} seed{'s' if counts[-1] != 1 else ''}"
 
 
-def _layout(fig: go.Figure, title: str, sub: str, x: str | None, y: str | None, **kw) -> None:
+def style(fig: go.Figure, title: str, sub: str, x: str | None, y: str | None, **kw) -> None:
+    """The project's one figure style (every ``dynasim plot`` kind, ``dynasim compare``
+    and the ``dynasim calibrate`` report): white template, 14 pt font, a left-aligned
+    title with ``sub`` as its subtitle, the legend titled ``legend_title`` (default
+    "policy"), ``width`` x ``height`` pixels (default 960 x 560). ``x``/``y`` are the
+    axis titles; ``None`` when subplots title their own axes."""
     if x is not None:  # None: subplots title their own axes
         kw.update(xaxis_title=x, yaxis_title=y)
     fig.update_layout(
@@ -81,10 +86,56 @@ def _layout(fig: go.Figure, title: str, sub: str, x: str | None, y: str | None, 
         width=kw.pop("width", WIDTH),
         height=kw.pop("height", HEIGHT), template="plotly_white",
         font={"size": 14}, legend={"title": kw.pop("legend_title", "policy")},
-        margin={"t": 90, "r": 30, "l": 80, "b": 70}, **kw)
+        margin={"t": 90 + 22 * sub.count("<br>"), "r": 30, "l": 80, "b": 70}, **kw)
 
 
-def _band(fig: go.Figure, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: str, name: str) -> None:
+def note_empty(fig: go.Figure, why: str, row: int | None = None, col: int | None = None) -> None:
+    """Write ``why`` in the middle of an empty panel (the whole figure, or the subplot at
+    ``row``, ``col``), so an empty panel says why it is empty."""
+    x, y = 0.5, 0.5  # paper coordinates: plotly.js does not lay out empty subplots' axes
+    if row is not None:
+        sub = fig.get_subplot(row, col)
+        x, y = (sum(sub.xaxis.domain) / 2, sum(sub.yaxis.domain) / 2)
+    fig.add_annotation(text=why, x=x, y=y, xref="paper", yref="paper", showarrow=False,
+                       xanchor="center", yanchor="middle", bgcolor="rgba(255,255,255,0.85)",
+                       font={"size": 13, "color": "#555"},
+                       name=f"empty {row or 1},{col or 1}")
+
+
+def coinciding(series: dict[str, tuple[np.ndarray, np.ndarray]], atol: float = 1.5,
+               xrtol: float = 0.02) -> dict[str, tuple[str, str]]:
+    """The lines of ``series`` (``{policy: (x, y)}``, in drawing order) that lie on an
+    earlier one, which they would hide: ``{policy: (earlier policy, "=" or "≈")}``;
+    "=" when equal (1e-9), "≈" when every y is within ``atol`` (axis units) at x within
+    ``xrtol`` (relative) of the earlier line's."""
+    same: dict[str, tuple[str, str]] = {}
+    seen: list[str] = []
+    for p, (x, y) in series.items():
+        for q in seen:
+            qx, qy = series[q]
+            if len(qx) != len(x) or not np.allclose(qx, x, rtol=xrtol, atol=0):
+                continue
+            if np.allclose(qy, y, rtol=0, atol=atol, equal_nan=True):
+                exact = np.allclose(qx, x) and np.allclose(qy, y, rtol=0, atol=1e-9,
+                                                           equal_nan=True)
+                same[p] = (same.get(q, (q, ""))[0], "=" if exact else "≈")
+                break
+        seen.append(p)
+    return same
+
+
+def _same_text(same: dict[str, tuple[str, str]]) -> str:
+    """``"fcfs = lpm; gang ≈ sjf"`` for each set of coinciding lines."""
+    groups: dict[str, str] = {}
+    for p, (q, sign) in same.items():
+        groups[q] = groups.get(q, q) + f" {sign} {p}"
+    return "; ".join(groups.values())
+
+
+def _band(fig: go.Figure, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: str, name: str,
+          fill: bool = True) -> None:
+    """A ± std band: a translucent fill in ``color`` with a dotted edge of that colour
+    (the edge alone when ``fill`` is false: a band lying on an earlier one)."""
     import plotly.graph_objects as go
 
     x, lo, hi = map(np.asarray, (x, lo, hi))
@@ -94,14 +145,19 @@ def _band(fig: go.Figure, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: 
     x, lo, hi = x[ok], lo[ok], hi[ok]
     fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]),
                              y=np.concatenate([hi, lo[::-1]]), fill="toself",
-                             mode="lines", fillcolor=_rgba(color, 0.15), line={"width": 0},
+                             mode="lines", fillcolor=_rgba(color, 0.1 if fill else 0.0),
+                             line={"width": 1, "color": color, "dash": "dot"},
                              hoverinfo="skip", showlegend=False, name=f"{name} ± std",
                              legendgroup=name))
 
 
 def _attainment_curves(df: pd.DataFrame, along: str, per: str, target: float, *,
                        crossings: pd.DataFrame) -> dict:
-    """rate-attainment (``along`` = program_rate) and slo-attainment (slo_scale)."""
+    """rate-attainment (``along`` = program_rate) and slo-attainment (slo_scale).
+
+    Seed spread is drawn as ± std error bars in the policy's colour (translucent bands of
+    five policies blend into one colour); a line lying exactly on an earlier one is
+    dashed with open markers and named in the subtitle ("fcfs = lpm")."""
     import plotly.graph_objects as go
 
     df = ok_rows(df)
@@ -110,23 +166,34 @@ def _attainment_curves(df: pd.DataFrame, along: str, per: str, target: float, *,
     for (w, prof, at), g in df.groupby(["workload", "profile", per], sort=True):
         fig = go.Figure()
         stats = seed_stats(g, ["policy", along], ["slo_attainment"])
+        series = {}
         for policy in policy_order(stats["policy"]):
             s = stats[stats["policy"] == policy].sort_values(along)
-            x, m = s[along].to_numpy(float), s["slo_attainment_mean"].to_numpy(float) * 100
-            sd = s["slo_attainment_std"].to_numpy(float) * 100
-            _band(fig, x, m - sd, np.minimum(m + sd, 100.0), col[policy], policy)
+            series[policy] = (s[along].to_numpy(float),
+                              s["slo_attainment_mean"].to_numpy(float) * 100,
+                              s["slo_attainment_std"].to_numpy(float) * 100,
+                              s["seeds"].to_numpy())
+        same = coinciding({p: v[:2] for p, v in series.items()})
+        for policy, (x, m, sd, n) in series.items():
+            hidden = policy in same
             fig.add_trace(go.Scatter(
                 x=x, y=m, mode="lines+markers", name=policy, legendgroup=policy,
-                line={"color": col[policy], "width": 2.5},
-                marker={"size": 8, "symbol": sym[policy]},
-                customdata=np.column_stack([sd, s["seeds"]]),
+                line={"color": col[policy], "width": 2.5,
+                      "dash": "dash" if hidden else None},
+                marker={"size": 11 if hidden else 8,
+                        "symbol": sym[policy] + ("-open" if hidden else "")},
+                error_y={"type": "data", "array": np.minimum(m + sd, 100.0) - m,
+                         "arrayminus": np.minimum(sd, m), "color": col[policy],
+                         "thickness": 1.5, "width": 4, "visible": bool(np.any(sd > 0))},
+                customdata=np.column_stack([sd, n]),
                 hovertemplate=f"{policy}<br>{along} %{{x:g}}<br>attainment %{{y:.1f}}% "
                               "± %{customdata[0]:.1f}<br>%{customdata[1]} seeds"
                               "<extra></extra>"))
             c = crossings[(crossings["workload"] == w) & (crossings["profile"] == prof)
                           & (crossings["policy"] == policy)
                           & np.isclose(crossings[per].astype(float), float(at))]
-            _crossing_marker(fig, c, along, target, col[policy], policy)
+            _crossing_marker(fig, c, along, target, col[policy], policy, (x, m),
+                             hidden)
         fig.add_hline(y=target * 100, line={"dash": "dash", "color": "#555", "width": 1.5},
                       annotation_text=f"{target:.0%} attainment",  # where curves are low
                       annotation_position="top right" if along == "program_rate"
@@ -135,25 +202,40 @@ def _attainment_curves(df: pd.DataFrame, along: str, per: str, target: float, *,
         if along == "program_rate":
             title = f"SLO attainment vs program arrival rate: {w}"
             sub = f"profile {prof}, SLO scale {at:g}, {seeds}; ◆ = highest rate at " \
-                  f"{target:.0%} attainment (interpolated)"
+                  f"{target:.0%} attainment (interpolated), ≥ = met at every rate"
             xt, stem = "program arrival rate (programs/s)", f"slo{at:g}"
         else:
             title = f"SLO attainment vs SLO scale: {w}"
             sub = f"profile {prof}, {at:g} programs/s, {seeds}; ◆ = tightest SLO " \
-                  f"scale at {target:.0%} attainment (interpolated)"
+                  f"scale at {target:.0%} attainment (interpolated), ≤ = met at every scale"
             xt, stem = "SLO scale (deadline / (difficulty × base deadline))", \
                 f"rate{at:g}"
-        _layout(fig, title, sub, xt, "SLO attainment (% of programs meeting deadline)")
+        if same:
+            sub += f"<br>{_same_text(same)}: lines on top of each other (the later " \
+                   "dashed, open markers)"
+        style(fig, title, sub, xt, "SLO attainment (% of programs meeting deadline)")
         fig.update_yaxes(range=[0, 102])
-        fig.update_xaxes(rangemode="tozero")
+        if along == "program_rate":
+            fig.update_xaxes(rangemode="tozero")
+        else:  # the scales tried, not 0 to the largest
+            xs = g[along].astype(float)
+            pad = max(0.05 * (xs.max() - xs.min()), 0.05 * xs.max(), 1e-9)
+            fig.update_xaxes(range=[xs.min() - pad, xs.max() + pad])
         figs[f"{slug(w)}_{slug(prof)}_{slug(stem)}"] = fig
     return figs
 
 
 def _crossing_marker(fig: go.Figure, c: pd.DataFrame, along: str, target: float, color: str,
-                     policy: str) -> None:
+                     policy: str, curve: tuple[np.ndarray, np.ndarray],
+                     on_top: bool = False) -> None:
+    """The policy's crossing marker; ``on_top`` (its line lies on an earlier one): an
+    open, larger diamond, so a diamond below it still shows."""
     import plotly.graph_objects as go
 
+    diamond = {"symbol": "diamond-open", "size": 18, "color": color,
+               "line": {"color": color, "width": 2.5}} if on_top else {
+        "symbol": "diamond", "size": 13, "color": color,
+        "line": {"color": "white", "width": 1.5}}
     if not len(c):
         return
     col = "max_rate" if along == "program_rate" else "min_slo_scale"
@@ -169,7 +251,22 @@ def _crossing_marker(fig: go.Figure, c: pd.DataFrame, along: str, target: float,
                                                               "status": status}))
         return
     unit, pre = (" programs/s", "") if rate else ("", "scale ")
-    bound = pre + {"beyond_range": "≥ " if rate else "≤ "}.get(status, "")
+    if status == "beyond_range":  # met at every point: a bound at the last one tried
+        sign = "≥" if rate else "≤"
+        x, m = curve
+        y = float(m[np.isclose(x, v)][0])
+        fig.add_trace(go.Scatter(
+            x=[v], y=[y], mode="markers+text", text=[sign], legendgroup=policy,
+            cliponaxis=False,
+            textposition="top center", textfont={"color": color, "size": 16},
+            marker=diamond,
+            name=f"{policy}: {pre}{sign} {v:.3g}{unit} (met at every "
+                 f"{'rate' if rate else 'scale'})",
+            meta={"crossing": col, "status": status},
+            hovertemplate=f"{policy}<br>{target:.0%} met at every "
+                          f"{'rate' if rate else 'scale'} tried: {col} {sign} "
+                          f"{v:.3g}{unit}<extra></extra>"))
+        return
     fig.add_trace(go.Scatter(
         x=[v, v], y=[0, target * 100], mode="lines", line={"color": color, "width": 1,
                                                           "dash": "dot"},
@@ -177,18 +274,18 @@ def _crossing_marker(fig: go.Figure, c: pd.DataFrame, along: str, target: float,
         name=f"{policy} {col} guide"))
     fig.add_trace(go.Scatter(
         x=[v], y=[target * 100], mode="markers", legendgroup=policy,
-        marker={"symbol": "diamond", "size": 13, "color": color,
-                "line": {"color": "white", "width": 1.5}},
-        name=f"{policy}: {bound}{v:.3g}{unit}", meta={"crossing": col, "status": status},
-        hovertemplate=f"{policy}<br>{col} {bound}{v:.3g}{unit} ({status})<extra></extra>"))
+        marker=diamond,
+        name=f"{policy}: {pre}{v:.3g}{unit}", meta={"crossing": col, "status": status},
+        hovertemplate=f"{policy}<br>{col} {v:.3g}{unit} ({status})<extra></extra>"))
 
 
 def rate_attainment_figures(df: pd.DataFrame, target: float = 0.9) -> dict:
     """Dynasor §4 online figure type (a): program arrival
     rate (programs/s) against SLO attainment (%), a line per policy (mean over seeds, ±
-    std band), the target as a dashed line and each policy's
-    :func:`~dynasim.experiments.results.max_rate_at_attainment` as a diamond on it. One figure per
-    (workload, profile, slo_scale).
+    std error bars), the target as a dashed line and each policy's
+    :func:`~dynasim.experiments.results.max_rate_at_attainment` as a diamond on it (a
+    policy meeting the target at every rate: a diamond marked "≥" at its last rate and
+    attainment, a lower bound). One figure per (workload, profile, slo_scale).
 
     Args:
         df: sweep results (``workload, profile, policy, program_rate, slo_scale, seed,
@@ -203,16 +300,49 @@ def slo_attainment_figures(df: pd.DataFrame, target: float = 0.9) -> dict:
     """Dynasor §4 online figure type (b): SLO scale against SLO attainment (%),
     a line per policy, one figure per (workload, profile, program_rate), the tightest
     scale meeting the target (:func:`~dynasim.experiments.results.min_slo_scale_at_attainment`)
-    marked. Input as :func:`rate_attainment_figures`."""
+    marked ("≤" at the smallest scale when every scale met it); the x axis spans the
+    scales tried. Input as :func:`rate_attainment_figures`."""
     return _attainment_curves(df, "slo_scale", "program_rate", target,
                               crossings=min_slo_scale_at_attainment(df, target))
 
 
+#: Label positions, one per policy in turn, so labels of nearby points overlap less.
+POSITIONS = ["top center", "bottom center", "top left", "bottom left", "top right",
+             "bottom right"]
+
+
+def _cell_label(rate: float, scale: float, one_rate: bool, one_scale: bool) -> str:
+    """A cell's label: "(rate/s, ×scale)", leaving out what is the same for all."""
+    parts = ([] if one_rate and not one_scale else [f"{rate:g}/s"]) + \
+        ([] if one_scale else [f"×{scale:g}"])
+    return "(" + ", ".join(parts) + ")"
+
+
+def _cell_labels(s: pd.DataFrame, one_rate: bool, one_scale: bool) -> list[str]:
+    """One label per cell of ``s``; cells drawn on the same spot (attainment and accuracy
+    equal to 0.1 point) share one label, "(0.5, 1, 1.5/s)", on the first of them."""
+    spots: dict[tuple, list[int]] = {}
+    pos = zip(s["slo_attainment_mean"].round(3), s["accuracy_mean"].round(3))
+    for i, key in enumerate(pos):
+        spots.setdefault(key, []).append(i)
+    rates, scales = s["program_rate"].to_numpy(float), s["slo_scale"].to_numpy(float)
+    out = [""] * len(s)
+    for idx in spots.values():
+        if len(idx) == 1:
+            out[idx[0]] = _cell_label(rates[idx[0]], scales[idx[0]], one_rate, one_scale)
+        elif one_scale:
+            out[idx[0]] = "(" + ", ".join(f"{rates[i]:g}" for i in idx) + "/s)"
+        else:
+            out[idx[0]] = " ".join(_cell_label(rates[i], scales[i], one_rate, False)
+                                   for i in idx)
+    return out
+
+
 def accuracy_attainment_figures(df: pd.DataFrame, target: float = 0.9) -> dict:
     """Dynasor §4 online figure type (c): SLO attainment (%) against accuracy (%),
-    a marker line per policy through its (program_rate, slo_scale) cells (mean over
-    seeds, ± std error bars both ways, sorted by attainment), the target attainment as a
-    dashed vertical line. One figure per (workload, profile). ``df`` also needs
+    a marker per policy and (program_rate, slo_scale) cell, labelled "(rate/s, ×scale)"
+    (what all cells share left out) and not joined (cells are not an ordered series; mean over seeds, ± std error bars
+    both ways), the target attainment as a dashed vertical line. One figure per (workload, profile). ``df`` also needs
     ``accuracy`` (0-1)."""
     import plotly.graph_objects as go
 
@@ -223,14 +353,17 @@ def accuracy_attainment_figures(df: pd.DataFrame, target: float = 0.9) -> dict:
         fig = go.Figure()
         stats = seed_stats(g, ["policy", "program_rate", "slo_scale"],
                            ["slo_attainment", "accuracy"])
-        for policy in policy_order(stats["policy"]):
+        one_rate, one_scale = g["program_rate"].nunique() == 1, g["slo_scale"].nunique() == 1
+        for i, policy in enumerate(policy_order(stats["policy"])):
             s = stats[stats["policy"] == policy].sort_values(
                 ["slo_attainment_mean", "program_rate"])
             fig.add_trace(go.Scatter(
                 x=s["slo_attainment_mean"] * 100, y=s["accuracy_mean"] * 100,
-                mode="lines+markers", name=policy, legendgroup=policy,
-                line={"color": col[policy], "width": 2},
-                marker={"size": 9, "symbol": sym[policy]},
+                mode="markers+text", name=policy, legendgroup=policy,
+                text=_cell_labels(s, one_rate, one_scale),
+                textposition=POSITIONS[i % len(POSITIONS)], cliponaxis=False,
+                textfont={"size": 10, "color": col[policy]},
+                marker={"size": 9, "symbol": sym[policy], "color": col[policy]},
                 error_x={"type": "data", "array": s["slo_attainment_std"] * 100,
                          "thickness": 1, "width": 0, "color": _rgba(col[policy], 0.35)},
                 error_y={"type": "data", "array": s["accuracy_std"] * 100, "thickness": 1,
@@ -241,27 +374,42 @@ def accuracy_attainment_figures(df: pd.DataFrame, target: float = 0.9) -> dict:
                               "%{y:.1f}%<br>%{customdata[2]} seeds<extra></extra>"))
         fig.add_vline(x=target * 100, line={"dash": "dash", "color": "#555", "width": 1.5},
                       annotation_text=f"{target:.0%} attainment",
-                      annotation_position="top left")
+                      annotation_position="bottom left")  # labels crowd the top
         rates = ", ".join(f"{r:g}" for r in sorted(g["program_rate"].unique()))
         scales = ", ".join(f"{r:g}" for r in sorted(g["slo_scale"].unique()))
         seeds = _seeds_text(g.groupby(["policy", "program_rate", "slo_scale"])["seed"]
                             .nunique())
-        _layout(fig, f"Accuracy vs SLO attainment: {w}",
+        style(fig, f"Accuracy vs SLO attainment: {w}",
                 f"profile {prof}, {seeds}; points: rate{'s' * (',' in rates)} {rates} "
                 f"programs/s × SLO scale{'s' * (',' in scales)} {scales}",
                 "SLO attainment (% of programs meeting deadline)",
                 "accuracy (% of programs correct)")
-        fig.update_xaxes(range=[0, 102])
+        fig.update_xaxes(range=[0, 108])  # room for the labels of points at 100%
         fig.update_yaxes(rangemode="tozero")
         figs[f"{slug(w)}_{slug(prof)}"] = fig
     return figs
 
 
+def _padded(v: np.ndarray, at_least: float) -> list[float]:
+    """An axis range around the finite values ``v``: 5% padding each side, widened
+    about its middle to ``at_least`` (so a 0.1-point difference is not drawn full
+    height)."""
+    v = v[np.isfinite(v)]
+    lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 1.0)
+    pad = 0.05 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    if hi - lo < at_least:
+        mid = (lo + hi) / 2
+        lo, hi = mid - at_least / 2, mid + at_least / 2
+    return [lo, hi]
+
+
 def token_accuracy_figures(df: pd.DataFrame) -> dict:
     """Dynasor batch mode (§4 / App. G token-to-accuracy curves): total output tokens
     over the workload (tokens) against accuracy (%), a line per intra-program policy
-    through its caps (mean over seeds, ± std band in accuracy, ± std error bars in
-    tokens). One figure per workload.
+    through its caps (mean over seeds, ± std band in accuracy as a translucent fill in
+    the policy's colour with a dotted edge, ± std error bars in tokens; coinciding lines
+    named in the subtitle); the y axis spans at least 2 points. One figure per workload.
 
     Args:
         df: rows of ``dynasim batch`` CSVs: ``workload, policy, cap,
@@ -274,17 +422,23 @@ def token_accuracy_figures(df: pd.DataFrame) -> dict:
     figs = {}
     for w, g in df.groupby("workload", sort=True):
         fig = go.Figure()
-        for policy in policy_order(g["policy"]):
-            s = g[g["policy"] == policy].sort_values("cap")
-            x = s["output_tokens_mean"].to_numpy(float)
-            m, sd = s["accuracy_mean"].to_numpy(float) * 100, \
-                s["accuracy_std"].to_numpy(float) * 100
-            _band(fig, x, m - sd, m + sd, col[policy], policy)
+        subs = {p: g[g["policy"] == p].sort_values("cap") for p in policy_order(g["policy"])}
+        curves = {p: (s["output_tokens_mean"].to_numpy(float),
+                      s["accuracy_mean"].to_numpy(float) * 100) for p, s in subs.items()}
+        same, spans = coinciding(curves, atol=0.05), []
+        for policy, s in subs.items():
+            x, m = curves[policy]
+            sd = s["accuracy_std"].to_numpy(float) * 100
+            spans += [m - np.nan_to_num(sd), m + np.nan_to_num(sd)]
+            _band(fig, x, m - sd, m + sd, col[policy], policy, fill=policy not in same)
             knob = s["knob_mean"] if "knob_mean" in s else s["cap"] * np.nan
+            hidden = policy in same
             fig.add_trace(go.Scatter(
                 x=x, y=m, mode="lines+markers", name=policy, legendgroup=policy,
-                line={"color": col[policy], "width": 2.5},
-                marker={"size": 8, "symbol": sym[policy]},
+                line={"color": col[policy], "width": 2.5,
+                      "dash": "dash" if hidden else None},
+                marker={"size": 11 if hidden else 8,
+                        "symbol": sym[policy] + ("-open" if hidden else "")},
                 error_x={"type": "data", "array": s["output_tokens_std"], "thickness": 1},
                 customdata=np.column_stack([s["cap"], knob, sd]),
                 hovertemplate=f"{policy}<br>cap %{{customdata[0]}} (mean knob "
@@ -292,46 +446,54 @@ def token_accuracy_figures(df: pd.DataFrame) -> dict:
                               "%{y:.2f}% ± %{customdata[2]:.2f}<extra></extra>"))
         seeds = _seeds_text(g["seeds"]) if "seeds" in g else "seeds not recorded"
         caps = ", ".join(str(int(c)) for c in sorted(g["cap"].unique()))
-        _layout(fig, f"Accuracy vs output tokens (batch mode): {w}",
-                f"no serving system (token counts only), caps {caps}, {seeds}",
-                "output tokens, whole workload (tokens)",
-                "accuracy (% of programs correct)", legend_title="intra-program policy")
+        sub = f"no serving system (token counts only), caps {caps}, {seeds}; bands ± std"
+        if same:
+            sub += f"<br>{_same_text(same)}: lines on top of each other (the later " \
+                   "dashed, their bands outlined only)"
+        style(fig, f"Accuracy vs output tokens (batch mode): {w}", sub,
+              "output tokens, whole workload (tokens)",
+              "accuracy (% of programs correct)", legend_title="intra-program policy")
+        fig.update_yaxes(range=_padded(np.concatenate(spans), 2.0))
         figs[slug(w)] = fig
     return figs
 
 
 def cdf_figures(groups: list[dict], kind: str) -> dict:
     """Program latency CDF (latency-cdf, seconds) or finish-time fairness CDF
-    (fairness-cdf: φ = T_shared / output tokens, s/token; Dynasor App. D.3 / §4
-    fairness figure), a line per policy, one figure per group of
-    :func:`~dynasim.experiments.results.read_program_runs`."""
+    (fairness-cdf: φ = T_shared / output tokens, drawn in ms/token, lower is fairer;
+    Dynasor App. D.3 / §4 fairness figure), a line per policy (always in the legend,
+    even alone), the programs per policy counted in the subtitle, one figure per group
+    of :func:`~dynasim.experiments.results.read_program_runs`."""
     import plotly.graph_objects as go
 
+    scale = 1.0 if kind == "latency-cdf" else 1e3  # s/token -> ms/token
     figs = {}
     for g in groups:
         col = colors(g["lines"])
         fig = go.Figure()
-        for label in policy_order(g["lines"]):
-            v = np.sort(g["lines"][label])
+        order = policy_order(g["lines"])
+        for label in order:
+            v = np.sort(np.asarray(g["lines"][label], float)) * scale
             fig.add_trace(go.Scatter(
                 x=v, y=np.arange(1, len(v) + 1) / max(len(v), 1) * 100, mode="lines",
                 line={"shape": "hv", "color": col[label], "width": 2.5}, name=label,
+                showlegend=True,
                 hovertemplate=f"{label}<br>%{{x:.4g}}<br>%{{y:.1f}}% of programs"
                               "<extra></extra>"))
-        where = [f"profile {g['profile']}"]
+        where = [f"profile {g.get('profile_label') or g['profile']}"]
         if g.get("program_rate") is not None:
             where.append(f"{g['program_rate']:g} programs/s")
         if g.get("slo_scale") is not None:
             where.append(f"SLO scale {g['slo_scale']:g}")
-        n = sum(len(v) for v in g["lines"].values())
-        where.append(f"{_seeds_text([g['seeds']])} pooled, {n} programs")
+        counts = ", ".join(f"{p} {len(g['lines'][p])}" for p in order)
+        where.append(f"{_seeds_text([g['seeds']])} pooled; programs per policy: {counts}")
         if kind == "latency-cdf":
             title, xt = "Program latency CDF", "program latency, arrival to finish (s)"
         else:
             title = "Finish-time fairness CDF"
-            xt = "φ = program latency / output tokens (s/token)"
-        _layout(fig, f"{title}: {g['workload']}", ", ".join(where), xt,
-                "programs at or below (%)")
+            xt = "φ = program latency / output tokens (ms/token; lower is fairer)"
+        style(fig, f"{title}: {g['workload']}", ", ".join(where), xt,
+              "programs at or below (%)", showlegend=True)
         fig.update_yaxes(range=[0, 101])
         stem = [slug(g["workload"]), slug(g["profile"])]
         if g.get("program_rate") is not None:
@@ -366,8 +528,8 @@ def read_comparisons(paths: Iterable[str | Path]) -> list[dict]:
             raise InputError("no such comparison file (dynasim compare writes "
                              "compare.json)", source=str(f))
         try:
-            d = json.loads(f.read_text())
-        except json.JSONDecodeError as exc:
+            d = json.loads(f.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # binary: not UTF-8
             raise InputError(f"not JSON ({exc})", source=str(f)) from None
         if isinstance(d, dict) and "rows" in d:
             points += _fidelity_points(d, f)
@@ -440,7 +602,8 @@ def sim_vs_real_figure(points: list[dict]) -> go.Figure:
     fidelity check behind every simulated figure): left, SLO attainment (%) simulated
     against replayed, a point per comparison; right, latencies (s, log-log) simulated
     against replayed, a point per comparison and metric (median / p90 E2E, median TTFT,
-    median / p90 program latency where known); both with the ``sim = real`` line."""
+    median / p90 program latency where known); both with the ``sim = real`` line; an
+    empty panel says why (:func:`note_empty`)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -460,6 +623,9 @@ def sim_vs_real_figure(points: list[dict]) -> go.Figure:
             1, 1)
     fig.add_trace(go.Scatter(x=[0, 100], y=[0, 100], mode="lines", name="sim = real",
                              line={"dash": "dot", "color": "#555"}), 1, 1)
+    if not slos:
+        note_empty(fig, "no SLO attainment: the comparisons had no SLO<br>(dynasim "
+                        "compare --goodput KEY:MS)", 1, 1)
     metrics = [m for m in ("median TTFT", "median E2E", "p90 E2E", "median program latency",
                            "p90 program latency")
                if any(m in p["latency"] for p in points)]
@@ -474,6 +640,9 @@ def sim_vs_real_figure(points: list[dict]) -> go.Figure:
                     "color": PALETTE[(i + 3) % len(PALETTE)]},
             hovertemplate=f"%{{text}}<br>{m}<br>real %{{x:.4g}} s<br>sim %{{y:.4g}} s"
                           "<extra></extra>"), 1, 2)
+    if not metrics:
+        note_empty(fig, "no latency pairs: the compared run folders<br>are gone and the "
+                        "comparison has no medians", 1, 2)
     pos = [v for v in allv if v and v > 0]
     lo, hi = (min(pos) / 1.5, max(pos) * 1.5) if pos else (1e-3, 1.0)
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", showlegend=False,
@@ -492,7 +661,7 @@ def sim_vs_real_figure(points: list[dict]) -> go.Figure:
            f"profile {', '.join(profs) or 'unknown'}", f"{n} comparison{'s' * (n != 1)}"]
     if seeds:
         sub.append(_seeds_text([len(seeds)]))
-    _layout(fig, "Simulated vs replayed", ", ".join(sub), None, None, width=1400,
+    style(fig, "Simulated vs replayed", ", ".join(sub), None, None, width=1400,
             height=560, legend_title="")
     return fig
 

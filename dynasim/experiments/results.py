@@ -245,12 +245,14 @@ def read_program_runs(paths: Iterable[str | Path], filters: dict[str, str] | Non
     ``paths`` are either sweep results (:func:`read_sweep`; each kept cell's records at
     ``<results dir>/records/<cell_id>.parquet``) or run folders (or their
     ``programs.parquet``) from ``dynasim simulate/replay --workload`` with a
-    ``summary.json`` naming ``policy``, ``workload`` and ``profile``; filters apply to
+    ``summary.json`` naming ``policy``, ``workload`` and ``profile`` (a replay's names
+    no profile: its ``model`` stands in, shown as "``model`` at ``base_url``"); filters apply to
     the sweep's columns or the summary's keys. Sweep cells are grouped by (workload,
     profile, program_rate, slo_scale), their seeds pooled per policy.
 
     Returns:
-        ``[{"workload", "profile", "program_rate", "slo_scale", "seeds": int,
+        ``[{"workload", "profile", "profile_label" (run folders), "program_rate",
+        "slo_scale", "seeds": int,
         "lines": {label: values (np.ndarray of ``value``, NaN dropped)}}]``.
 
     Raises:
@@ -298,9 +300,15 @@ def _run_dirs(paths: list[Path], filters: dict[str, str], value: str) -> list[di
             s = json.loads(summ.read_text())
         except json.JSONDecodeError as exc:
             raise InputError(f"not JSON ({exc})", source=str(summ)) from None
-        for k in ("policy", "workload", "profile"):
+        for k in ("policy", "workload"):
             if k not in s:
                 raise InputError("missing key", source=str(summ), field=k)
+        if not s.get("profile"):  # a replay: the server stands in for the profile
+            if not s.get("model"):
+                raise InputError("missing key (a simulated run names its profile, a "
+                                 "replay its model)", source=str(summ), field="profile")
+            s = {**s, "profile": s["model"], "profile_label": f"{s['model']} at "
+                 f"{s.get('base_url', '?')}"}
         for k in filters:
             if k not in s:
                 raise InputError("filter key not in summary", source=str(summ), field=k)
@@ -313,6 +321,7 @@ def _run_dirs(paths: list[Path], filters: dict[str, str], value: str) -> list[di
     for d, s, vals in rows:
         key = (str(s["workload"]), str(s["profile"]))
         g = groups.setdefault(key, {"workload": key[0], "profile": key[1],
+                                    "profile_label": s.get("profile_label", key[1]),
                                     "program_rate": set(), "slo_scale": set(),
                                     "seeds": set(), "lines": {}})
         for k in ("program_rate", "slo_scale"):

@@ -5,7 +5,9 @@
 x seeds) and writes, in ``DIR``:
 
 * ``cells.jsonl``: one JSON line per finished cell, appended and flushed to disk as soon as
-  the cell ends, so a killed sweep loses no finished cell (a torn last line is ignored);
+  the cell ends, so a killed sweep loses no finished cell (a torn last line is removed on
+  the rerun, which runs that cell again; a line that is not UTF-8 JSON is skipped with a
+  warning naming ``cells.jsonl:LINE``);
 * ``results.parquet``: the tidy table, a row per cell: its configuration (``cell_id,
   workload, profile, policy, program_rate, slo_scale, seed, num_programs, ...,
   base_deadline_s``), the program summary of :func:`dynasim.metrics.summarize_programs`
@@ -17,6 +19,10 @@ x seeds) and writes, in ``DIR``:
 * ``records/<cell_id>.parquet`` with ``keep_records``: the cell's program records
   (:data:`dynasim.data_record.PROGRAM_COLUMNS`), for latency and fairness CDFs;
 * ``sweep.json``: the configuration.
+
+Every workload, profile and policy name is checked before any cell runs (one error line
+naming the key). A cell that fails anyway (its error is in the ``error`` column) makes
+``dynasim sweep`` exit with status 1 after printing how many failed and the first error.
 
 A rerun with the same ``DIR`` skips every cell already in ``cells.jsonl`` without error
 (resumable; cells are keyed by :func:`~dynasim.experiments.sweep_config.cell_id`) and runs the rest.
@@ -32,15 +38,22 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from dynasim.data_record import json_default, write_atomic
 from dynasim.errors import InputError
 from dynasim.experiments.sweep_config import LIMIT_KEYS, SweepConfig, expand
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 CONFIG_COLUMNS = ["cell_id", "workload", "profile", "policy", "program_rate", "slo_scale",
                   "seed", "num_programs", "burstiness", "cap", "detect_at", "threshold",
@@ -107,6 +120,10 @@ def run_cell(cell: dict) -> dict:
     except InputError as exc:
         row.update(error=str(exc), wall_seconds=time.perf_counter() - t0)
         return {"row": row, "records": None}
+    except Exception as exc:  # noqa: BLE001 -- one broken cell must not stop the others
+        row.update(error=f"{type(exc).__name__}: {exc}",
+                   wall_seconds=time.perf_counter() - t0)
+        return {"row": row, "records": None}
     for summary in (summarize(requests), summarize_programs(programs)):
         row.update({k: v for k, v in summary.items()
                     if isinstance(v, (int, float, bool)) and k not in row})
@@ -123,17 +140,55 @@ class SweepStore:
 
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.out.exists() and not self.out.is_dir():
+            raise InputError("is an existing file, not a folder", source=str(out),
+                             field="output_dir")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create this folder: {exc.strerror or exc}",
+                             source=str(out), field="output_dir") from None
         self.journal = self.out / "cells.jsonl"
         self.rows: dict[str, dict] = {}
+        self.warnings: list[str] = []
         if self.journal.exists():
-            for line in self.journal.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # a line torn by a kill: that cell runs again
-                if not row.get("error"):
-                    self.rows[row["cell_id"]] = row
+            self._read_journal()
+
+    def _read_journal(self) -> None:
+        """Load the finished cells; skip (with a warning naming ``file:line``) any line
+        that is not UTF-8 JSON of a cell, and cut a torn last line so the next append
+        starts on a fresh line."""
+        data = self.journal.read_bytes()
+        lines = data.split(b"\n")
+        tail = lines.pop()  # b"" when the file ends with a newline
+        for n, raw in enumerate(lines, start=1):
+            row, why = _parse_journal_line(raw)
+            if row is None:
+                if why:
+                    self._warn(n, f"{why}: skipped")
+            elif not row.get("error"):
+                self.rows[row["cell_id"]] = row
+        if not tail:
+            return
+        n = len(lines) + 1
+        row, why = _parse_journal_line(tail)
+        if row is None:  # a write cut short by a kill: drop the fragment
+            self._warn(n, f"torn last line ({len(tail)} bytes, {why}) removed: that "
+                          "cell runs again")
+            with open(self.journal, "r+b") as f:
+                f.truncate(len(data) - len(tail))
+                os.fsync(f.fileno())
+            return
+        if not row.get("error"):
+            self.rows[row["cell_id"]] = row
+        with open(self.journal, "ab") as f:  # complete but unterminated: end the line
+            f.write(b"\n")
+            os.fsync(f.fileno())
+
+    def _warn(self, line: int, what: str) -> None:
+        msg = f"dynasim: warning: {self.journal}:{line}: {what}"
+        self.warnings.append(msg)
+        print(msg, file=sys.stderr)
 
     def add(self, row: dict, records: pd.DataFrame | None) -> None:
         """Persist one finished cell (records first, then its journal line, fsynced)."""
@@ -164,7 +219,54 @@ class SweepStore:
         return path
 
 
+def _parse_journal_line(raw: bytes) -> tuple[dict | None, str]:
+    """``(row, "")`` for a journal line holding a cell, else ``(None, why)`` (``why``
+    empty for a blank line)."""
+    if not raw.strip():
+        return None, ""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    except ValueError:
+        return None, "not valid JSON"
+    if not isinstance(row, dict) or not isinstance(row.get("cell_id"), str):
+        return None, "not a cell (no cell_id)"
+    return row, ""
+
+
 # ---------------------------------------------------------------- executors
+def _watch_parent(parent: int) -> None:
+    """Initializer of a spawn worker: leave Ctrl-C to the sweep process (it stops the
+    workers), and exit when that process is gone (even after ``kill -9``) instead of
+    running on, reparented to PID 1."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="watch-parent").start()
+
+
+def _stop_workers(ex: ProcessPoolExecutor, futures: list[Future]) -> None:
+    """Cancel what has not started and end the worker processes now (a worker may be
+    minutes into a cell): SIGTERM, then SIGKILL after 5 s."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    for fut in futures:
+        fut.cancel()
+    ex.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+            p.join(1)
+
+
 def _local(cells: list[dict], jobs: int):
     if jobs == 1:
         for cell in cells:
@@ -173,14 +275,51 @@ def _local(cells: list[dict], jobs: int):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
-        futures = [ex.submit(run_cell, c) for c in cells]
-        try:
-            for fut in as_completed(futures):
-                yield fut.result()
-        finally:
-            for fut in futures:
-                fut.cancel()
+    ex = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                             initializer=_watch_parent, initargs=(os.getpid(),))
+    futures = [ex.submit(run_cell, c) for c in cells]
+    try:
+        for fut in as_completed(futures):
+            yield fut.result()
+    except BaseException:  # Ctrl-C, SIGTERM, the generator closed, any error
+        _stop_workers(ex, futures)
+        raise
+    ex.shutdown(wait=True)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def check_names(cells: list[dict]) -> None:
+    """Load every workload, profile (with the limits) and policy (with the knobs) the
+    cells name, before any cell runs: a typo costs one line, not a sweep of failed cells.
+
+    Raises:
+        InputError: the first name that does not load, with ``field`` the config key
+            (``workloads``, ``profiles``, ``policies``) unless the error names a finer one.
+    """
+    from dynasim.policies import make_policy
+
+    seen: set = set()
+    for c in cells:
+        checks = (("workloads", c["workload"], lambda c=c: _workload(c["workload"])),
+                  ("profiles", (c["profile"], json.dumps(c["limits"], sort_keys=True)),
+                   lambda c=c: _profile(c)),
+                  ("policies", (c["policy"], c["sjf_aging"],
+                                json.dumps(_intra_args(c), sort_keys=True)),
+                   lambda c=c: make_policy(c["policy"], aging_s=c["sjf_aging"],
+                                           **_intra_args(c))))
+        for key, ident, load in checks:
+            if (key, ident) in seen:
+                continue
+            seen.add((key, ident))
+            try:
+                load()
+            except InputError as exc:
+                field = key if exc.field in (None, "policy") else exc.field
+                raise InputError(exc.message, source=exc.source, line=exc.line,
+                                 field=field) from None
 
 
 def _dask(cells: list[dict], address: str):
@@ -206,12 +345,18 @@ def _dask(cells: list[dict], address: str):
 def run_sweep(cfg: SweepConfig, out: str | Path, *, scheduler: str = "processes",
               jobs: int | None = None, address: str | None = None,
               progress: bool = True, flush_every: float = 5.0) -> pd.DataFrame:
-    """Run every cell of ``cfg`` not yet finished in ``out``; returns the tidy table.
+    """Run every cell of ``cfg`` not yet finished in ``out``; returns the tidy table,
+    with the rows of the cells that failed in this run in ``df.attrs["failed_cells"]``.
+
+    SIGTERM is turned into ``KeyboardInterrupt`` while the sweep runs, so a killed sweep
+    writes its table and stops its worker processes (none is left reparented to PID 1).
 
     Raises:
-        InputError: ``--scheduler dask`` without a reachable ``address``; a workload or
-            profile that cannot be loaded (before any cell runs).
-        KeyboardInterrupt: after writing the table of the cells finished so far.
+        InputError: ``--scheduler dask`` without a reachable ``address``; a workload,
+            profile or policy that cannot be loaded (before any cell runs); an output
+            folder that is a file or cannot be created.
+        KeyboardInterrupt: (Ctrl-C or SIGTERM) after writing the table of the cells
+            finished so far.
     """
     from rich.console import Console
     from rich.progress import (
@@ -223,9 +368,10 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, scheduler: str = "processes"
         TimeRemainingColumn,
     )
 
+    cells = expand(cfg)
+    check_names(cells)
     store = SweepStore(out)
     (store.out / "sweep.json").write_text(cfg.model_dump_json(indent=2) + "\n")
-    cells = expand(cfg)
     order = [c["cell_id"] for c in cells]
     todo = [c for c in cells if c["cell_id"] not in store.rows]
     console = Console(stderr=True)
@@ -249,17 +395,19 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, scheduler: str = "processes"
     else:
         raise InputError("unknown scheduler (processes, dask)", field="scheduler",
                          source=scheduler)
-    failed = 0
+    failed: list[dict] = []
     last = time.monotonic()
     cols = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    in_main = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
     with Progress(*cols, console=console, disable=not progress) as bar:
         task = bar.add_task("cells", total=len(todo))
         try:
             for res in results:
                 store.add(res["row"], res["records"] if cfg.keep_records else None)
                 if res["row"]["error"]:
-                    failed += 1
+                    failed.append(res["row"])
                     console.print(f"[red]cell {res['row']['cell_id']} "
                                   f"({res['row']['policy']} at {res['row']['program_rate']}"
                                   f" programs/s): {res['row']['error']}")
@@ -268,10 +416,16 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, scheduler: str = "processes"
                     store.write_table(order)
                     last = time.monotonic()
         finally:
+            if hasattr(results, "close"):
+                results.close()  # stops the workers now, not at garbage collection
+            if in_main:
+                signal.signal(signal.SIGTERM, old_term)
             path = store.write_table(order)
     console.print(f"{len(store.rows)} of {len(cells)} cells in {path}"
-                  + (f"; {failed} failed (rerun to retry them)" if failed else ""))
-    return pd.read_parquet(path)  # the table as every later reader gets it
+                  + (f"; {len(failed)} failed (rerun to retry them)" if failed else ""))
+    df = pd.read_parquet(path)  # the table as every later reader gets it
+    df.attrs["failed_cells"] = failed
+    return df
 
 
 def rate_tables(df: pd.DataFrame) -> dict[tuple, dict[str, pd.DataFrame]]:

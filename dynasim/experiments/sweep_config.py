@@ -38,9 +38,16 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
-from dynasim.errors import InputError, from_validation_error
+from dynasim.errors import InputError, decode_utf8, from_validation_error
 from dynasim.profiles import LIMITS
 
 #: Config keys that span the sweep's axes, in the order cells are enumerated.
@@ -86,6 +93,14 @@ class SweepConfig(BaseModel):
                 raise ValueError(f"{x} must be finite and > 0")
         return v
 
+    @field_validator("detect_at")
+    @classmethod
+    def _detect_within_cap(cls, v: int, info: ValidationInfo) -> int:
+        cap = info.data.get("cap")
+        if cap is not None and v > cap:  # the detect step is one of the cap's samples/steps
+            raise ValueError(f"detect_at {v} is larger than cap {cap}")
+        return v
+
     @field_validator("limits")
     @classmethod
     def _limit_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +116,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> SweepConf
     the file; ``None`` values ignored).
 
     Raises:
-        InputError: unreadable file, bad syntax (with line), an unknown or invalid key
+        InputError: unreadable or non-UTF-8 file, bad syntax (with line), an unknown or invalid key
             (with the key), a missing axis.
     """
     data: dict[str, Any] = {}
@@ -109,10 +124,11 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> SweepConf
     if path:
         p = Path(path)
         try:
-            text = p.read_text(encoding="utf-8")
+            raw = p.read_bytes()
         except OSError as exc:
             raise InputError(f"cannot read sweep config ({exc.strerror})", source=src) \
                 from None
+        text = decode_utf8(raw, src)
         data = _parse(text, p.suffix.lower(), src)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:

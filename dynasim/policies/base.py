@@ -145,6 +145,21 @@ class Policy:
     def on_step(self, now: float) -> None:
         """Called by the engine before it schedules a step; ``now`` in seconds."""
 
+    #: True when the waiting order depends on the engine's prefix cache (LPM), so it
+    #: may change when a decode step evicts a cached block.
+    order_depends_on_cache = False
+
+    def order_changes_at(self, now: float) -> float | None:
+        """The next time (seconds, after ``now``) at which the waiting order may change
+        with time alone, with no arrival, finish or cache change (SJF aging); ``None``:
+        never (FCFS, LPM, gang).
+
+        The engine advances a run of decode steps in one go on the premise that a
+        waiting group it could not admit at the start of the run cannot become
+        admissible during it; it ends a run at the first step boundary at or after this
+        time, where a step-by-step engine would see the new order."""
+        return None
+
     def on_program_arrival(self, program: Program, now: float) -> None:
         """Register a program before its first requests are submitted."""
         self.programs[program.program_id] = program

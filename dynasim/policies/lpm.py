@@ -92,6 +92,7 @@ class LPM(Policy):
 
     name = "lpm"
     needs_prefix_cache = True
+    order_depends_on_cache = True
 
     def new_queue(self, prefix_match: Callable[[Request], int] | None = None) -> LPMQueue:
         return LPMQueue(prefix_match)

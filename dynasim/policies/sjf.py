@@ -20,6 +20,7 @@ loads where nothing waits that long.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,7 @@ class SJF(Gang):
         super().__init__(intra)
         self.aging_s = aging_s
         self.now = 0.0
+        self._ages: list[float] = []  # heap of program arrival + aging_s, seconds
         self._tokens = 0
         self._calls = 0
 
@@ -62,6 +64,19 @@ class SJF(Gang):
         if req.status == "finished":
             self._tokens += req.output_tokens
             self._calls += 1
+
+    def on_program_arrival(self, program: Program, now: float) -> None:
+        super().on_program_arrival(program, now)
+        heapq.heappush(self._ages, program.arrival_time + self.aging_s)
+
+    def order_changes_at(self, now: float) -> float | None:
+        """The next time (seconds) a registered program reaches ``aging_s`` of waiting
+        and may jump the queue (programs that finished meanwhile are harmless: the
+        engine only stops a decode run early there)."""
+        ages = self._ages
+        while ages and ages[0] <= now:
+            heapq.heappop(ages)
+        return ages[0] if ages else None
 
     def estimate(self, program: Program) -> float:
         """Estimated remaining output tokens of ``program`` (module docstring)."""

@@ -43,7 +43,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dynasim.errors import InputError, from_validation_error
+from dynasim.errors import InputError, from_validation_error, read_text
 from dynasim.profiles.step_time import StepTime
 
 #: The engine limits a run may override (``dynasim simulate`` flags, a sweep's
@@ -144,8 +144,8 @@ def load_profile(name_or_path: str) -> Profile:
     """Load a shipped profile by name, or a profile JSON by path.
 
     Raises:
-        InputError: unknown name, missing file, invalid JSON (with line), schema error
-            (with field).
+        InputError: unknown name, missing or non-UTF-8 file, invalid JSON (with line),
+            schema error (with field).
     """
     if name_or_path in shipped_profiles():
         text = (resources.files("dynasim") / "profiles" / f"{name_or_path}.json").read_text()
@@ -155,7 +155,7 @@ def load_profile(name_or_path: str) -> Profile:
         if not path.is_file():
             raise InputError(f"unknown profile (shipped: {', '.join(shipped_profiles())}) "
                              "and no such file", source=name_or_path)
-        text, source = path.read_text(encoding="utf-8"), str(path)
+        text, source = read_text(path), str(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -38,6 +38,7 @@ extracted_answer, gold_answer, is_correct`` and ``output_tokens`` or
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from pathlib import Path
 
 from dynasim.certaindex import Equivalence, exact_match, math_equal
 from dynasim.datasets import fetch
-from dynasim.errors import InputError
+from dynasim.errors import InputError, read_text
 from dynasim.workloads.call import Call, Segment
 from dynasim.workloads.program import ProgramSpec, difficulty_of
 
@@ -98,15 +99,18 @@ def read_samples(path: str | Path, *, equivalent: Equivalence = exact_match,
         default_prompt_tokens: prompt length when the file has no ``prompt_tokens``.
         algorithm: ``sc`` (all samples) or ``cot`` (the first sample as one long chain).
 
+    A sample with 0 output tokens (an empty completion; e.g. 40 of the 20,000 samples of
+    a public SC log) is kept and counted as 1 token: vLLM still generates the EOS token
+    (``min_tokens`` 0, the request ends at its first token). How many is said in the
+    workload's ``notes``.
+
     Raises:
-        InputError: missing file, header or column; a bad value, naming file, line, field.
+        InputError: missing or non-UTF-8 file, missing header or column; a bad value
+            (negative token count, ...), naming file, line, field.
     """
     src = str(path)
-    try:
-        f = open(path, newline="", encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read workload ({exc.strerror})", source=src) from None
-    with f:
+    zeros = 0
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f)
         cols = reader.fieldnames or []
         if not cols:
@@ -131,7 +135,10 @@ def read_samples(path: str | Path, *, equivalent: Equivalence = exact_match,
             if ok not in ("0", "1", "True", "False", "true", "false"):
                 raise InputError(f"expected 0/1, got {ok!r}", source=src, line=line,
                                  field="is_correct")
-            out = _int(row[tok], src, line, tok, lo=1)
+            out = _int(row[tok], src, line, tok, lo=0)
+            if out == 0:  # an empty completion: the model still generated EOS
+                zeros += 1
+                out = 1
             if has_prompt:
                 segs = ((f"{src}#q{q}", _int(row["prompt_tokens"], src, line,
                                              "prompt_tokens", lo=1)),)
@@ -153,9 +160,12 @@ def read_samples(path: str | Path, *, equivalent: Equivalence = exact_match,
         programs.append(ProgramSpec(q, algorithm, calls,
                                     difficulty_of([bool(c.correct) for _, c in rows]),
                                     equivalent=equivalent))
-    notes = "" if has_prompt or prompt_of else \
-        f"no prompt_tokens column: assumed {default_prompt_tokens} prompt tokens"
-    return Workload(name or src, tuple(programs), notes)
+    notes = [] if has_prompt or prompt_of else \
+        [f"no prompt_tokens column: assumed {default_prompt_tokens} prompt tokens"]
+    if zeros:
+        notes.append(f"{zeros} sample{'s' if zeros > 1 else ''} with 0 output tokens "
+                     "counted as 1 (an empty completion still generates EOS)")
+    return Workload(name or src, tuple(programs), "; ".join(notes))
 
 
 def _game24(name: str, data: str, prompt_len: int) -> Workload:
@@ -166,8 +176,9 @@ def _game24(name: str, data: str, prompt_len: int) -> Workload:
                 (f"game24-puzzle-{q}", GAME24_PUZZLE_TAIL))
 
     w = read_samples(fetch(data), equivalent=math_equal, prompt_of=prompt_of, name=name)
-    return Workload(name, w.programs, f"prompt {prompt_len} tokens from OpenAI usage "
-                                      f"(last {GAME24_PUZZLE_TAIL} per puzzle)")
+    return Workload(name, w.programs, "; ".join(filter(None, (
+        f"prompt {prompt_len} tokens from OpenAI usage (last {GAME24_PUZZLE_TAIL} per "
+        "puzzle)", w.notes))))
 
 
 def date_tokens_per_char() -> float:
@@ -201,8 +212,9 @@ def _date(name: str) -> Workload:
         return (("date-ltm-template", template), (f"date-question-{q}", tail))
 
     w = read_samples(fetch("date-samples"), prompt_of=prompt_of, name=name)
-    return Workload(name, w.programs, f"prompt = LtM template {template} tokens + question"
-                                      f" ({ratio:.3f} tokens/char measured)")
+    return Workload(name, w.programs, "; ".join(filter(None, (
+        f"prompt = LtM template {template} tokens + question ({ratio:.3f} tokens/char "
+        "measured)", w.notes))))
 
 
 def _game24_tot(name: str) -> Workload:

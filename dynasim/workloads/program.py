@@ -103,8 +103,12 @@ class Program:
         deadline: seconds after arrival (``inf`` when no SLO).
         knob: the knob value the policy settled on (SC samples, ToT width).
         certaindex: the signal values measured at the detect step.
-        issued: calls issued so far, in order; ``output_tokens_done`` counts tokens of
-            finished calls.
+        issued: calls issued so far, in order.
+        answered: the issued calls that finished (:meth:`on_call_done`), in finish
+            order. A call rejected by the server (``max_model_len``, HTTP 400) or failed
+            produces no answer and no tokens: it never votes, never enters certaindex
+            and is not a sample used; ``output_tokens_done`` counts answered calls only.
+        error: why the last rejected call was rejected ("" if none was).
     """
 
     program_id: int
@@ -115,6 +119,7 @@ class Program:
     knob: int = 0
     certaindex: dict[str, float] = field(default_factory=dict)
     issued: list[Call] = field(default_factory=list)
+    answered: list[Call] = field(default_factory=list)
     finish_time: float | None = None
     output_tokens_done: int = 0
     calls_done: int = 0
@@ -129,9 +134,16 @@ class Program:
         return self._issue(self._next_wave())
 
     def on_call_done(self, call: Call) -> None:
-        """Record a finished call (its output tokens count towards the program)."""
+        """Record a finished call (its answer and output tokens count towards the
+        program)."""
         self.calls_done += 1
         self.output_tokens_done += call.output_tokens
+        self.answered.append(call)
+
+    def on_call_rejected(self, call: Call, error: str) -> None:
+        """Record a call the server rejected (or that failed): it has no answer and no
+        tokens, so it is left out of votes, certaindex and ``samples_used``."""
+        self.error = error
 
     def on_wave_done(self, now: float) -> list[Call]:
         """The next wave after every issued call finished; ``[]`` ends the program
@@ -163,11 +175,11 @@ class Program:
             return list(samples[:first])
         if self._stage == 1:
             self._stage = 2
-            done = self.issued
-            n = intra.decide(self, done)  # type: ignore[attr-defined]
-            n = max(len(done), min(n, cap))
+            drawn = len(self.issued)
+            n = intra.decide(self, self.answered)  # type: ignore[attr-defined]
+            n = max(drawn, min(n, cap))
             self.knob = n
-            return list(samples[len(done):n])
+            return list(samples[drawn:n])
         return []
 
     def _next_tree_wave(self) -> list[Call]:
@@ -202,11 +214,15 @@ class Program:
 
     # ------------------------------------------------------------ results
     def result(self) -> tuple[str | None, bool]:
-        """(answer, correct) of the finished program."""
+        """(answer, correct) of the finished program: SC votes over the answered calls
+        only; a ToT search or a CoT sample with a rejected call has no answer
+        (``(None, False)``): the recorded search needs every call's output."""
+        used = self.answered
+        if self.spec.algorithm != "sc" and len(used) < len(self.issued):
+            return None, False
         if self.spec.algorithm == "tot":
             run = self._replay()
             return run.answer, bool(run.correct)
-        used = self.issued
         if self.spec.algorithm == "cot":
             return used[0].answer, bool(used[0].correct)
         return majority_vote([c.answer for c in used], [c.correct for c in used],
@@ -220,7 +236,7 @@ class Program:
             return 1
         if self.spec.algorithm == "tot":
             steps_left = max(0, self.spec.tree.num_steps - (self._stage + 1) // 2)
-            width = self.knob or self.intra.cap
+            width = self.knob or min(self.intra.cap, self.spec.tree.max_width)
             return len(self.issued) + width * steps_left
         if self._stage >= 2:
             return self.knob
@@ -228,5 +244,6 @@ class Program:
 
     @property
     def samples_used(self) -> int:
-        """SC: samples issued; ToT: calls issued; CoT: 1."""
-        return len(self.issued)
+        """SC: samples answered; ToT: calls answered; CoT: 1 (0 if rejected). A rejected
+        call is not a sample used."""
+        return len(self.answered)

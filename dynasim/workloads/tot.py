@@ -41,7 +41,7 @@ import numpy as np
 from scipy.optimize import lsq_linear
 
 from dynasim.datasets import fetch
-from dynasim.errors import InputError
+from dynasim.errors import InputError, read_text
 from dynasim.workloads.call import Call
 from dynasim.workloads.game24 import answer_expression, check_answer
 
@@ -225,7 +225,7 @@ def _parse(path: Path, ratio: float) -> list[dict]:
     variable tokens, output tokens), ``parent`` indexing the previous step's proposals."""
     src, tok = str(path), (lambda text: max(1, round(len(text) * ratio)))
     try:
-        log = json.loads(path.read_text(encoding="utf-8"))
+        log = json.loads(read_text(path))
         puzzles, prev, cache = [], (0, 0), set()
         for p in log:
             x, ys, kept, steps, seen = p["steps"][0]["x"], [""], [-1], [], set()
@@ -265,6 +265,9 @@ def _parse(path: Path, ratio: float) -> list[dict]:
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, InputError):
             raise
+        if isinstance(exc, json.JSONDecodeError):
+            raise InputError(f"not valid JSON ({exc.msg})", source=src,
+                             line=exc.lineno) from None
         raise InputError(f"malformed ToT log ({type(exc).__name__}: {exc})", source=src,
                          field=str(exc.args[0]) if isinstance(exc, KeyError) else None
                          ) from None

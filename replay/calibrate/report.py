@@ -18,13 +18,27 @@ import numpy as np
 from dynasim.profiles.fit import held_out_mask, predict_ms
 
 if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
     from replay.calibrate.run import Calibration
 
 
 def write_report(cal: Calibration, path: str | Path) -> list[str]:
-    """Write the report of a :class:`replay.calibrate.run.Calibration`; returns the files."""
+    """Write the report of a :class:`replay.calibrate.run.Calibration` (:func:`report_figure`)
+    as ``path.html`` (and ``.png`` with Chromium); returns the files."""
+    from replay.compare import save_figure
+
+    return save_figure(report_figure(cal), Path(path))[0]
+
+
+def report_figure(cal: Calibration) -> go.Figure:
+    """The four panels (module doc) in the style of every dynasim figure
+    (:func:`dynasim.experiments.figures.style`); a panel without measurements says
+    which were missing (:func:`~dynasim.experiments.figures.note_empty`)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
+
+    from dynasim.experiments.figures import note_empty, style
 
     prof, data, med = cal.profile, cal.data, cal.medians
     model, fe = prof.step_time, prof.frontend_latency_ms
@@ -44,6 +58,12 @@ def write_report(cal: Calibration, path: str | Path) -> list[str]:
                              name=f"fitted: {fe:.2f} ms frontend + step"), 1, 1)
     fig.update_xaxes(title_text="prompt tokens", row=1, col=1)
     fig.update_yaxes(title_text="ms", row=1, col=1)
+    gone = f"<br>({data.get('discarded', 0)} measurements discarded in all)"
+    for rc, key, what in (((1, 1), "lone", "lone requests"), ((1, 2), "decode",
+                                                               "decode steps"),
+                          ((2, 1), "mixed", "mixed steps")):
+        if not data.get(key):
+            note_empty(fig, f"no {what} measured{gone}", *rc)
     for ctx in sorted({r["context"] for r in data["decode"]}):
         raw = [r for r in data["decode"] if r["context"] == ctx]
         fig.add_trace(go.Scatter(x=[r["batch"] for r in raw], y=[r["step_ms"] for r in raw],
@@ -77,14 +97,14 @@ def write_report(cal: Calibration, path: str | Path) -> list[str]:
             idx = np.flatnonzero(mask)
             fig.add_trace(go.Scatter(x=idx, y=res[idx], mode="markers", name=label,
                                      text=[rows[i].group for i in idx]), 2, 2)
+    else:
+        note_empty(fig, "no fitted rows: nothing to compare", 2, 2)
     fig.update_xaxes(title_text="row (hover: group)", row=2, col=2)
     fig.update_yaxes(title_text="residual (%)", row=2, col=2)
-    f = prof.fit
-    fig.update_layout(title=(
-        f"dynasim calibrate: {prof.model} at {prof.provenance.get('server')} (vLLM "
-        f"{prof.provenance.get('vllm_version')}); held-out median error "
-        f"{f.held_out_median_error:.1%}, p90 {f.held_out_p90_error:.1%}" if f else ""),
-        width=1400, height=900)
-    from replay.compare import save_figure
-
-    return save_figure(fig, Path(path))[0]
+    f, prov = prof.fit, prof.provenance or {}
+    sub = f"{prof.name}, vLLM {prov.get('vllm_version', '?')}; " + (
+        f"held-out median error {f.held_out_median_error:.1%}, p90 "
+        f"{f.held_out_p90_error:.1%}" if f else "no fit quality recorded")
+    style(fig, f"dynasim calibrate: {prof.model} at {prov.get('server', '?')}", sub,
+          None, None, width=1400, height=900, legend_title="")
+    return fig

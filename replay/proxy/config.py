@@ -13,8 +13,8 @@ field                  meaning                                                de
 ``certainty_window``   w: probes in the consistency window (int >= 1)         2
 ``threshold``          τ: stop when C_k >= τ (0 < τ <= 1)                     1.0
 ``probe_text``         text appended to the copy of the text so far           Dynasor's
-``probe_max_tokens``   tokens decoded per probe (int >= 1)                    32
-``probe_temperature``  probe sampling temperature (>= 0)                      0.6
+``probe_max_tokens``   tokens decoded per probe (1 <= int <= 4096)            32
+``probe_temperature``  probe sampling temperature (finite, >= 0)              0.6
 ``probe_top_p``        probe nucleus mass (0 < p <= 1)                        0.95
 ``hesitation_words``   list of words that make a probe hesitant               see :mod:`replay.proxy.probe`
 =====================  =====================================================  =========
@@ -27,6 +27,7 @@ with HTTP 400 and an OpenAI-style error naming ``dynasor.<field>``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from replay.proxy import probe as cot_probe
@@ -55,22 +56,29 @@ class DynasorConfig:
     hesitation_words: tuple[str, ...] = cot_probe.HESITATION_WORDS
 
     def validated(self, prefix: str = "dynasor") -> DynasorConfig:
-        """Self, after checking every range (raises :class:`BadField`)."""
+        """Self, after checking every range (module table; raises :class:`BadField`).
+
+        Numbers must be finite (Python's JSON reader accepts ``Infinity``/``NaN``; vLLM's
+        ``SamplingParams`` wants temperature >= 0 and top_p in (0, 1]);
+        ``probe_max_tokens`` is at most :data:`replay.proxy.probe.MAX_PROBE_MAX_TOKENS`.
+        """
         for name in ("probe_interval", "certainty_window", "probe_max_tokens"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise BadField(f"{prefix}.{name}", f"must be an integer >= 1, got {v!r}")
-        for name, lo, lo_open in (("threshold", 0.0, True), ("probe_top_p", 0.0, True),
-                                  ("probe_temperature", 0.0, False)):
+        if self.probe_max_tokens > cot_probe.MAX_PROBE_MAX_TOKENS:
+            raise BadField(f"{prefix}.probe_max_tokens", "must be <= "
+                           f"{cot_probe.MAX_PROBE_MAX_TOKENS} (a probe reads one boxed "
+                           f"answer), got {self.probe_max_tokens!r}")
+        for name, lo, hi in (("threshold", "> 0", 1.0), ("probe_top_p", "> 0", 1.0),
+                             ("probe_temperature", ">= 0", None)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v \
-                    or (v <= lo if lo_open else v < lo):
-                raise BadField(f"{prefix}.{name}", f"must be a number "
-                               f"{'>' if lo_open else '>='} {lo:g}, got {v!r}")
-        for name in ("threshold", "probe_top_p"):
-            if getattr(self, name) > 1:
-                raise BadField(f"{prefix}.{name}",
-                               f"must be <= 1, got {getattr(self, name)!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) \
+                    or not math.isfinite(v) or (v <= 0 if lo == "> 0" else v < 0) \
+                    or (hi is not None and v > hi):
+                rng = f"in (0, {hi:g}]" if hi is not None else ">= 0"
+                raise BadField(f"{prefix}.{name}", f"must be a finite number {rng}, "
+                               f"got {v!r}")
         if not isinstance(self.probe_text, str) or not self.probe_text:
             raise BadField(f"{prefix}.probe_text",
                            f"must be a non-empty string, got {self.probe_text!r}")

@@ -27,6 +27,10 @@ DEFAULT_PROBE_TEXT = ("... Oh, I suddenly got the answer to the whole problem, "
 #: Tokens decoded per probe. The paper says ~20-32; 32 leaves room for a short
 #: expression plus the closing ``}`` and the hesitation words that may follow it.
 DEFAULT_PROBE_MAX_TOKENS = 32
+#: Most tokens a probe may decode: a probe only reads a boxed answer (~20-32 tokens,
+#: §2.1), so 4096 is far above any use while it keeps a typo such as 10**9 from asking the
+#: upstream for a whole context per probe (vLLM refuses max_tokens beyond max_model_len).
+MAX_PROBE_MAX_TOKENS = 4096
 #: Probe sampling (§2.1 / public code: temperature 0.6, top_p 0.95).
 DEFAULT_PROBE_TEMPERATURE = 0.6
 DEFAULT_PROBE_TOP_P = 0.95

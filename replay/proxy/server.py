@@ -25,12 +25,20 @@ watchdog, :func:`watch_client`). Upstream connections are never reused
 (``force_close``): closing the connection is vLLM's only abort signal, and a pooled
 keep-alive connection once let a cancelled request run on to its end in vLLM.
 The proxy binds loopback unless ``--host`` says otherwise.
+
+Logging (``dynasim proxy`` prints it on stderr): the ``replay.proxy.access`` logger has
+one INFO line per request, ``METHOD PATH STATUS SECONDSs probes_sent=N
+stopped_early=yes|no`` (499: the client left first), and ``replay.proxy`` a WARNING for
+every refused ``dynasor`` object (HTTP 400, naming the field) and every failed probe
+(:mod:`replay.proxy.session`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -38,6 +46,7 @@ from aiohttp import web
 
 from replay.proxy.config import BadField, DynasorConfig
 from replay.proxy.session import CotSession, check_body, openai_error
+from replay.vllm_metrics import served_max_model_len
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler
@@ -53,6 +62,36 @@ _HTTP = web.AppKey("http", aiohttp.ClientSession)
 _TARGET = web.AppKey("target", str)
 _DEFAULTS = web.AppKey("defaults", DynasorConfig)
 _PROBE_TIMEOUT = web.AppKey("probe_timeout", float)
+#: Request key of the CotSession report, read by the access log.
+_REPORT = web.RequestKey("dynasor_report", dict)
+#: model -> the upstream's max_model_len (tokens), once it has said it.
+_MAX_LEN = web.AppKey("max_model_len", dict)
+
+log = logging.getLogger("replay.proxy")
+access_log = logging.getLogger("replay.proxy.access")
+
+
+@web.middleware
+async def log_access(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Log one access line per request once it is answered (module doc)."""
+    t0 = time.perf_counter()
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499
+        raise
+    finally:
+        rep = request.get(_REPORT) or {}
+        access_log.info("%s %s %d %.3fs probes_sent=%d stopped_early=%s",
+                        request.method, request.path, status, time.perf_counter() - t0,
+                        rep.get("probes_sent", 0),
+                        "yes" if rep.get("stopped_early") else "no")
 
 
 def forward_headers(request: web.Request) -> dict[str, str]:
@@ -146,13 +185,47 @@ def _endpoint(kind: str):
                 return await passthrough(request, json.dumps(body).encode(),
                                          _json_headers(request))
             check_body(kind, body)
+            await check_fits_upstream(request, body.get("model"), cfg)
         except BadField as exc:
+            log.warning("refused %s %s: %s: %s", request.method, request.path,
+                        exc.field, exc.message)
             return openai_error(400, f"{exc.field}: {exc.message}", param=exc.field)
         session = CotSession(request.app[_HTTP], request.app[_TARGET], kind, body, cfg,
                              _json_headers(request), request.app[_PROBE_TIMEOUT])
+        request[_REPORT] = session.report
         return await session.run(request)
 
     return watch_client(handler)
+
+
+async def check_fits_upstream(request: web.Request, model: object,
+                              cfg: DynasorConfig) -> None:
+    """Refuse a ``probe_max_tokens`` the upstream could never serve: vLLM refuses a
+    request whose prompt + ``max_tokens`` exceeds ``max_model_len``, and a probe's prompt
+    holds at least one token, so every probe would fail. The limit is read once per
+    model from the upstream's ``GET /v1/models`` (vLLM lists ``max_model_len``); when
+    it does not say (or cannot be reached) only the fixed cap of
+    :meth:`DynasorConfig.validated` applies, and it is asked again next time.
+
+    Raises:
+        BadField: ``dynasor.probe_max_tokens`` >= the upstream's ``max_model_len``.
+    """
+    app = request.app
+    cache = app[_MAX_LEN]
+    if isinstance(model, str) and model not in cache:
+        try:
+            async with asyncio.timeout(10):
+                limit = await served_max_model_len(app[_HTTP], app[_TARGET], model,
+                                                   _json_headers(request))
+        except (RuntimeError, TimeoutError):  # not served / unreachable: upstream says
+            limit = None
+        if limit is not None:
+            cache[model] = limit
+    limit = cache.get(model) if isinstance(model, str) else None
+    if limit is not None and cfg.probe_max_tokens >= limit:
+        raise BadField("dynasor.probe_max_tokens", f"must be < the upstream's "
+                       f"max_model_len {limit} (a probe's prompt takes at least one "
+                       f"token), got {cfg.probe_max_tokens}")
 
 
 def _json_headers(request: web.Request) -> dict[str, str]:
@@ -172,10 +245,11 @@ def make_app(target_base_url: str, defaults: DynasorConfig | None = None,
         defaults: server-wide probing defaults (request fields override them).
         probe_timeout: seconds one probe may take before it counts as failed.
     """
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[log_access])
     app[_TARGET] = target_base_url.rstrip("/")
     app[_DEFAULTS] = (defaults or DynasorConfig()).validated("defaults")
     app[_PROBE_TIMEOUT] = float(probe_timeout)
+    app[_MAX_LEN] = {}
 
     async def lifecycle(app: web.Application):
         app[_HTTP] = aiohttp.ClientSession(
@@ -195,8 +269,18 @@ def make_app(target_base_url: str, defaults: DynasorConfig | None = None,
 
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
     """Start ``app`` on ``host:port`` (client disconnects cancel handlers); returns the
-    runner (``await runner.cleanup()`` stops it)."""
+    runner (``await runner.cleanup()`` stops it).
+
+    Raises:
+        OSError: the address cannot be bound (port in use, unknown host); the app's
+            upstream client session is closed first.
+        OverflowError: a port outside 0-65535.
+    """
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()  # closes the upstream ClientSession (cleanup_ctx)
+        raise
     return runner

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass
 
@@ -51,6 +52,8 @@ from aiohttp import web
 from replay.client import sse_lines
 from replay.proxy import probe as cot_probe
 from replay.proxy.config import BadField, DynasorConfig
+
+log = logging.getLogger("replay.proxy")
 
 
 def openai_error(status: int, message: str, param: str | None = None,
@@ -223,8 +226,12 @@ class CotSession:
             res.answer = None if res.hesitant else cot_probe.extract_answer(out)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001  (any probe fault = an unanswered probe)
+        except Exception as exc:  # noqa: BLE001  (any probe fault = an unanswered probe)
             res.failed = True
+            why = f"timeout after {self.probe_timeout:g} s" if isinstance(
+                exc, TimeoutError) else (str(exc) or type(exc).__name__)
+            log.warning("probe %d (at %d tokens) of %s failed: %s", k, at_tokens,
+                        self._url(), why)
         await self.queue.put(("probe", (k, res)))
 
     def _start_probe(self) -> None:

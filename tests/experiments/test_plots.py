@@ -197,9 +197,11 @@ def test_rate_attainment(sweep, tmp_path):
     for r in mr.itertuples():
         if math.isnan(r.max_rate):  # only a legend entry saying why
             assert marks[r.policy]["x"] == [None] and r.status == "below_target"
-        else:
+        else:  # on the line at the crossing; met everywhere: at the last rate's own y
             assert values(marks[r.policy], "x")[0] == pytest.approx(r.max_rate)
-            assert values(marks[r.policy], "y")[0] == 90
+            last = sub[(sub.policy == r.policy) & (sub.program_rate == r.max_rate)]
+            assert values(marks[r.policy], "y")[0] == pytest.approx(
+                90 if r.status == "interpolated" else last.slo_attainment.mean() * 100)
     # the sweep really crosses 90% somewhere, or the markers go untested
     assert (mr.status == "interpolated").any()
     # --filter narrows the policies; --target moves the line
@@ -224,7 +226,7 @@ def test_slo_and_accuracy_attainment(sweep, tmp_path):
 
     files = run_plot(tmp_path, [out], "accuracy-attainment")
     fig = figure(files[0])
-    ls = lines(fig)
+    ls = {t["name"]: t for t in fig["data"] if t.get("mode") == "markers+text"}
     assert set(ls) == set(POLICIES)
     for policy, t in ls.items():
         want = df[df.policy == policy].groupby(["program_rate", "slo_scale"])[
@@ -232,7 +234,6 @@ def test_slo_and_accuracy_attainment(sweep, tmp_path):
         got = np.array(sorted(zip(values(t, "x"), values(t, "y"))))
         exp = np.array(sorted(zip(want.slo_attainment * 100, want.accuracy * 100)))
         assert got.ravel() == pytest.approx(exp.ravel())
-        assert values(t, "x").tolist() == sorted(values(t, "x"))  # a line left to right
     assert [s["x0"] for s in fig["layout"]["shapes"]] == [90]
 
 
@@ -291,8 +292,8 @@ def test_cdfs_from_sweep_records_and_run_dirs(sweep, tmp_path):
     fig = figure(files[0])
     for d, policy in zip(dirs, POLICIES):
         phi = np.sort(pd.read_parquet(d / "programs.parquet").fairness.dropna())
-        assert values(lines(fig)[policy], "x") == pytest.approx(phi)
-    assert "s/token" in fig["layout"]["xaxis"]["title"]["text"]
+        assert values(lines(fig)[policy], "x") == pytest.approx(phi * 1e3)
+    assert "ms/token" in fig["layout"]["xaxis"]["title"]["text"]
     assert "4 programs/s" in fig["layout"]["title"]["text"]
 
 
@@ -462,3 +463,175 @@ def test_png_export_one_browser_start(tmp_path, monkeypatch):
     pngs = [f for f in files if f.endswith(".png")]
     assert len(pngs) == 3
     assert all(Path(f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in pngs)
+
+
+# ------------------------------------------------------ issue 15: figure details
+def _rows(policy, pts, scale=1.0, seeds=(0,)):
+    """Sweep rows of one policy: ``pts`` = [(rate, attainment per seed...)]."""
+    return [("w", "p", policy, scale, rate, s, att[i]) for rate, *att in pts
+            for i, s in enumerate(seeds)]
+
+
+def test_rate_attainment_coinciding_lines_bounds_and_error_bars():
+    from dynasim.experiments.figures import rate_attainment_figures
+
+    same = [(1, 1.0, 1.0), (2, 0.95, 0.85), (4, 0.5, 0.3)]
+    df = frame(_rows("fcfs", same, seeds=(0, 1)) + _rows("lpm", same, seeds=(0, 1))
+               + _rows("gang", [(1, 1.0, 1.0), (2, 1.0, 0.96), (4, 0.96, 0.94)],
+                       seeds=(0, 1)))
+    fig = next(iter(rate_attainment_figures(df, 0.9).values()))
+    sub = fig.layout.title.text
+    assert "fcfs = lpm" in sub  # coinciding lines are said to coincide
+    by = {t.name: t for t in fig.data}
+    assert (by["lpm"].line.dash, by["lpm"].marker.symbol) != \
+        (by["fcfs"].line.dash, by["fcfs"].marker.symbol)
+    assert by["lpm"].line.dash  # the one on top is dashed, so the one below shows
+    # gang meets 90% at every rate: marked at its last rate and its own attainment, "≥"
+    mark = next(t for t in fig.data if t.meta and t.name.startswith("gang"))
+    assert mark.meta["status"] == "beyond_range"
+    assert list(mark.x) == [4] and list(mark.y) == pytest.approx([95.0])
+    assert "≥" in mark.name and "≥" in "".join(mark.text)
+    # seed spread as error bars in the policy's colour, no fills that blend together
+    assert not [t for t in fig.data if t.fill]
+    assert list(by["fcfs"].error_y.arrayminus) == pytest.approx([0, 5, 10])
+    assert by["fcfs"].error_y.color == by["fcfs"].line.color
+
+
+def test_slo_attainment_x_axis_covers_the_data():
+    from dynasim.experiments.figures import slo_attainment_figures
+
+    df = frame([("w", "p", "a", s, 1, 0, att) for s, att in ((2, 0.5), (3, 0.95), (4, 1))])
+    fig = next(iter(slo_attainment_figures(df).values()))
+    lo, hi = fig.layout.xaxis.range
+    assert 1.5 <= lo < 2 and 4 < hi <= 4.5
+
+
+def test_accuracy_attainment_points_labelled_not_joined():
+    from dynasim.experiments.figures import accuracy_attainment_figures
+
+    df = frame([("w", "p", "a", s, r, 0, att) for (r, s, att) in
+                ((1, 1, 0.99), (2, 1, 0.7), (1, 2, 1.0))]).assign(accuracy=0.6)
+    fig = next(iter(accuracy_attainment_figures(df).values()))
+    (t,) = [t for t in fig.data if t.name == "a"]
+    assert "lines" not in t.mode and "text" in t.mode
+    got = dict(zip(zip(t.x, t.y), t.text))
+    assert got[(99, 60)] == "(1/s, ×1)" and got[(70, 60)] == "(2/s, ×1)"
+    assert got[(100, 60)] == "(1/s, ×2)"
+
+
+def test_cdfs_count_per_policy_fairness_in_ms_single_run_in_legend():
+    from dynasim.experiments.figures import cdf_figures
+
+    g = {"workload": "w", "profile": "p", "program_rate": 1.0, "slo_scale": 1.0,
+         "seeds": 1, "lines": {"lpm": np.array([0.002, 0.001, 0.003])}}
+    fig = next(iter(cdf_figures([g], "fairness-cdf").values()))
+    (t,) = fig.data
+    assert list(t.x) == pytest.approx([1, 2, 3])  # ms per token
+    assert "ms/token" in fig.layout.xaxis.title.text
+    assert "lower is fairer" in fig.layout.xaxis.title.text
+    assert t.showlegend and fig.layout.showlegend  # one policy still named
+    assert "lpm 3" in fig.layout.title.text
+    g2 = dict(g, lines={"lpm": np.ones(3), "sjf": np.ones(5)})
+    fig = next(iter(cdf_figures([g2], "latency-cdf").values()))
+    assert "lpm 3, sjf 5" in fig.layout.title.text
+    assert list(fig.data[0].x) == [1, 1, 1]  # latency stays in seconds
+
+
+def test_token_accuracy_bands_per_policy_and_padded_y():
+    from dynasim.experiments.figures import token_accuracy_figures
+
+    rows = [("w", pol, cap, 1000 * cap, 10.0, acc, sd, 3) for pol, cap, acc, sd in
+            (("even", 5, 0.500, 0.0005), ("even", 10, 0.501, 0.0005),
+             ("certaindex", 5, 0.501, 0.0005), ("certaindex", 10, 0.502, 0.0005))]
+    df = pd.DataFrame(rows, columns=["workload", "policy", "cap", "output_tokens_mean",
+                                     "output_tokens_std", "accuracy_mean", "accuracy_std",
+                                     "seeds"])
+    fig = next(iter(token_accuracy_figures(df).values()))
+    lo, hi = fig.layout.yaxis.range
+    assert hi - lo >= 2 and lo <= 50 and hi >= 50.25
+    by = {t.name: t for t in fig.data}
+    for pol in ("even", "certaindex"):
+        band = by[f"{pol} ± std"]
+        rgb = by[pol].line.color
+        assert band.fill == "toself" and band.line.color == rgb  # its own edge
+        h = rgb.lstrip("#")
+        assert band.fillcolor.startswith(f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},")
+
+
+def test_sim_vs_real_empty_panel_says_why():
+    from dynasim.experiments.figures import sim_vs_real_figure
+
+    fig = sim_vs_real_figure([{"label": "a vs b", "slo": "SLO", "attainment": None,
+                               "latency": {"median E2E": (1.0, 1.1)}, "workload": "w",
+                               "profile": "p", "seed": 0}])
+    notes = [a.text for a in fig.layout.annotations]
+    assert any("no SLO attainment" in n and "--goodput" in n for n in notes)
+
+
+def test_file_names_follow_the_documented_pattern(tmp_path):
+    """Each kind's file name pattern in plots.py's docstring is what plot() writes."""
+    from dynasim.experiments import plots
+
+    doc = plots.__doc__
+    for kind in ("rate-attainment", "slo-attainment", "accuracy-attainment"):
+        assert f"``{kind}-{plots.NAMES[kind]}.html``" in doc
+    df = frame([("w", "p", "a", s, r, 0, 1.0) for r in (1, 2) for s in (1, 2)]).assign(
+        accuracy=0.5, cell_id="c", error="")
+    df.to_parquet(tmp_path / "results.parquet")
+    pats = {"rate-attainment": r"w_p_slo[12]", "slo-attainment": r"w_p_rate[12]",
+            "accuracy-attainment": r"w_p"}
+    for kind, pat in pats.items():
+        files = plots.plot([tmp_path], kind, tmp_path / "o")
+        got = {Path(f).name for f in files if Path(f).name.startswith(kind)}
+        assert got and all(re.fullmatch(f"{kind}-{pat}\\.html", n) for n in got), got
+
+
+def test_cdf_reads_replay_folders_without_profile(data_dir, tmp_path):
+    """A replay's summary.json names base_url and model, not a profile."""
+    from dynasim.cli import main
+
+    d = tmp_path / "replayed"
+    assert main(["simulate", "--workload", "game24-sc", "--profile", "vidur-llama3-8b-a100",
+                 "--request-rate", "4", "--num-programs", "10", "--no-progress",
+                 "--output-dir", str(d)]) == 0
+    s = json.loads((d / "summary.json").read_text())
+    del s["profile"]
+    s.update(base_url="http://127.0.0.1:8000/v1", model="tiny-llama")
+    (d / "summary.json").write_text(json.dumps(s))
+    files = run_plot(tmp_path, [d], "latency-cdf")
+    assert [Path(f).name for f in files] == ["latency-cdf-game24-sc_tiny-llama_rate4_slo1.html"]
+    assert "tiny-llama at http://127.0.0.1:8000/v1" in figure(files[0])["layout"]["title"]["text"]
+
+
+def test_cli_says_when_pngs_are_skipped(tmp_path, capsys):
+    from dynasim.cli import main
+
+    frame([("w", "p", "a", 1, 1, 0, 1.0)]).assign(error="").to_parquet(
+        tmp_path / "results.parquet")
+    assert main(["plot", str(tmp_path), "--kind", "rate-attainment", "--output",
+                 str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    skipped = [line for line in out if "PNG" in line]
+    assert len(skipped) == 1 and "apt-get install chromium" in skipped[0]
+
+
+def test_calibration_report_shares_the_style_and_empty_panels_say_why():
+    """replay/calibrate/report.py: the plot style, and an empty panel names what is missing."""
+    from dynasim.profiles import load_profile
+    from replay.calibrate.report import report_figure
+    from replay.calibrate.run import Calibration
+
+    prof = load_profile("vidur-llama3-8b-a100")
+    lone = [{"prompt": p, "client_ttft_ms": 20.0 + p / 100, "prefill_ms": 10 + p / 100}
+            for p in (128, 512)]
+    cal = Calibration(profile=prof, data={"lone": lone, "decode": [], "mixed": []},
+                      medians={"decode": []})
+    fig = report_figure(cal)
+    assert fig.layout.template.layout.paper_bgcolor == "white"  # plotly_white, as plots
+    assert fig.layout.font.size == 14 and fig.layout.title.x == 0.02
+    notes = {a.name: a for a in fig.layout.annotations if a.name}
+    assert set(notes) == {"empty 1,2", "empty 2,1", "empty 2,2"}
+    assert "no decode steps measured" in notes["empty 1,2"].text
+    mid = fig.get_subplot(2, 1)  # written in the middle of its own panel
+    assert (notes["empty 2,1"].x, notes["empty 2,1"].y) == pytest.approx(
+        (sum(mid.xaxis.domain) / 2, sum(mid.yaxis.domain) / 2))

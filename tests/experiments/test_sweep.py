@@ -184,3 +184,142 @@ def test_headline_tables_ratio_to_lpm():
     assert s.loc["lpm", "min_slo_scale"] == pytest.approx(1.0 - 0.05 / 0.45 * 0.5)
     assert s.loc["sjf+certaindex", "tighter_than_lpm"] == pytest.approx(
         s.loc["lpm", "min_slo_scale"] / (1.0 - 0.1 / 0.2 * 0.5))
+
+
+# ----------------------------------------------------- issue 15: nothing lost, nothing silent
+SMALL = ["--workload", "game24-sc", "--profile", "vidur-llama3-8b-a100",
+         "--request-rate", "1", "--num-programs", "3", "--no-progress", "--jobs", "1"]
+
+
+@pytest.mark.parametrize("flag, value, field", [
+    ("--policy", "nosuch", "policies"), ("--workload", "nosuch", "workloads"),
+    ("--profile", "nosuch", "profiles")])
+def test_unknown_names_are_refused_before_any_cell(data_dir, tmp_path, capsys, flag,
+                                                   value, field):
+    argv = ["sweep", *SMALL, "--policy", "lpm", "--output-dir", str(tmp_path / "s")]
+    argv[argv.index(flag) + 1] = value
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"field '{field}'" in err[0] and value in err[0], err
+    assert not (tmp_path / "s" / "cells.jsonl").exists()
+
+
+def test_a_failed_cell_makes_the_sweep_exit_nonzero(data_dir, tmp_path, capsys,
+                                                    monkeypatch):
+    """Fault injection: the gang cell's simulation raises; the lpm cell still runs, the
+    table keeps it, and the exit status says the sweep is incomplete."""
+    import dynasim.simulation as sim
+
+    real = sim.simulate_programs
+
+    def flaky(specs, times, profile, policy, *a, **kw):
+        if policy.name.startswith("gang"):
+            raise RuntimeError("injected failure")
+        return real(specs, times, profile, policy, *a, **kw)
+
+    monkeypatch.setattr(sim, "simulate_programs", flaky)
+    out = tmp_path / "s"
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", *SMALL, "--policy", "lpm,gang", "--output-dir", str(out)])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 cells failed" in err and "injected failure" in err
+    assert len(pd.read_parquet(out / "results.parquet")) == 1
+
+
+def test_sweep_output_dir_that_is_a_file(data_dir, tmp_path, capsys):
+    f = tmp_path / "f"
+    f.write_text("x")
+    for out in (f, f / "sub"):
+        assert main(["sweep", *SMALL, "--policy", "lpm", "--output-dir", str(out)]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and "field 'output_dir'" in err[0], err
+
+
+def test_detect_at_above_cap_is_refused():
+    with pytest.raises(InputError) as exc:
+        load_config(None, {**BASE, "cap": 4, "detect_at": 5})
+    assert exc.value.field == "detect_at"
+
+
+def _two_cells(out: Path) -> list[str]:
+    return ["sweep", *SMALL, "--policy", "lpm,fcfs", "--output-dir", str(out)]
+
+
+@pytest.mark.parametrize("cut", [1, 7, 40])
+def test_torn_last_journal_line_is_repaired(data_dir, tmp_path, capsys, cut):
+    """A kill mid-append leaves a fragment; the rerun must not glue the next line onto
+    it (that would lose the recomputed cell too)."""
+    out = tmp_path / "s"
+    assert main(_two_cells(out)) == 0
+    ids = _journal_ids(out)
+    data = (out / "cells.jsonl").read_bytes()
+    (out / "cells.jsonl").write_bytes(data[:-cut])  # the last line torn
+    capsys.readouterr()
+    assert main(_two_cells(out)) == 0
+    err = capsys.readouterr().err
+    if cut > 1:
+        assert "cells.jsonl:2" in err  # the warning names the torn line
+    assert sorted(_journal_ids(out)) == sorted(ids)  # every line parses again
+    before = (out / "cells.jsonl").read_bytes()
+    assert main(_two_cells(out)) == 0
+    assert (out / "cells.jsonl").read_bytes() == before  # nothing left to run
+
+
+def test_non_utf8_journal_line_is_skipped_with_a_warning(data_dir, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(_two_cells(out)) == 0
+    lines = (out / "cells.jsonl").read_bytes().splitlines(keepends=True)
+    (out / "cells.jsonl").write_bytes(lines[0] + b"\xff\xfe\x00junk\n" + lines[1])
+    capsys.readouterr()
+    assert main(_two_cells(out)) == 0
+    err = capsys.readouterr().err
+    assert "cells.jsonl:2" in err and "skipped" in err
+    assert "2 of 2 cells already finished" in err
+
+
+def _descendants(pid: int) -> list:
+    psutil = pytest.importorskip("psutil")
+    return psutil.Process(pid).children(recursive=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_killed_sweep_leaves_no_worker_behind(data_dir, tmp_path, sig):
+    """SIGTERM/SIGINT to the sweep: its spawn workers and resource tracker end too."""
+    psutil = pytest.importorskip("psutil")
+    out = tmp_path / "s"
+    cmd = _sweep_cmd(out)
+    cmd[cmd.index("--jobs") + 1] = "2"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    kids: list = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        kids = _descendants(proc.pid)
+        if len(kids) >= 3 and (out / "cells.jsonl").exists():  # 2 workers + tracker
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None and len(kids) >= 3, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) != 0
+    gone, alive = psutil.wait_procs(kids, timeout=20)
+    for p in alive:  # clean up before failing
+        p.kill()
+    assert not alive, f"left running: {[p.pid for p in alive]}"
+
+
+def test_headline_printout_says_below_the_lowest_rate():
+    """A policy that misses 90% even at the lowest rate: the printout says so in words
+    (no NaN), the numeric table keeps NaN for programs."""
+    from dynasim.cli.experiments import headline_text
+    from dynasim.experiments.sweep import headline_table
+
+    rows = [{"workload": "w", "profile": "p", "policy": pol, "seed": 0,
+             "program_rate": rate, "slo_scale": 1.0, "slo_attainment": a}
+            for pol, att in (("lpm", [0.5, 0.2]), ("sjf", [1.0, 0.8]))
+            for rate, a in zip((1.5, 3.0), att)]
+    df = pd.DataFrame(rows)
+    assert pd.isna(headline_table(df).set_index("policy").loc["lpm", "max_rate"])
+    text = headline_text(df)
+    assert "NaN" not in text and "nan" not in text
+    lpm = next(line for line in text.splitlines() if " lpm " in line)
+    assert "< 1.50" in lpm

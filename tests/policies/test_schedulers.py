@@ -10,12 +10,12 @@ import simpy
 from dynasim.engine import Engine
 from dynasim.policies import FCFS, make_policy
 from dynasim.policies.gang import Gang, ProgramQueue
-from dynasim.policies.lpm import LPM_MAX_QUEUE, LPMQueue
+from dynasim.policies.lpm import LPM, LPM_MAX_QUEUE, LPMQueue
 from dynasim.policies.sjf import SJF
 from dynasim.prefix_cache import PrefixCache, block_hashes
 from dynasim.profiles import Profile
 from dynasim.request import Request
-from tests.helpers import ROOT
+from tests.helpers import ROOT, make_profile
 
 
 def unit_profile(max_num_seqs: int = 2, kv: int = 4096, prefix: bool = False) -> Profile:
@@ -145,6 +145,57 @@ def test_sjf_before_any_finish_uses_run_mean_tokens():
     assert sjf.estimate(p) == 120.0
 
 
+# ------------------------------------------------------ preemption victims
+def victim_case(policy):
+    """Running in admission order: a0, b1, a2, b3 of programs A (id 0, arrived 0 s,
+    50 calls left) and B (id 1, arrived 1 s, 1 call left). vLLM (FCFS) preempts the last
+    admitted, b3."""
+    for prog in (FakeProgram(0, 0.0, 50, done=1, tokens=100),
+                 FakeProgram(1, 1.0, 1, done=1, tokens=100)):
+        policy.on_program_arrival(prog, prog.arrival_time)
+    reqs = [Request(i, 0.0, 1, 1, program_id=i % 2) for i in range(4)]
+    return {r: None for r in reqs}, reqs
+
+
+def test_fcfs_victim_is_the_last_admitted():
+    running, reqs = victim_case(FCFS())
+    assert FCFS().victim(running) is reqs[3]
+
+
+def test_gang_victim_is_the_latest_program_s_last_admitted():
+    gang = Gang()
+    running, reqs = victim_case(gang)
+    assert gang.victim(running) is reqs[3]  # B arrived last: its last admitted
+    gang.programs[0].arrival_time = 2.0     # now A arrived last: a2, not b3
+    assert gang.victim(running) is reqs[2]
+
+
+def test_sjf_victim_is_the_longest_non_starving_program():
+    sjf = SJF(aging_s=30.0)
+    running, reqs = victim_case(sjf)
+    sjf.on_step(10.0)
+    assert sjf.victim(running) is reqs[2]  # A: 50 calls left x 100 tokens, the longest
+    sjf.on_step(30.0)                      # A has waited 30 s: starving, kept running
+    assert sjf.victim(running) is reqs[3]
+
+
+def test_gang_preempts_the_later_program_through_the_engine():
+    # 4 blocks; program 0 (arrived first) and program 1 each run one 16-token request;
+    # when both need a third block, gang preempts program 1's request although it was
+    # admitted first (FCFS would preempt program 0's, the last admitted)
+    prof = unit_profile(max_num_seqs=4, kv=64)
+    gang, fcfs = Gang(), FCFS()
+    for pol in (gang, fcfs):
+        pol.on_program_arrival(FakeProgram(0, 0.0, 1), 0.0)
+        pol.on_program_arrival(FakeProgram(1, 0.5, 1), 0.5)
+    runs = {}
+    for pol in (gang, fcfs):
+        reqs = [Request(0, 0.0, 16, 40, program_id=1), Request(1, 0.0, 16, 40, program_id=0)]
+        run(prof, pol, reqs)
+        runs[pol.name] = [r.num_preemptions for r in reqs]
+    assert runs == {"gang": [1, 0], "fcfs": [0, 1]}
+
+
 # -------------------------------------------------------------------- LPM
 def test_lpm_serves_longest_cached_prefix_first_ties_in_arrival_order():
     match = {0: 0, 1: 64, 2: 64, 3: 16}
@@ -152,6 +203,23 @@ def test_lpm_serves_longest_cached_prefix_first_ties_in_arrival_order():
     for i in range(4):
         q.push(Request(i, 0.0, 100, 1))
     assert [q.pop()[0].request_id for _ in range(4)] == [1, 2, 3, 0]
+
+
+def test_lpm_through_the_engine_prefix_cache():
+    # one seat: X0 (prefix "a") runs; Y (prefix "b") then X1 (prefix "a") wait. When X0
+    # finishes, the cache holds "a": LPM serves X1 before Y; FCFS serves Y first.
+    prof = unit_profile(max_num_seqs=1, prefix=True)
+    order = {}
+    for pol in (LPM(), FCFS()):
+        reqs = [Request(0, 0.0, 72, 5, prompt=(("a", 64), ("q0", 8))),
+                Request(1, 0.001, 72, 5, prompt=(("b", 64), ("q1", 8))),
+                Request(2, 0.002, 72, 5, prompt=(("a", 64), ("q2", 8)))]
+        run(prof, pol, reqs, at=[r.arrival_time for r in reqs])
+        order[pol.name] = [r.request_id for r in sorted(reqs, key=lambda r:
+                                                          r.first_token_time)]
+        if pol.name == "lpm":
+            assert reqs[2].num_cached_tokens == 64
+    assert order == {"lpm": [0, 2, 1], "fcfs": [0, 1, 2]}
 
 
 def test_lpm_falls_back_to_fcfs_above_128_waiting():
@@ -200,13 +268,17 @@ def test_prefix_cache_refcounts_and_program_aware_lru_eviction():
 
 
 def test_engine_prefix_hits_skip_prefill_and_count():
-    prof = unit_profile(max_num_seqs=8, prefix=True)
+    # prefill costs 10 ms + 0.1 ms/token (tests.helpers.make_profile), so a skipped
+    # prefill shows in the TTFT: the first request computes 72 tokens (17.2 ms); the
+    # others, alone later, hit the 4 full blocks (64 tokens) and compute 8 (10.8 ms)
+    prof = make_profile("v1", max_num_seqs=8).model_copy(
+        update={"enable_prefix_caching": True})
     prompt = (("tmpl", 64), ("q", 8))
     reqs = [Request(i, 0.0, 72, 2, program_id=0, prompt=prompt) for i in range(3)]
-    done, eng = run(prof, FCFS(), reqs, at=[0.0, 0.010, 0.010])
-    # the first computes 72 tokens; later ones hit the 4 full blocks (64 tokens)
-    assert [r.num_cached_tokens for r in sorted(done, key=lambda r: r.request_id)] \
-        == [0, 64, 64]
+    done, eng = run(prof, FCFS(), reqs, at=[0.0, 0.100, 0.200])
+    assert [r.num_cached_tokens for r in reqs] == [0, 64, 64]
+    assert [r.first_token_time - t for r, t in zip(reqs, (0.0, 0.1, 0.2))] \
+        == pytest.approx([0.0172, 0.0108, 0.0108])
     assert eng.prefix_query_tokens == 216 and eng.prefix_hit_tokens == 128
     # all requests gone: cached blocks are idle (free), no private block leaked
     assert eng.free_blocks + eng.cache.num_evictable == eng.total_blocks

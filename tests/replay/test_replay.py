@@ -169,7 +169,7 @@ def test_gang_sends_programs_whole_under_max_concurrency(tmp_path, data_dir):
     with StubServer(token_delay_ms=3) as url:
         rc = main(["replay", "--base-url", url, "--model", "stub", "--workload",
                    "game24-sc", "--num-programs", "4", "--request-rate", "50", "--cap",
-                   "4", "--policy", "gang", "--max-concurrency", "4", "--base-deadline",
+                   "4", "--detect-at", "4", "--policy", "gang", "--max-concurrency", "4", "--base-deadline",
                    "5", "--output-dir", str(out), "--no-progress"])
         import urllib.request
         with urllib.request.urlopen(url + "/stub/log") as resp:
@@ -217,6 +217,8 @@ def test_cancel_program_aborts_its_requests_only(tmp_path):
                      PromptBuilder(range(3, 259)), max_concurrency=5)
 
         async def cancel_later():
+            while not rep.t0:  # the run's clock starts after its set-up (gc.collect)
+                await asyncio.sleep(0.005)
             await asyncio.sleep(0.3)
             return rep.cancel_program(1)
 

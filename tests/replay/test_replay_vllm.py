@@ -137,3 +137,28 @@ def test_game24_policies_on_vllm(vllm_server, tmp_path, data_dir):
     full = cdx_progs["knob"] == 10
     assert (cdx_progs.loc[full, "correct"].to_numpy()
             == runs["fcfs"][2].loc[full, "correct"].to_numpy()).all()
+
+
+def test_requests_beyond_max_model_len_on_vllm(vllm_server, tmp_path):
+    """The client's context check is vLLM's own (prompt + max_tokens <= max_model_len,
+    read from /v1/models): the request at the limit is served, the one a token over it
+    fails unsent with the simulator's reason; preemptions come from /metrics."""
+    from replay.testing.vllm_server import MAX_MODEL_LEN
+
+    trace = tmp_path / "t.jsonl"
+    with open(trace, "w") as f:
+        for i, prompt in enumerate((MAX_MODEL_LEN - 8, MAX_MODEL_LEN - 7)):
+            f.write(json.dumps({"timestamp": 100 * i, "input_length": prompt,
+                                "output_length": 8}) + "\n")
+    out = tmp_path / "real"
+    assert main(["replay", "--base-url", vllm_server.base_url, "--model",
+                 vllm_server.model, "--trace", str(trace), "--output-dir", str(out),
+                 "--no-progress", "--max-failed-fraction", "0.5"]) == 0
+    req = pd.read_parquet(out / "requests.parquet").set_index("request_id")
+    assert req.loc[0, "error"] == "" and req.loc[0, "http_status"] == 200
+    assert req.loc[1, "error"] == (f"prompt + output = {MAX_MODEL_LEN + 1} tokens exceeds "
+                                   f"max_model_len {MAX_MODEL_LEN}")
+    assert req.loc[1, "http_status"] == 0  # never sent
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["server_max_model_len"] == MAX_MODEL_LEN
+    assert summary["num_preemptions"] == summary["server_num_preemptions"] == 0

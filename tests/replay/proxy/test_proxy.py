@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -330,6 +332,9 @@ def test_client_disconnect_cancels_the_upstream(dynasor):
     ({"hesitation_words": "wait"}, "dynasor.hesitation_words"),
     ({"window": 2}, "dynasor.window"),
     ("fast", "dynasor"),
+    ({"probe_max_tokens": 10**9}, "dynasor.probe_max_tokens"),  # issue 15 item 9
+    ({"probe_max_tokens": cot_probe.MAX_PROBE_MAX_TOKENS + 1}, "dynasor.probe_max_tokens"),
+    ({"probe_temperature": -0.1}, "dynasor.probe_temperature"),
 ])
 def test_bad_dynasor_fields_get_400(dynasor, param):
     with Rig() as rig:
@@ -366,6 +371,73 @@ def test_upstream_errors():
             assert r.status_code == 502, r.text
             err = r.json()["error"]
             assert "cannot reach the upstream" in err["message"] and "Traceback" not in r.text
+
+
+@pytest.mark.parametrize("field, value", [
+    ("probe_temperature", "Infinity"), ("probe_temperature", "NaN"),
+    ("probe_top_p", "-Infinity"), ("threshold", "NaN"), ("probe_temperature", "1e999"),
+])
+def test_non_finite_numbers_get_400(field, value):
+    """Python's JSON reader accepts Infinity/NaN (and 1e999 overflows to inf): the
+    sampling settings must still be finite numbers (issue 15 item 9)."""
+    with Rig() as rig:
+        body = f'{{"model": "{MODEL}", "prompt": "Q", "dynasor": {{"{field}": {value}}}}}'
+        r = httpx.post(rig.url + "/v1/completions", content=body,
+                       headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == f"dynasor.{field}"
+        assert "finite" in r.json()["error"]["message"] and not rig.up.log
+
+
+def test_probe_max_tokens_must_fit_the_upstreams_context():
+    """The scripted upstream serves max_model_len 4096 (GET /v1/models, as vLLM lists
+    it): a probe of 4096 tokens could never run (its prompt takes at least one more)."""
+    with Rig() as rig:
+        with pytest.raises(openai.BadRequestError) as err:
+            rig.sdk.completions.create(model=MODEL, prompt="Q", extra_body={
+                "dynasor": {"probe_max_tokens": 4096}})
+        assert err.value.body["param"] == "dynasor.probe_max_tokens"
+        assert "max_model_len 4096" in err.value.body["message"]
+        assert not rig.up.log
+        ok = rig.sdk.completions.create(model=MODEL, prompt="Q", max_tokens=8, extra_body={
+            "dynasor": {"probe_max_tokens": 4000}})
+        assert ok.choices[0].text
+
+
+def test_access_log_one_line_per_request_and_refusals(caplog):
+    """One INFO line per request (method, path, status, seconds, probes sent, stopped
+    early or not) and a WARNING for a refused dynasor object (issue 15 item 9)."""
+    caplog.set_level("INFO", logger="replay.proxy")
+    with Rig(n_tokens=400, answers=answer_after(0)) as rig:
+        ask(rig, chat=False, stream=True, dynasor={"probe_interval": 8})
+        httpx.get(rig.url + "/v1/models")
+        httpx.post(rig.url + "/v1/completions", json={
+            "model": MODEL, "prompt": "Q", "dynasor": {"probe_max_tokens": 10**9}})
+    access = [r.getMessage() for r in caplog.records if r.name == "replay.proxy.access"]
+    assert len(access) == 3, access
+    probed, models, refused = access
+    assert re.fullmatch(r"POST /v1/completions 200 \d+\.\d{3}s probes_sent=2 "
+                        r"stopped_early=yes", probed), probed
+    assert re.fullmatch(r"GET /v1/models 200 \d+\.\d{3}s probes_sent=0 "
+                        r"stopped_early=no", models), models
+    assert refused.startswith("POST /v1/completions 400 ")
+    warn = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warn) == 1 and "refused" in warn[0].getMessage()
+    assert "dynasor.probe_max_tokens" in warn[0].getMessage()
+
+
+def test_failed_probes_are_logged(caplog):
+    """A probe the upstream cannot answer in time counts as failed, and says so."""
+    caplog.set_level("INFO", logger="replay.proxy")
+    up = ScriptedUpstream(n_tokens=60, probe_delay=5.0, token_delay=0.02)
+    with BackgroundApp(up.app()) as u, BackgroundApp(make_app(u.base_url, None, 0.2),
+                                                     True) as proxy:
+        r = httpx.post(proxy.base_url + "/v1/completions", timeout=30, json={
+            "model": MODEL, "prompt": "Q", "max_tokens": 40, "dynasor": {
+                "probe_interval": 16}}).json()
+    assert r["dynasor"]["probes_failed"] >= 1
+    warn = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("probe 0" in w and "failed" in w and "timeout" in w for w in warn), warn
 
 
 # --------------------------------------------------------------- replay through it
@@ -406,6 +478,9 @@ def test_cli_flags_and_a_real_proxy_process(tmp_path):
     args = build_parser().parse_args(["proxy", "--target-base-url", "http://u:1"])
     assert (args.host, args.port, args.probe_interval) == ("127.0.0.1", 8001, None)
     assert main(["proxy", "--target-base-url", "http://u:1", "--probe-interval", "0"]) == 2
+    for flags in (["--probe-max-tokens", str(10**9)], ["--probe-temperature", "inf"],
+                  ["--probe-top-p", "nan"], ["--port", "99999"], ["--port", "-1"]):
+        assert main(["proxy", "--target-base-url", "http://u:1", *flags]) == 2, flags
     from replay.testing.vllm_server import free_port
 
     with Rig(n_tokens=400) as rig:
@@ -424,3 +499,19 @@ def test_cli_flags_and_a_real_proxy_process(tmp_path):
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(10) == 0
+
+
+def test_port_in_use_is_one_line_and_closes_the_client_session(tmp_path):
+    """A taken port: one error line, exit 2, and no "Unclosed client session" after
+    it (the app's upstream session is closed on that path too)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "dynasim", "proxy", "--target-base-url",
+             "http://127.0.0.1:9", "--port", str(port)], capture_output=True, text=True,
+            cwd=ROOT, env=dict(os.environ), timeout=60)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert err[0].startswith("dynasim: error: ") and "field 'port'" in err[0]
