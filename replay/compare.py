@@ -329,38 +329,52 @@ def compare_dirs(sim_dir: str, real_dir: str, goodput: list[str] | None = None,
 
 
 def write_figure(both: pd.DataFrame, result: dict, path: Path) -> list[str]:
-    """CDFs of the TTFT and E2E errors and a sim-vs-real E2E scatter (plotly): HTML
-    always, PNG too when Chromium is installed (kaleido). Returns the files written."""
+    """:func:`compare_figure` written as HTML always, PNG too when Chromium is installed
+    (kaleido). Returns the files written."""
+    files, png_error = save_figure(compare_figure(both, result), path)
+    if png_error:
+        result["png_error"] = png_error
+    return files
+
+
+def compare_figure(both: pd.DataFrame, result: dict) -> go.Figure:
+    """CDFs of the TTFT and E2E errors and a sim-vs-real E2E scatter (plotly), in the
+    project's figure style; an empty panel says why. ``both``: one row per request
+    finished on both sides, ``{ttft,e2e_latency}_{sim,real}`` in seconds."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
+
+    from dynasim.experiments.figures import PALETTE, note_empty, style
 
     fig = make_subplots(rows=1, cols=3, subplot_titles=(
         "TTFT error CDF", "E2E latency error CDF", "E2E latency per request"))
     for col, (name, c) in enumerate((("TTFT", "ttft"), ("E2E", "e2e_latency")), 1):
         r = both[f"{c}_real"].to_numpy(float)
         e = np.sort(np.abs(both[f"{c}_sim"].to_numpy(float) - r)[r > 0] / r[r > 0])
-        fig.add_trace(go.Scatter(x=e * 100, y=np.arange(1, len(e) + 1) / max(len(e), 1),
-                                 mode="lines", name=f"{name} |sim−real|/real"), 1, col)
+        fig.add_trace(go.Scatter(x=e * 100, y=100 * np.arange(1, len(e) + 1) / max(len(e), 1),
+                                 mode="lines", line={"color": PALETTE[col - 1]},
+                                 name=f"{name} |sim−real|/real"), 1, col)
         fig.update_xaxes(title_text=f"{name} relative error (%)", row=1, col=col)
-        fig.update_yaxes(title_text="fraction of requests", row=1, col=col)
+        fig.update_yaxes(title_text="requests at or below (%)", row=1, col=col)
+        if not len(e):
+            note_empty(fig, f"no matched request with a real {name} > 0", 1, col)
     r, s = both["e2e_latency_real"], both["e2e_latency_sim"]
-    fig.add_trace(go.Scatter(x=r, y=s, mode="markers", marker={"size": 4},
-                             name="requests"), 1, 3)
+    fig.add_trace(go.Scatter(x=r, y=s, mode="markers", marker={"size": 4,
+                             "color": PALETTE[2]}, name="requests"), 1, 3)
     hi = float(max(r.max(), s.max())) if len(both) else 1.0
     fig.add_trace(go.Scatter(x=[0, hi], y=[0, hi], mode="lines", name="sim = real",
-                             line={"dash": "dot"}), 1, 3)
+                             line={"dash": "dot", "color": "#555"}), 1, 3)
     fig.update_xaxes(title_text="real E2E latency (s)", row=1, col=3)
     fig.update_yaxes(title_text="simulated E2E latency (s)", row=1, col=3)
+    if not len(both):
+        note_empty(fig, "no request finished on both sides", 1, 3)
     att = ""
     if "slo_attainment_sim" in result:
         att = (f"; SLO attainment sim {result['slo_attainment_sim']:.3f} vs real "
                f"{result['slo_attainment_real']:.3f}")
-    fig.update_layout(title=f"Simulated vs replayed: {result['compared']} requests{att}",
-                      width=1400, height=450)
-    files, png_error = save_figure(fig, path)
-    if png_error:
-        result["png_error"] = png_error
-    return files
+    style(fig, "Simulated vs replayed", f"{result['compared']} requests{att}", None, None,
+          width=1400, height=450, legend_title="")
+    return fig
 
 
 def save_figure(fig: go.Figure, path: Path) -> tuple[list[str], str | None]:

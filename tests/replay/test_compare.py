@@ -244,3 +244,21 @@ def test_plot_of_a_binary_compare_json_is_one_line(tmp_path, capsys, content):
     # (blank lines: plot's transient progress bar, not part of the message)
     err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
     assert len(err) == 1 and str(tmp_path / "compare.json") in err[0], err
+
+
+def test_compare_figure_shares_the_style_and_empty_panels_say_why():
+    from replay.compare import compare_figure
+
+    empty = pd.DataFrame({c: pd.Series(dtype=float) for c in (
+        "ttft_real", "ttft_sim", "e2e_latency_real", "e2e_latency_sim")})
+    fig = compare_figure(empty, {"compared": 0})
+    notes = [a.text for a in fig.layout.annotations]
+    assert any("no matched request" in n for n in notes)
+    assert any("no request finished on both sides" in n for n in notes)
+    assert fig.layout.template.layout.paper_bgcolor is not None  # plotly_white applied
+    assert "Simulated vs replayed" in fig.layout.title.text
+    full = pd.DataFrame({"ttft_real": [0.1, 0.2], "ttft_sim": [0.11, 0.2],
+                         "e2e_latency_real": [1.0, 2.0], "e2e_latency_sim": [1.1, 1.9]})
+    fig = compare_figure(full, {"compared": 2})
+    assert not [a for a in fig.layout.annotations if "no " in a.text]
+    assert fig.data[0].y[-1] == 100  # CDF in percent of requests, as the plot CDFs
