@@ -10,6 +10,8 @@ Two signals, each in [0, 1] (1 = certain), and a combination rule:
   for MCTS-like programs and their max for Rebase-like ones (§3.1, App. B).
 * :func:`is_certain` -- a program is certain only if *every* signal passes its own
   threshold (App. D.2, "several signals may be combined").
+* :func:`is_hopeless` -- a program is hopeless if *some* signal is at or below its low
+  threshold (the abstract's "terminates unpromising queries early").
 
 **Missing answers.** ``None``, ``"None"`` and empty/blank answers are *no answer*. They
 still count in n, but each is its own singleton cluster, so they never agree with anything
@@ -173,6 +175,19 @@ def is_certain(signals: dict[str, float], thresholds: dict[str, float]) -> bool:
         KeyError: a thresholded signal was not measured.
     """
     return all(signals[name] >= t for name, t in thresholds.items())
+
+
+def is_hopeless(signals: dict[str, float], floors: dict[str, float]) -> bool:
+    """True when some measured signal is at or below its floor (low threshold): the
+    mirror image of :func:`is_certain`, the "terminate unpromising queries early" side of
+    Dynasor (abstract; §3.1's H̃ = 0 when every answer differs). Signals without a
+    measurement are ignored; no floors means never hopeless.
+
+    Args:
+        signals: measured certaindex values by name, e.g. ``{"entropy": 0.1}``.
+        floors: the low threshold per signal name, e.g. ``{"entropy": 0.2}``.
+    """
+    return any(signals[name] <= f for name, f in floors.items() if name in signals)
 
 
 def majority_vote(answers: Sequence[str | None], correct: Sequence[bool | None],

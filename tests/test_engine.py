@@ -344,8 +344,8 @@ def test_prefix_cache_hit_rate_counts_every_prompt_token_looked_up():
 
 
 # ------------------------------------- decode runs equal steps, every policy
-POLICIES = ["fcfs", "lpm", "gang", "sjf", "fcfs+certaindex", "lpm+certaindex",
-            "gang+certaindex", "sjf+certaindex"]
+POLICIES = ["fcfs", "lpm", "gang", "sjf", "plas", "fcfs+certaindex", "lpm+certaindex",
+            "gang+certaindex", "sjf+certaindex", "plas+certaindex"]
 
 programs_st = st.lists(st.tuples(
     st.floats(0, 0.3),                                  # arrival (s)

@@ -157,9 +157,9 @@ def add_program_flags(p: argparse.ArgumentParser, online: bool = True) -> None:
     """Flags naming a workload and the intra-program policy's knobs."""
     g = p.add_argument_group("reasoning programs (Dynasor App. D.2)")
     if online:
-        g.add_argument("--inter-program", choices=("fcfs", "lpm", "gang", "sjf"),
+        g.add_argument("--inter-program", choices=("fcfs", "lpm", "gang", "sjf", "plas"),
                        help="queue order when --policy names only an intra-program "
-                            "policy (certaindex alone means certaindex+sjf)")
+                            "policy (certaindex or two-sided alone means +sjf)")
         g.add_argument("--num-programs", type=int, help="programs to run (default: every "
                        "question once, in a seeded random order)")
         g.add_argument("--slo-scale", type=float, default=1.0,
@@ -176,6 +176,8 @@ def add_program_flags(p: argparse.ArgumentParser, online: bool = True) -> None:
                    help="detect step: SC samples / ToT steps (default 5 / use 1 for ToT)")
     g.add_argument("--threshold", type=float, help="certaindex H̃ threshold (default 0.7)")
     g.add_argument("--reward-threshold", type=float, help="certaindex R threshold (ToT)")
+    g.add_argument("--low-threshold", type=float, help="two-sided: stop a hopeless program, "
+                   "H̃ (or R for ToT) <= this (default 0.0)")
     g.add_argument("--gamma", type=float, default=1.0, help="curve policy exponent")
     g.add_argument("--length-tokens", type=int, default=0,
                    help="baseline-length: stop when detect-step outputs total <= this "
@@ -192,8 +194,8 @@ def intra_args(args: argparse.Namespace, *, single_cap: bool = True) -> dict:
 
     Raises:
         InputError: ``--cap``/``--detect-at`` < 1, ``--detect-at`` > ``--cap``, a
-            ``--threshold``/``--reward-threshold`` outside [0, 1] (H̃ and the normalised
-            reward R lie in [0, 1], Dynasor §3), ``--gamma <= 0`` or
+            ``--threshold``/``--reward-threshold``/``--low-threshold`` outside [0, 1]
+            (H̃ and the normalised reward R lie in [0, 1], Dynasor §3), ``--gamma <= 0`` or
             ``--length-tokens < 0``.
     """
     for flag in ("cap", "detect_at"):
@@ -204,7 +206,7 @@ def intra_args(args: argparse.Namespace, *, single_cap: bool = True) -> dict:
         raise InputError(f"--detect-at {args.detect_at} is larger than --cap {args.cap}: "
                          "the detect step is one of the cap's samples / steps",
                          field="detect_at")
-    for flag in ("threshold", "reward_threshold"):
+    for flag in ("threshold", "reward_threshold", "low_threshold"):
         v = getattr(args, flag)
         if v is not None and not 0 <= v <= 1:
             raise InputError(f"--{flag.replace('_', '-')} must be in [0, 1] (certaindex "
@@ -217,7 +219,7 @@ def intra_args(args: argparse.Namespace, *, single_cap: bool = True) -> dict:
                          field="length_tokens")
     return {"cap": args.cap, "detect_at": args.detect_at, "threshold": args.threshold,
             "reward_threshold": args.reward_threshold, "gamma": args.gamma,
-            "max_tokens": args.length_tokens}
+            "max_tokens": args.length_tokens, "low_threshold": args.low_threshold}
 
 
 def check_online_flags(args: argparse.Namespace) -> None:

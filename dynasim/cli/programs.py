@@ -71,8 +71,9 @@ def cmd_batch(args: argparse.Namespace) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
     """``dynasim calibrate-thresholds``: profiler-guided threshold on a calibration
-    split, evaluated on the disjoint held-out split."""
-    from dynasim.experiments.calibration import calibrate_threshold
+    split, evaluated on the disjoint held-out split; ``--policy two-sided`` calibrates
+    the (threshold, low threshold) pair (:func:`~dynasim.experiments.calibration.calibrate_pair`)."""
+    from dynasim.experiments.calibration import calibrate_pair, calibrate_threshold
     from dynasim.policies import make_intra
     from dynasim.workloads.catalog import load_workload
 
@@ -92,12 +93,22 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     workload = load_workload(args.workload)
     grid = [round(i * args.step, 6) for i in range(int(round(1 / args.step)) + 1)]
     key = "reward_threshold" if args.signal == "reward" else "threshold"
-    res = calibrate_threshold(
-        workload.programs, lambda t: make_intra("certaindex", **{**base, key: t}), grid,
-        args.cap, args.tolerance, args.calibration_fraction, args.seeds, args.seed)
-    res["workload"] = workload.name
+    if args.policy == "two-sided":
+        res = calibrate_pair(
+            workload.programs, lambda t, low: make_intra(
+                "two-sided", **{**base, key: t, "low_threshold": low}),
+            grid, args.cap, args.tolerance, args.calibration_fraction, args.seeds,
+            args.seed)
+        chosen = f"threshold {res['threshold']}, low threshold {res['low_threshold']}"
+    else:
+        res = calibrate_threshold(
+            workload.programs, lambda t: make_intra("certaindex", **{**base, key: t}),
+            grid, args.cap, args.tolerance, args.calibration_fraction, args.seeds,
+            args.seed)
+        chosen = f"threshold {res['threshold']}"
+    res["workload"], res["policy"] = workload.name, args.policy
     c, h = res["calibration"], res["held_out"]
-    print(f"{workload.name}: threshold {res['threshold']} (cap {args.cap}, detect at "
+    print(f"{workload.name}: {args.policy} {chosen} (cap {args.cap}, detect at "
           f"{args.detect_at}, tolerance {args.tolerance})")
     for label, d in (("calibration", c), ("held-out", h)):
         print(f"  {label:<12} {d['programs']:>4} programs: accuracy {d['accuracy']:.4f} "
@@ -159,9 +170,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=cmd_ablation)
 
     p = sub.add_parser("calibrate-thresholds",
-                       help="pick a certaindex threshold on a calibration split")
+                       help="pick certaindex thresholds on a calibration split")
     p.add_argument("--workload", required=True)
     p.add_argument("--signal", choices=("entropy", "reward"), default="entropy")
+    p.add_argument("--policy", choices=("certaindex", "two-sided"), default="certaindex",
+                   help="two-sided: calibrate the (threshold, low threshold) pair")
     p.add_argument("--tolerance", type=float, default=0.01,
                    help="accuracy drop allowed against the cap (absolute)")
     p.add_argument("--calibration-fraction", type=float, default=0.5)

@@ -11,6 +11,9 @@ accuracy does not drop. :func:`calibrate_threshold` does exactly that, honestly 
    reference minus ``tolerance``;
 3. the chosen policy and the cap are then evaluated on the held-out part only.
 
+:func:`calibrate_pair` does the same for the two-sided policy's (threshold,
+low_threshold) pairs (low <= high) on the same split.
+
 :func:`fit_curve` fits the dynamic curve-fitting policy's γ on a calibration part.
 """
 
@@ -50,6 +53,36 @@ def _mean(programs: Sequence[ProgramSpec], intra: IntraPolicy, seeds: int) -> tu
             float(np.mean([r["output_tokens"] for r in runs])))
 
 
+def _calibrate(programs: Sequence[ProgramSpec], make: Callable[[object], IntraPolicy],
+               grid: Sequence, conservative: object, cap: int, tolerance: float,
+               fraction: float, seeds: int, seed: int) -> dict:
+    """The shared procedure of the module doc over the candidates ``grid`` (``make``:
+    candidate -> policy); ``conservative`` is chosen when no candidate qualifies.
+    Returns the result dict with the chosen candidate under ``choice`` and the
+    per-candidate calibration rows (``accuracy``, ``output_tokens``) under ``curve``."""
+    calib, held = split(programs, fraction, seed)
+    even = BaselineEven(cap)
+    ref_acc, ref_tok = _mean(calib, even, seeds)
+    curve, best = [], None
+    for t in grid:
+        acc, tok = _mean(calib, make(t), seeds)
+        curve.append((t, acc, tok))
+        if acc >= ref_acc - tolerance - 1e-12 and (best is None or tok < best[2]):
+            best = (t, acc, tok)
+    if best is None:  # nothing qualifies: the most conservative candidate
+        best = (conservative, *_mean(calib, make(conservative), seeds))
+    t = best[0]
+    h_acc, h_tok = _mean(held, make(t), seeds)
+    hc_acc, hc_tok = _mean(held, even, seeds)
+    return {"choice": t, "tolerance": tolerance, "cap": cap,
+            "calibration": {"programs": len(calib), "accuracy": best[1],
+                            "output_tokens": best[2], "accuracy_cap": ref_acc,
+                            "output_tokens_cap": ref_tok},
+            "held_out": {"programs": len(held), "accuracy": h_acc, "output_tokens": h_tok,
+                         "accuracy_cap": hc_acc, "output_tokens_cap": hc_tok},
+            "curve": curve}
+
+
 def calibrate_threshold(programs: Sequence[ProgramSpec], make: Callable[[float], IntraPolicy],
                         grid: Sequence[float], cap: int, tolerance: float = 0.01,
                         fraction: float = 0.5, seeds: int = 5, seed: int = 0) -> dict:
@@ -65,27 +98,44 @@ def calibrate_threshold(programs: Sequence[ProgramSpec], make: Callable[[float],
         and output tokens of the chosen policy and of baseline-even at the cap
         (``*_cap``), plus the per-threshold calibration ``curve``.
     """
-    calib, held = split(programs, fraction, seed)
-    even = BaselineEven(cap)
-    ref_acc, ref_tok = _mean(calib, even, seeds)
-    curve, best = [], None
-    for t in grid:
-        acc, tok = _mean(calib, make(t), seeds)
-        curve.append({"threshold": t, "accuracy": acc, "output_tokens": tok})
-        if acc >= ref_acc - tolerance - 1e-12 and (best is None or tok < best[2]):
-            best = (t, acc, tok)
-    if best is None:  # nothing qualifies: the most conservative threshold
-        best = (max(grid), *_mean(calib, make(max(grid)), seeds))
-    t = best[0]
-    h_acc, h_tok = _mean(held, make(t), seeds)
-    hc_acc, hc_tok = _mean(held, even, seeds)
-    return {"threshold": t, "tolerance": tolerance, "cap": cap,
-            "calibration": {"programs": len(calib), "accuracy": best[1],
-                            "output_tokens": best[2], "accuracy_cap": ref_acc,
-                            "output_tokens_cap": ref_tok},
-            "held_out": {"programs": len(held), "accuracy": h_acc, "output_tokens": h_tok,
-                         "accuracy_cap": hc_acc, "output_tokens_cap": hc_tok},
-            "curve": curve}
+    res = _calibrate(programs, make, grid, max(grid), cap, tolerance, fraction, seeds,
+                     seed)
+    t = res.pop("choice")
+    res["curve"] = [{"threshold": c, "accuracy": a, "output_tokens": k}
+                    for c, a, k in res["curve"]]
+    return {"threshold": t, **res}
+
+
+def calibrate_pair(programs: Sequence[ProgramSpec],
+                   make: Callable[[float, float], IntraPolicy], grid: Sequence[float],
+                   cap: int, tolerance: float = 0.01, fraction: float = 0.5,
+                   seeds: int = 5, seed: int = 0) -> dict:
+    """Pick the cheapest (threshold, low_threshold) pair of the two-sided policy
+    (:class:`~dynasim.policies.intra_program.TwoSided`) within ``tolerance`` of the
+    cap's accuracy, on the calibration split, and evaluate it on the held-out split.
+
+    The candidates are every pair of ``grid`` values with low <= high (the policy refuses
+    low > high); with none qualifying the most conservative pair is kept: the highest
+    threshold and the lowest low threshold (fewest programs stopped on either side).
+    Dynasor App. D.2's profiler-guided calibration, extended to the second threshold.
+
+    Args:
+        make: (threshold, low_threshold) -> intra-program policy.
+        grid: candidate values for both thresholds, in [0, 1].
+        tolerance: allowed accuracy drop (absolute, e.g. 0.01 = 1 point).
+
+    Returns:
+        dict with ``threshold``, ``low_threshold`` and, for ``calibration`` and
+        ``held_out``, the accuracy and output tokens of the chosen policy and of
+        baseline-even at the cap (``*_cap``), plus the per-pair calibration ``curve``.
+    """
+    pairs = [(hi, lo) for hi in grid for lo in grid if lo <= hi]
+    res = _calibrate(programs, lambda p: make(*p), pairs, (max(grid), min(grid)), cap,
+                     tolerance, fraction, seeds, seed)
+    hi, lo = res.pop("choice")
+    res["curve"] = [{"threshold": p[0], "low_threshold": p[1], "accuracy": a,
+                     "output_tokens": k} for p, a, k in res["curve"]]
+    return {"threshold": hi, "low_threshold": lo, **res}
 
 
 def needed_samples(spec: ProgramSpec, cap: int, detect_at: int) -> int:
@@ -131,4 +181,4 @@ def evaluate(programs: Sequence[ProgramSpec], intra: IntraPolicy, seeds: int) ->
     return {"accuracy": acc, "output_tokens": tok}
 
 
-__all__ = ["split", "calibrate_threshold", "needed_samples", "fit_curve", "evaluate"]
+__all__ = ["split", "calibrate_threshold", "calibrate_pair", "needed_samples", "fit_curve", "evaluate"]

@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
 #: Usual order of policies in legends (others follow, alphabetically).
-ORDER = ["fcfs", "lpm", "gang", "sjf", "lpm+certaindex", "gang+certaindex",
-         "sjf+certaindex", "certaindex", "even", "length", "curve"]
+ORDER = ["fcfs", "lpm", "gang", "sjf", "plas", "lpm+certaindex", "gang+certaindex",
+         "sjf+certaindex", "plas+certaindex", "sjf+two-sided", "certaindex", "two-sided",
+         "even", "length", "curve"]
 WIDTH, HEIGHT = 960, 560
 
 

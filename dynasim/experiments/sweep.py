@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 CONFIG_COLUMNS = ["cell_id", "workload", "profile", "policy", "program_rate", "slo_scale",
                   "seed", "num_programs", "burstiness", "cap", "detect_at", "threshold",
-                  "reward_threshold", "sjf_aging", "enable_prefix_caching",
+                  "reward_threshold", "low_threshold", "sjf_aging", "enable_prefix_caching",
                   "base_deadline_s"]
 
 
@@ -80,7 +80,8 @@ def _profile(cell: dict):
 
 def _intra_args(cell: dict) -> dict:
     return {"cap": cell["cap"], "detect_at": cell["detect_at"],
-            "threshold": cell["threshold"], "reward_threshold": cell["reward_threshold"]}
+            "threshold": cell["threshold"], "reward_threshold": cell["reward_threshold"],
+            "low_threshold": cell.get("low_threshold")}
 
 
 def derive_base_deadline(cell: dict) -> float:

@@ -18,6 +18,7 @@ value; every key can also be given, or overridden, by the flag of the same name)
     detect_at: 5                      # certaindex detect step
     threshold: 0.7                    # certaindex H-tilde threshold (null: default)
     reward_threshold: null
+    low_threshold: null               # two-sided: hopeless at H-tilde (or R) <= this
     base_deadline: null               # s; null: per (workload, profile), see below
     sjf_aging: 30.0                   # s before SJF serves a starving program first
     enable_prefix_caching: true
@@ -48,6 +49,7 @@ from pydantic import (
 )
 
 from dynasim.errors import InputError, decode_utf8, from_validation_error
+from dynasim.policies.intra_program import DEFAULT_THRESHOLD
 from dynasim.profiles import LIMITS
 
 #: Config keys that span the sweep's axes, in the order cells are enumerated.
@@ -74,6 +76,7 @@ class SweepConfig(BaseModel):
     detect_at: int = Field(default=5, ge=1)
     threshold: float | None = Field(default=None, ge=0, le=1)
     reward_threshold: float | None = Field(default=None, ge=0, le=1)
+    low_threshold: float | None = Field(default=None, ge=0, le=1)
     base_deadline: float | None = Field(default=None, gt=0)
     sjf_aging: float = Field(default=30.0, ge=0)
     enable_prefix_caching: bool = True
@@ -99,6 +102,21 @@ class SweepConfig(BaseModel):
         cap = info.data.get("cap")
         if cap is not None and v > cap:  # the detect step is one of the cap's samples/steps
             raise ValueError(f"detect_at {v} is larger than cap {cap}")
+        return v
+
+    @field_validator("low_threshold")
+    @classmethod
+    def _low_below_high(cls, v: float | None, info: ValidationInfo) -> float | None:
+        # two-sided certaindex refuses low > high (TwoSided); say so with the file's name
+        if v is None or not any("two-sided" in p for p in info.data.get("policies", [])):
+            return v
+        for key, high in (("threshold", info.data.get("threshold")),
+                          ("reward_threshold", info.data.get("reward_threshold"))):
+            if key == "threshold" and high is None and info.data.get("reward_threshold") is None:
+                high = DEFAULT_THRESHOLD
+            if high is not None and v > high:
+                raise ValueError(f"low_threshold {v} is above {key} {high}: two-sided "
+                                 "certaindex needs low <= high")
         return v
 
     @field_validator("limits")
@@ -172,6 +190,8 @@ def expand(cfg: SweepConfig) -> list[dict]:
     ``workload, profile, policy, program_rate, slo_scale, seed`` plus the shared keys,
     and its ``cell_id``; ``base_deadline`` is filled in later when not configured."""
     shared = cfg.model_dump(exclude={*AXES, "keep_records"})
+    if shared["low_threshold"] is None:  # unset: the cell ids of older sweeps still hold
+        del shared["low_threshold"]
     cells = []
     for w, p, pol, rate, scale, seed in itertools.product(
             *(getattr(cfg, a) for a in AXES)):

@@ -1,4 +1,4 @@
-"""Scheduling policies: the inter-program queue orders (fcfs, lpm, gang, sjf) and the
+"""Scheduling policies: the inter-program queue orders (fcfs, lpm, gang, sjf, plas) and the
 intra-program knob policies (baseline-even, certaindex, curve, length). One policy object
 drives both the simulated engine and the replay client; :func:`make_policy` builds one
 from its CLI name, e.g. ``make_policy("sjf+certaindex")``.
@@ -8,8 +8,9 @@ from dynasim.policies.base import Policy, WaitingQueue
 from dynasim.policies.fcfs import FCFS
 from dynasim.policies.gang import Gang
 from dynasim.policies.lpm import LPM
+from dynasim.policies.plas import PLAS
 from dynasim.policies.registry import INTER, INTRA, make_intra, make_policy
 from dynasim.policies.sjf import SJF
 
-__all__ = ["FCFS", "INTER", "INTRA", "LPM", "SJF", "Gang", "Policy", "WaitingQueue",
+__all__ = ["FCFS", "INTER", "INTRA", "LPM", "PLAS", "SJF", "Gang", "Policy", "WaitingQueue",
            "make_intra", "make_policy"]

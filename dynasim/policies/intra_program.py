@@ -8,6 +8,11 @@ baseline-even, measures once at a *detect step* and then sets the knob:
 * :class:`StaticThreshold` -- the paper's default, used in all its end-to-end results:
   at the detect step measure certaindex; a program whose every signal passes its
   threshold stops there, the others run to the cap.
+* :class:`TwoSided` -- the static rule plus its mirror image: a program that is certain
+  (every signal >= its threshold) *or* hopeless (a signal <= its low threshold: answers so
+  scattered that more samples are unlikely to form a majority, or a best tree-search
+  reward below a floor) stops at the detect step (Dynasor abstract: "terminates
+  unpromising queries early").
 * :class:`CurveFit` -- dynamic allocation: the knob is a fitted, decreasing function of
   certaindex, ``n(h) = detect + (cap − detect)·(1 − h)^γ`` (App. D.2 "curve fitting";
   γ fitted by :func:`fit_curve` on a calibration split).
@@ -25,7 +30,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from dynasim.certaindex import entropy_certaindex, is_certain, reward_certaindex
+from dynasim.certaindex import entropy_certaindex, is_certain, is_hopeless, reward_certaindex
+from dynasim.errors import InputError
 
 if TYPE_CHECKING:
     from dynasim.workloads.call import Call
@@ -36,6 +42,10 @@ if TYPE_CHECKING:
 DEFAULT_CAP = 20
 DEFAULT_DETECT_AT = 5
 DEFAULT_THRESHOLD = 0.7
+#: Two-sided default low threshold: H̃ <= 0 means no two detect-step answers agree (the
+#: most conservative "hopeless" rule; calibrate it with ``dynasim calibrate-thresholds
+#: --policy two-sided``). Not a paper value: the paper publishes no low threshold.
+DEFAULT_LOW_THRESHOLD = 0.0
 
 
 class IntraPolicy:
@@ -127,6 +137,67 @@ class StaticThreshold(IntraPolicy):
 
     def __repr__(self) -> str:
         return f"certaindex(cap={self.cap}, detect_at={self.detect_at}, {self.thresholds})"
+
+
+class TwoSided(StaticThreshold):
+    """Stop at the detect step when the program is certain *or* hopeless.
+
+    * certain: every thresholded signal reaches its threshold -- Dynasor's static rule
+      (App. D.2), exactly as :class:`StaticThreshold`;
+    * hopeless: some signal is at or below its *low* threshold
+      (:func:`dynasim.certaindex.is_hopeless`). For self-consistency H̃ <= low means the
+      detect-step answers are so scattered that further samples are unlikely to form a
+      majority; for tree search (ToT) a best kept-branch reward R <= low means no branch
+      is promising. This is the abstract's "terminates unpromising queries early"
+      (Fu et al., arXiv 2412.20993); the paper publishes no low threshold, so it is
+      calibrated (:func:`dynasim.experiments.calibration.calibrate_pair`).
+
+    A stopped SC program keeps its detect-step samples (knob = detect step) and answers
+    by their majority vote; a stopped ToT program continues with beam width 1 (the
+    program model's narrowest beam: a tree search cannot drop its last branch).
+
+    Args:
+        cap: resource cap (SC samples / ToT beam width).
+        detect_at: SC samples in the first wave / ToT steps before the decision.
+        thresholds: per signal, the certain side (``{"entropy": 0.7}``, ``{"reward": 0.4}``).
+        low_thresholds: per signal, the hopeless side, e.g. ``{"entropy": 0.2}``.
+
+    Raises:
+        InputError: a low threshold above the threshold of the same signal (field
+            ``low_threshold``): the two sides would overlap and every program with a
+            value in between would be both certain and hopeless.
+    """
+
+    name = "two-sided"
+
+    def __init__(self, cap: int = DEFAULT_CAP, detect_at: int = DEFAULT_DETECT_AT,
+                 thresholds: dict[str, float] | None = None,
+                 low_thresholds: dict[str, float] | None = None) -> None:
+        super().__init__(cap, detect_at, thresholds)
+        self.low_thresholds = low_thresholds if low_thresholds is not None else {
+            k: DEFAULT_LOW_THRESHOLD for k in self.thresholds}
+        for k, low in self.low_thresholds.items():
+            high = self.thresholds.get(k)
+            if high is not None and low > high:
+                raise InputError(f"low threshold {low} of {k} is above its threshold "
+                                 f"{high}: need low <= high", field="low_threshold")
+
+    def decide(self, program: Program, done: Sequence[Call]) -> int:
+        sig = self.signals(program, done)
+        needed = {k: v for k, v in self.thresholds.items() if k in sig}
+        floors = {k: v for k, v in self.low_thresholds.items() if k in sig}
+        stop = (needed and is_certain(sig, needed)) or is_hopeless(sig, floors)
+        return len(done) if stop else self.cap
+
+    def decide_width(self, program: Program, step: StepRun, cap: int) -> int:
+        r = step.reward_max
+        program.certaindex = {"reward": r}
+        t, low = self.thresholds.get("reward"), self.low_thresholds.get("reward")
+        return 1 if (t is not None and r >= t) or (low is not None and r <= low) else cap
+
+    def __repr__(self) -> str:
+        return (f"two-sided(cap={self.cap}, detect_at={self.detect_at}, {self.thresholds}, "
+                f"low {self.low_thresholds})")
 
 
 class CurveFit(IntraPolicy):

@@ -354,3 +354,51 @@ def test_cli_workload_errors(capsys):
     assert main(["simulate", "--workload", "game24-sc", "--profile",
                  "distserve-opt13b-a100", "--output-dir", "x"]) == 2
     assert "request-rate" in capsys.readouterr().err
+
+
+# ------------------------------------------------------- two-sided certaindex
+def test_calibrate_pair_picks_the_cheapest_pair_within_tolerance(data_dir):
+    from dynasim.experiments.calibration import calibrate_pair
+    from dynasim.policies import make_intra
+
+    w = load_workload("game24-direct-sc")
+    grid = [0.0, 0.2, 0.5, 0.7, 1.0]
+    res = calibrate_pair(w.programs, lambda hi, lo: make_intra(
+        "two-sided", cap=100, detect_at=5, threshold=hi, low_threshold=lo), grid,
+        cap=100, tolerance=0.01, seeds=2)
+    curve = res["curve"]
+    assert len(curve) == 15 and all(r["low_threshold"] <= r["threshold"] for r in curve)
+    c = res["calibration"]
+    ok = [r for r in curve if r["accuracy"] >= c["accuracy_cap"] - 0.01 - 1e-12]
+    best = min(ok, key=lambda r: r["output_tokens"])
+    assert (res["threshold"], res["low_threshold"]) == (best["threshold"],
+                                                        best["low_threshold"])
+    assert c["output_tokens"] == best["output_tokens"] < c["output_tokens_cap"]
+    h = res["held_out"]
+    assert h["programs"] + c["programs"] == len(w.programs) and h["output_tokens"] > 0
+
+
+def test_cli_two_sided_batch_and_calibration(data_dir, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from dynasim.cli import main
+
+    assert main(["batch", "--workload", "game24-direct-sc", "--policy",
+                 "even,certaindex,two-sided", "--caps", "100", "--detect-at", "5",
+                 "--low-threshold", "0.2", "--seeds", "2",
+                 "--output", str(tmp_path / "b.csv")]) == 0
+    b = pd.read_csv(tmp_path / "b.csv").set_index("policy")
+    assert b.output_tokens_mean["two-sided"] < b.output_tokens_mean["even"]
+    assert "two-sided:" in capsys.readouterr().out
+    assert main(["calibrate-thresholds", "--workload", "game24-direct-sc", "--policy",
+                 "two-sided", "--cap", "100", "--seeds", "1", "--step", "0.5",
+                 "--output", str(tmp_path / "c.json")]) == 0
+    res = json.loads((tmp_path / "c.json").read_text())
+    assert res["policy"] == "two-sided" and res["low_threshold"] <= res["threshold"]
+    assert "low threshold" in capsys.readouterr().out
+    assert main(["batch", "--workload", "game24-direct-sc", "--policy", "two-sided",
+                 "--threshold", "0.3", "--low-threshold", "0.5", "--caps", "10",
+                 "--output", str(tmp_path / "bad.csv")]) == 2
+    assert "field 'low_threshold'" in capsys.readouterr().err
