@@ -15,6 +15,8 @@ Source: vLLM ``vllm/benchmarks/serve.py`` (``calculate_metrics``, ``parse_goodpu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -89,17 +91,62 @@ def summarize(records: pd.DataFrame, goodput: dict[str, float] | None = None) ->
     return out
 
 
-def summarize_programs(programs: pd.DataFrame) -> dict:
+def check_window(num_programs: int, warmup: int = 0, cooldown: int = 0) -> None:
+    """Check a steady-state window (:func:`steady_state_mask`) against a run of
+    ``num_programs`` programs.
+
+    Raises:
+        InputError: a negative count (field ``warmup_programs``/``cooldown_programs``) or a
+            window that leaves no program (field ``warmup_programs``).
+    """
+    for name, v in (("warmup_programs", warmup), ("cooldown_programs", cooldown)):
+        if v < 0:
+            raise InputError(f"{name} must be >= 0, got {v}", field=name)
+    if warmup + cooldown >= num_programs:
+        raise InputError(f"warmup_programs {warmup} + cooldown_programs {cooldown} leave "
+                         f"none of the {num_programs} programs to count",
+                         field="warmup_programs")
+
+
+def steady_state_mask(arrival_times: Sequence[float] | np.ndarray, warmup: int = 0,
+                      cooldown: int = 0) -> np.ndarray:
+    """Which programs are counted for SLO attainment: all but the first ``warmup`` and
+    the last ``cooldown`` to arrive (by arrival time, ties by position), so attainment is
+    measured while the queue is in steady state rather than filling or draining (the
+    paper's protocol runs 500 programs at rates where queues form, Dynasor §4).
+    Counts, not a fraction: the count is what the summary reports."""
+    t = np.asarray(arrival_times, dtype=float)
+    rank = np.empty(len(t), dtype=int)
+    rank[np.argsort(t, kind="stable")] = np.arange(len(t))
+    return (rank >= warmup) & (rank < len(t) - cooldown)
+
+
+def summarize_programs(programs: pd.DataFrame, warmup: int = 0, cooldown: int = 0) -> dict:
     """Program-level summary (Dynasor §4): ``num_programs``, ``slo_attainment`` (fraction
-    meeting their deadline), ``accuracy``, token totals, ``program_throughput`` (per s),
+    meeting their deadline) and ``slo_attainment_programs_counted`` (how many programs it
+    is over), ``accuracy``, token totals, ``program_throughput`` (per s),
     ``{mean,median,p90,p99}_program_latency_s`` and the finish-time fairness φ
-    distribution ``{mean,median,p90,p99}_fairness_s_per_token``."""
+    distribution ``{mean,median,p90,p99}_fairness_s_per_token``.
+
+    ``warmup``/``cooldown``: SLO attainment counts only the programs arriving after the
+    first ``warmup`` and before the last ``cooldown`` arrivals (the steady state,
+    :func:`steady_state_mask`); every other key counts all programs.
+
+    Raises:
+        InputError: a window leaving no program (:func:`check_window`).
+    """
     n = len(programs)
     out: dict = {"num_programs": n}
     if not n:
         return out
     lat = programs["latency"].to_numpy(float)
-    out["slo_attainment"] = float(programs["slo_met"].mean())
+    counted = programs
+    if warmup or cooldown:
+        check_window(n, warmup, cooldown)
+        counted = programs[steady_state_mask(programs["arrival_time"].to_numpy(float),
+                                             warmup, cooldown)]
+    out["slo_attainment"] = float(counted["slo_met"].mean())
+    out["slo_attainment_programs_counted"] = int(len(counted))
     out["accuracy"] = float(programs["correct"].mean())
     out["total_program_output_tokens"] = int(programs["output_tokens"].sum())
     out["total_program_prompt_tokens"] = int(programs["prompt_tokens"].sum())

@@ -15,6 +15,7 @@ import simpy
 
 from dynasim.data_record import records_frame
 from dynasim.engine import Engine
+from dynasim.errors import InputError
 from dynasim.policies.base import Policy
 from dynasim.profiles import Profile
 from dynasim.request import Request
@@ -105,26 +106,30 @@ def program_order(workload: Workload, num_programs: int | None,
 
 def online_programs(workload: Workload, profile: Profile | None, rate: float, *,
                     burstiness: float = 1.0, seed: int = 0, num_programs: int | None = None,
-                    slo_scale: float = 1.0, base: float | None = None, cap: int = 20
+                    slo_scale: float = 1.0, base: float | None = None, cap: int = 20,
+                    base_multiple: float | None = None
                     ) -> tuple[list[ProgramSpec], np.ndarray, list[float], float]:
     """The inputs of an online run: programs (:func:`program_order`), their arrival
     times (``rate`` programs/s, :func:`~dynasim.arrivals.arrival_times`) and deadlines
     (:func:`deadlines_for`, base from :func:`base_deadline` at ``cap`` on ``profile``
-    unless given; ``profile`` may be ``None`` when ``base`` is given).
+    unless given, times ``base_multiple`` when given; ``profile`` may be ``None`` when
+    ``base`` is given).
 
     Returns:
         (specs, arrival times in s, deadlines in s after arrival, base deadline in s).
 
     Raises:
         InputError: a rate or program count :func:`~dynasim.arrivals.arrival_times`
-            rejects.
+            rejects; ``base`` and ``base_multiple`` both given, or a ``base_multiple``
+            that is not finite and > 0 (:func:`check_base_deadline`).
     """
     from dynasim.arrivals import arrival_times
 
+    check_base_deadline(base, base_multiple)
     specs = program_order(workload, num_programs, seed)
     times = arrival_times(len(specs), rate, burstiness, seed)
     if base is None:
-        base = base_deadline(workload.programs, profile, cap)
+        base = base_deadline(workload.programs, profile, cap) * (base_multiple or 1.0)
     return specs, times, deadlines_for(specs, slo_scale, base), base
 
 
@@ -244,3 +249,38 @@ def base_deadline(specs: Sequence[ProgramSpec], profile: Profile, cap: int) -> f
 def deadlines_for(specs: Sequence[ProgramSpec], slo_scale: float, base: float) -> list[float]:
     """Per-program deadline = SLO scale × difficulty factor × base deadline (§4)."""
     return [slo_scale * s.difficulty * base for s in specs]
+
+
+# ------------------------------------------------------ the deadline protocol
+def check_base_deadline(base: float | None, base_multiple: float | None) -> None:
+    """Check the two ways of fixing the base deadline: an absolute ``base`` (s, the
+    paper's way: SC/MATH 240 s on A100, Dynasor §4) or ``base_multiple`` x the isolated
+    p90 (:func:`base_deadline`); at most one.
+
+    Raises:
+        InputError: both given (field ``base_deadline_multiple``), or a multiple that is
+            not finite and > 0.
+    """
+    if base_multiple is None:
+        return
+    if base is not None:
+        raise InputError("give either base_deadline (s) or base_deadline_multiple (x the "
+                         "isolated p90), not both", field="base_deadline_multiple")
+    if not 0 < base_multiple < float("inf"):
+        raise InputError(f"base_deadline_multiple must be finite and > 0, got "
+                         f"{base_multiple}", field="base_deadline_multiple")
+
+
+def deadline_protocol(base: float | None = None, base_multiple: float | None = None,
+                      warmup: int = 0, cooldown: int = 0) -> str:
+    """The protocol a run's SLO attainment was measured under, in words: how the base
+    deadline was fixed (``"absolute 240 s"``, ``"isolated-p90 x1"``, ``"isolated-p90 x8"``)
+    and, with a warm-up or cool-down, the steady-state window
+    (``"; steady state: skip first 50, last 50 arrivals"``)."""
+    if base is not None:
+        text = f"absolute {base:g} s"
+    else:
+        text = f"isolated-p90 x{base_multiple if base_multiple is not None else 1:g}"
+    if warmup or cooldown:
+        text += f"; steady state: skip first {warmup}, last {cooldown} arrivals"
+    return text

@@ -213,7 +213,7 @@ def _inputs(args: argparse.Namespace) -> tuple[
                 "burstiness": args.burstiness, "seed": args.seed}
         return requests_from_trace(tr), None, None, None, meta
     from dynasim.profiles import load_profile
-    from dynasim.simulation import online_programs
+    from dynasim.simulation import deadline_protocol, online_programs
     from dynasim.workloads.catalog import load_workload
 
     workload = load_workload(args.workload)
@@ -224,13 +224,19 @@ def _inputs(args: argparse.Namespace) -> tuple[
     check_online_flags(args)
     # the profile only derives the base deadline; a given --base-deadline needs none
     profile = online_profile(args, load_profile(args.profile)) if args.profile else None
+    if args.warmup_programs or args.cooldown_programs:  # the journal counts every program
+        raise InputError("replay does not apply a steady-state window yet: give none and "
+                         "select programs by arrival_time in programs.parquet",
+                         field="warmup_programs")
     specs, times, deadlines, base = online_programs(
         workload, profile, args.request_rate, burstiness=args.burstiness, seed=args.seed,
         num_programs=args.num_programs, slo_scale=args.slo_scale, base=args.base_deadline,
-        cap=args.cap)
+        cap=args.cap, base_multiple=args.base_deadline_multiple)
     meta = {"workload": workload.name, "program_rate": args.request_rate,
             "burstiness": args.burstiness, "seed": args.seed, "slo_scale": args.slo_scale,
-            "base_deadline_s": base, "num_programs": len(specs)}
+            "base_deadline_s": base, "num_programs": len(specs),
+            "deadline_protocol": deadline_protocol(args.base_deadline,
+                                                   args.base_deadline_multiple)}
     return None, specs, times, deadlines, meta
 
 

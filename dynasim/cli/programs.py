@@ -123,16 +123,20 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 def cmd_ablation(args: argparse.Namespace) -> None:
     """``dynasim ablation``: print and write the ablation table."""
     from dynasim.experiments.ablation import run_ablation
+    from dynasim.simulation import deadline_protocol
     from dynasim.workloads import load_workload
 
     profile = online_profile(args, profile_from_args(args))
     w = load_workload(args.workload)
+    window = {"warmup": args.warmup_programs, "cooldown": args.cooldown_programs}
     table = run_ablation(w, profile, args.request_rate, intra_args(args), args.seed,
                          args.num_programs, args.slo_scale, args.base_deadline,
-                         aging_s=args.sjf_aging)
+                         aging_s=args.sjf_aging, base_multiple=args.base_deadline_multiple,
+                         **window)
     print(f"{w.name} on {profile.name} ({profile.scheduling}, max_num_seqs "
           f"{profile.max_num_seqs}), {args.request_rate} programs/s, seed {args.seed}, "
-          f"SLO scale {args.slo_scale}, base deadline {table.base_deadline_s[0]:.2f} s")
+          f"SLO scale {args.slo_scale}, base deadline {table.base_deadline_s[0]:.2f} s "
+          f"({deadline_protocol(args.base_deadline, args.base_deadline_multiple, **window)})")
     print(f"{'policy':<18}{'mean lat s':>11}{'p90 lat s':>11}{'SLO att.':>10}"
           f"{'accuracy':>10}{'out tokens':>12}{'samples':>9}")
     for r in table.itertuples():

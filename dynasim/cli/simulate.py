@@ -134,7 +134,7 @@ def simulate_workload(args: argparse.Namespace, profile: Profile) -> None:
     from dynasim.data_record import json_default
     from dynasim.metrics import summarize, summarize_programs
     from dynasim.policies import make_policy
-    from dynasim.simulation import online_programs, simulate_programs
+    from dynasim.simulation import deadline_protocol, online_programs, simulate_programs
     from dynasim.workloads.catalog import load_workload
 
     profile = online_profile(args, profile)
@@ -145,7 +145,7 @@ def simulate_workload(args: argparse.Namespace, profile: Profile) -> None:
     specs, times, deadlines, base = online_programs(
         workload, profile, args.request_rate, burstiness=args.burstiness, seed=args.seed,
         num_programs=args.num_programs, slo_scale=args.slo_scale,
-        base=args.base_deadline, cap=args.cap)
+        base=args.base_deadline, cap=args.cap, base_multiple=args.base_deadline_multiple)
     t0 = time.perf_counter()
     with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/"
                   "{task.total} programs"), TimeElapsedColumn(),
@@ -156,7 +156,10 @@ def simulate_workload(args: argparse.Namespace, profile: Profile) -> None:
             specs, times, profile, policy, deadlines,
             progress=lambda n: bar.update(task, completed=n))
     summary = summarize(requests)
-    summary.update(summarize_programs(programs))
+    window = {"warmup": args.warmup_programs, "cooldown": args.cooldown_programs}
+    summary.update(summarize_programs(programs, **window))
+    summary["deadline_protocol"] = deadline_protocol(args.base_deadline,
+                                                     args.base_deadline_multiple, **window)
     summary.update({
         "workload": workload.name, "workload_notes": workload.notes,
         "profile": profile.name, "scheduling": profile.scheduling,

@@ -27,8 +27,11 @@ def run_ablation(workload: Workload, profile: Profile, rate: float, intra_args: 
                  num_programs: int | None = None, slo_scale: float = 1.0,
                  base: float | None = None,
                  policies: Sequence[str] = ABLATION,
-                 aging_s: float | None = None) -> pd.DataFrame:
-    """One row per policy (same specs, arrivals, deadlines for all).
+                 aging_s: float | None = None, base_multiple: float | None = None,
+                 warmup: int = 0, cooldown: int = 0) -> pd.DataFrame:
+    """One row per policy (same specs, arrivals, deadlines for all). ``base_multiple``,
+    ``warmup`` and ``cooldown`` are the deadline protocol's options
+    (:func:`dynasim.simulation.online_programs`, :func:`dynasim.metrics.summarize_programs`).
 
     Returns:
         DataFrame: ``policy, program_rate, mean_program_latency_s,
@@ -40,12 +43,12 @@ def run_ablation(workload: Workload, profile: Profile, rate: float, intra_args: 
 
     specs, times, deadlines, base = online_programs(
         workload, profile, rate, seed=seed, num_programs=num_programs,
-        slo_scale=slo_scale, base=base, cap=intra_args["cap"])
+        slo_scale=slo_scale, base=base, cap=intra_args["cap"], base_multiple=base_multiple)
     rows = []
     for name in policies:
         policy = make_policy(name, aging_s=aging_s, **intra_args)
         _, progs, _ = simulate_programs(specs, times, profile, policy, deadlines)
-        s = summarize_programs(progs)
+        s = summarize_programs(progs, warmup=warmup, cooldown=cooldown)
         rows.append({"policy": name, "program_rate": rate,
                      **{k: s[k] for k in ("mean_program_latency_s",
                                           "p90_program_latency_s", "slo_attainment",

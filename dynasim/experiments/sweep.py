@@ -10,8 +10,8 @@ x seeds) and writes, in ``DIR``:
   warning naming ``cells.jsonl:LINE``);
 * ``results.parquet``: the tidy table, a row per cell: its configuration (``cell_id,
   workload, profile, policy, program_rate, slo_scale, seed, num_programs, ...,
-  base_deadline_s``), the program summary of :func:`dynasim.metrics.summarize_programs`
-  (``slo_attainment, accuracy, mean_program_latency_s, p90_program_latency_s,
+  base_deadline_s, deadline_protocol``), the program summary of :func:`dynasim.metrics.summarize_programs`
+  (``slo_attainment, slo_attainment_programs_counted, accuracy, mean_program_latency_s, p90_program_latency_s,
   total_program_output_tokens, mean_fairness_s_per_token, ...``), the request summary of
   :func:`dynasim.metrics.summarize` (``mean_ttft_ms, p99_e2el_ms, ...``), ``engine_steps``,
   ``wall_seconds`` and ``error`` (empty when the cell ran); rewritten at the end, on
@@ -58,7 +58,8 @@ if TYPE_CHECKING:
 CONFIG_COLUMNS = ["cell_id", "workload", "profile", "policy", "program_rate", "slo_scale",
                   "seed", "num_programs", "burstiness", "cap", "detect_at", "threshold",
                   "reward_threshold", "low_threshold", "sjf_aging", "enable_prefix_caching",
-                  "base_deadline_s"]
+                  "base_deadline_multiple", "warmup_programs", "cooldown_programs",
+                  "base_deadline_s", "deadline_protocol"]
 
 
 # ------------------------------------------------------------------ one cell
@@ -87,12 +88,13 @@ def _intra_args(cell: dict) -> dict:
 def derive_base_deadline(cell: dict) -> float:
     """Base deadline (s) of a cell's (workload, profile): the configured one, else
     :func:`dynasim.simulation.base_deadline` at the cell's cap (policy-, rate- and
-    seed-independent)."""
+    seed-independent) times ``base_deadline_multiple`` (default 1)."""
     from dynasim.simulation import base_deadline
 
     if cell["base_deadline"] is not None:
         return float(cell["base_deadline"])
-    return base_deadline(_workload(cell["workload"]).programs, _profile(cell), cell["cap"])
+    return base_deadline(_workload(cell["workload"]).programs, _profile(cell),
+                         cell["cap"]) * (cell.get("base_deadline_multiple") or 1.0)
 
 
 def run_cell(cell: dict) -> dict:
@@ -104,10 +106,14 @@ def run_cell(cell: dict) -> dict:
     bad cell does not stop a sweep. Deterministic: same cell, same row."""
     from dynasim.metrics import summarize, summarize_programs
     from dynasim.policies import make_policy
-    from dynasim.simulation import online_programs, simulate_programs
+    from dynasim.simulation import deadline_protocol, online_programs, simulate_programs
 
     t0 = time.perf_counter()
     row = {k: cell.get(k) for k in CONFIG_COLUMNS}
+    window = {"warmup": cell.get("warmup_programs") or 0,
+              "cooldown": cell.get("cooldown_programs") or 0}
+    row["deadline_protocol"] = deadline_protocol(
+        cell["base_deadline"], cell.get("base_deadline_multiple"), **window)
     try:
         profile = _profile(cell)
         policy = make_policy(cell["policy"], aging_s=cell["sjf_aging"], **_intra_args(cell))
@@ -118,6 +124,7 @@ def run_cell(cell: dict) -> dict:
             base=cell["base_deadline_s"], cap=cell["cap"])
         requests, programs, engine = simulate_programs(specs, times, profile, policy,
                                                       deadlines)
+        program_summary = summarize_programs(programs, **window)
     except InputError as exc:
         row.update(error=str(exc), wall_seconds=time.perf_counter() - t0)
         return {"row": row, "records": None}
@@ -125,7 +132,7 @@ def run_cell(cell: dict) -> dict:
         row.update(error=f"{type(exc).__name__}: {exc}",
                    wall_seconds=time.perf_counter() - t0)
         return {"row": row, "records": None}
-    for summary in (summarize(requests), summarize_programs(programs)):
+    for summary in (summarize(requests), program_summary):
         row.update({k: v for k, v in summary.items()
                     if isinstance(v, (int, float, bool)) and k not in row})
     row.update(num_programs=len(programs), engine_steps=engine.num_steps,
@@ -382,7 +389,8 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, scheduler: str = "processes"
     bases: dict[tuple, float] = {}
     for c in todo:  # one base deadline per (workload, profile, cap, limits)
         key = (c["workload"], c["profile"], c["cap"], json.dumps(c["limits"], sort_keys=True),
-               c["enable_prefix_caching"], c["base_deadline"])
+               c["enable_prefix_caching"], c["base_deadline"],
+               c.get("base_deadline_multiple"))
         if key not in bases:
             bases[key] = derive_base_deadline(c)
         c["base_deadline_s"] = bases[key]

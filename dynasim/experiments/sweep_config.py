@@ -20,6 +20,9 @@ value; every key can also be given, or overridden, by the flag of the same name)
     reward_threshold: null
     low_threshold: null               # two-sided: hopeless at H-tilde (or R) <= this
     base_deadline: null               # s; null: per (workload, profile), see below
+    base_deadline_multiple: null      # K: base = K x the derived one (not with base_deadline)
+    warmup_programs: null             # SLO attainment skips the first N arrivals ...
+    cooldown_programs: null           # ... and the last N (steady state; null: 0)
     sjf_aging: 30.0                   # s before SJF serves a starving program first
     enable_prefix_caching: true
     limits: {max_num_seqs: 256}       # engine limits overriding the profile's
@@ -28,6 +31,11 @@ value; every key can also be given, or overridden, by the flag of the same name)
 The base deadline, when not given, is derived once per (workload, profile) by
 :func:`dynasim.simulation.base_deadline` (p90 isolated latency at the cap), so every
 policy, rate and seed of a sweep is judged against the same deadlines (Dynasor §4).
+``base_deadline_multiple: K`` scales that derived base by K; the paper instead fixes an
+absolute base (SC/MATH 240 s on A100) that leaves room for queueing. Every row carries
+``deadline_protocol`` (e.g. ``"isolated-p90 x1"``, ``"absolute 240 s"``, plus the
+steady-state window) and ``slo_attainment_programs_counted``. Keys left unset do not
+enter the cell id, so the cell ids of older sweeps still hold.
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ from dynasim.profiles import LIMITS
 
 #: Config keys that span the sweep's axes, in the order cells are enumerated.
 AXES = ("workloads", "profiles", "policies", "request_rates", "slo_scales", "seeds")
+#: Deadline-protocol keys (module doc); left out of a cell (and its id) when unset.
+PROTOCOL_KEYS = ("base_deadline_multiple", "warmup_programs", "cooldown_programs")
 #: Engine limits a sweep may override (the profile keys of the same name).
 LIMIT_KEYS = LIMITS
 
@@ -78,6 +88,9 @@ class SweepConfig(BaseModel):
     reward_threshold: float | None = Field(default=None, ge=0, le=1)
     low_threshold: float | None = Field(default=None, ge=0, le=1)
     base_deadline: float | None = Field(default=None, gt=0)
+    base_deadline_multiple: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    warmup_programs: int | None = Field(default=None, ge=0)
+    cooldown_programs: int | None = Field(default=None, ge=0, validate_default=True)
     sjf_aging: float = Field(default=30.0, ge=0)
     enable_prefix_caching: bool = True
     limits: dict[str, Any] = Field(default_factory=dict)
@@ -117,6 +130,23 @@ class SweepConfig(BaseModel):
             if high is not None and v > high:
                 raise ValueError(f"low_threshold {v} is above {key} {high}: two-sided "
                                  "certaindex needs low <= high")
+        return v
+
+    @field_validator("base_deadline_multiple")
+    @classmethod
+    def _one_base(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is not None and info.data.get("base_deadline") is not None:
+            raise ValueError("give either base_deadline (s) or base_deadline_multiple (x "
+                             "the isolated p90), not both")
+        return v
+
+    @field_validator("cooldown_programs")
+    @classmethod
+    def _window_leaves_programs(cls, v: int | None, info: ValidationInfo) -> int | None:
+        n, warm = info.data.get("num_programs"), info.data.get("warmup_programs") or 0
+        if n is not None and warm + (v or 0) >= n:
+            raise ValueError(f"warmup_programs {warm} + cooldown_programs {v or 0} leave "
+                             f"none of the {n} programs to count")
         return v
 
     @field_validator("limits")
@@ -190,8 +220,9 @@ def expand(cfg: SweepConfig) -> list[dict]:
     ``workload, profile, policy, program_rate, slo_scale, seed`` plus the shared keys,
     and its ``cell_id``; ``base_deadline`` is filled in later when not configured."""
     shared = cfg.model_dump(exclude={*AXES, "keep_records"})
-    if shared["low_threshold"] is None:  # unset: the cell ids of older sweeps still hold
-        del shared["low_threshold"]
+    for key in ("low_threshold", *PROTOCOL_KEYS):  # unset: older sweeps' cell ids hold
+        if shared[key] is None:
+            del shared[key]
     cells = []
     for w, p, pol, rate, scale, seed in itertools.product(
             *(getattr(cfg, a) for a in AXES)):

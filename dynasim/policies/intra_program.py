@@ -20,6 +20,14 @@ baseline-even, measures once at a *detect step* and then sets the knob:
   program whose first samples are short in total (<= ``max_tokens``) stops (the paper's
   length baseline: output length as a cheap stand-in for certainty).
 
+The field's SC early-stopping baselines decide after every wave, not once
+(:meth:`IntraPolicy.next_wave`), and serve SC (and CoT) programs only:
+
+* :class:`ESC` -- Early-stopping Self-Consistency (Li et al., ICLR 2024): windows of
+  ``detect_at`` samples until one window is unanimous.
+* :class:`AdaptiveConsistency` -- Adaptive-Consistency (Aggarwal et al., EMNLP 2023):
+  one sample at a time until the Beta posterior of the majority reaches ``confidence``.
+
 Profiler-guided calibration of the threshold lives in :mod:`dynasim.experiments.calibration`.
 A policy object holds no per-program state; :class:`~dynasim.workloads.program.Program` calls it.
 """
@@ -30,7 +38,14 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from dynasim.certaindex import entropy_certaindex, is_certain, is_hopeless, reward_certaindex
+from dynasim.certaindex import (
+    clusters,
+    entropy_certaindex,
+    is_certain,
+    is_hopeless,
+    is_missing,
+    reward_certaindex,
+)
 from dynasim.errors import InputError
 
 if TYPE_CHECKING:
@@ -46,6 +61,8 @@ DEFAULT_THRESHOLD = 0.7
 #: most conservative "hopeless" rule; calibrate it with ``dynasim calibrate-thresholds
 #: --policy two-sided``). Not a paper value: the paper publishes no low threshold.
 DEFAULT_LOW_THRESHOLD = 0.0
+#: Adaptive-Consistency's stopping confidence (Aggarwal et al., EMNLP 2023, §3).
+DEFAULT_CONFIDENCE = 0.95
 
 
 class IntraPolicy:
@@ -71,6 +88,19 @@ class IntraPolicy:
     def decide(self, program: Program, done: Sequence[Call]) -> int:
         """Total SC samples after the detect step, given the ``done`` calls."""
         return self.cap
+
+    def next_wave(self, program: Program, done: Sequence[Call], cap: int) -> int:
+        """SC: samples to draw now, after a wave whose answered calls are ``done`` (0:
+        stop). :class:`~dynasim.workloads.program.Program` asks after every wave and
+        clips the total to ``cap`` (the policy cap, bounded by the recorded samples).
+
+        The default is the two-wave run of App. D.2: after the first wave (the detect
+        step) :meth:`decide` sets the total; after the second wave, stop.
+        """
+        drawn = len(program.issued)
+        if drawn > min(self.first_wave(cap), cap):
+            return 0
+        return max(0, min(self.decide(program, done), cap) - drawn)
 
     def detect_at_step(self, steps: int) -> int | None:
         """ToT: the step index whose start is the detect step (None: never)."""
@@ -240,3 +270,106 @@ class BaselineLength(IntraPolicy):
 
     def decide_width(self, program: Program, step: StepRun, cap: int) -> int:
         return cap
+
+
+class _Sequential(IntraPolicy):
+    """Base of the SC early-stopping baselines: several decision points (one after every
+    wave), the cap until they stop (:meth:`Program.knob_allowed`), SC/CoT only.
+
+    Tree search is refused (:class:`~dynasim.workloads.program.Program` raises
+    :class:`~dynasim.errors.InputError`, field ``policy``): both baselines are defined
+    on the answers of independent samples, and a ToT beam has no such answers.
+    """
+
+    sequential = True
+    algorithms = ("sc", "cot")
+
+    def decide(self, program: Program, done: Sequence[Call]) -> int:
+        return len(done) + self.next_wave(program, done, self.cap)
+
+    def detect_at_step(self, steps: int) -> int | None:
+        return None
+
+
+class ESC(_Sequential):
+    """Early-stopping self-consistency (Li et al., ICLR 2024, "Escape Sky-high Cost",
+    §3): draw samples in windows of ``w`` (= ``detect_at``); stop after the first window
+    whose answers all agree (one cluster under the program's equivalence, no missing
+    answer); otherwise draw the next window, up to the cap (the last window is cut
+    short at the cap). The final answer is the majority vote over every sample drawn.
+
+    Args:
+        cap: most samples per program.
+        detect_at: the window size ``w`` (samples).
+    """
+
+    name = "esc"
+
+    def next_wave(self, program: Program, done: Sequence[Call], cap: int) -> int:
+        issued = program.issued
+        last = issued[len(issued) - ((len(issued) - 1) % self.detect_at + 1):]
+        answered = {id(c) for c in done}
+        answers = [c.answer for c in last if id(c) in answered]
+        groups = clusters(answers, program.spec.equivalent)
+        if len(answers) == len(last) and len(groups) == 1 and not is_missing(answers[0]):
+            return 0
+        return min(self.detect_at, max(0, cap - len(issued)))
+
+    def __repr__(self) -> str:
+        return f"esc(cap={self.cap}, window={self.detect_at})"
+
+
+def majority_posterior(a: int, b: int) -> float:
+    """P(p > 1/2) for p ~ Beta(a + 1, b + 1): Adaptive-Consistency's confidence that the
+    leading answer (``a`` votes) beats the runner-up (``b`` votes) in the limit of
+    infinite samples (Aggarwal et al., EMNLP 2023, §3, Beta stopping criterion).
+
+    Exact closed form for integer counts (beta-binomial identity):
+    ``P(Beta(a+1, b+1) > 1/2) = P(Binomial(a+b+1, 1/2) <= a)
+    = sum_{k=0}^{a} C(a+b+1, k) / 2^(a+b+1)`` -- equal to
+    ``scipy.stats.beta.sf(0.5, a + 1, b + 1)``.
+    """
+    n = a + b + 1
+    return sum(math.comb(n, k) for k in range(a + 1)) / 2 ** n
+
+
+class AdaptiveConsistency(_Sequential):
+    """Adaptive-Consistency (Aggarwal et al., EMNLP 2023, §3): draw samples one at a
+    time; after each, with ``a`` votes for the leading answer and ``b`` for the
+    runner-up (clusters under the program's equivalence; missing answers never count),
+    stop when :func:`majority_posterior` ``(a, b) >= confidence`` (their default 0.95),
+    up to the cap. It never stops before 2 samples (the first wave is 2: a single vote
+    is no majority).
+
+    Args:
+        cap: most samples per program.
+        detect_at: unused (kept for a uniform signature).
+        confidence: the stopping confidence ``c`` in (0, 1).
+
+    Raises:
+        InputError: ``confidence`` outside (0, 1) (field ``confidence``).
+    """
+
+    name = "adaptive-consistency"
+
+    def __init__(self, cap: int = DEFAULT_CAP, detect_at: int = DEFAULT_DETECT_AT,
+                 confidence: float = DEFAULT_CONFIDENCE) -> None:
+        super().__init__(cap, detect_at)
+        if not 0.0 < confidence < 1.0:
+            raise InputError(f"confidence {confidence} must be in (0, 1)",
+                             field="confidence")
+        self.confidence = confidence
+
+    def first_wave(self, cap: int) -> int:
+        return min(2, cap)
+
+    def next_wave(self, program: Program, done: Sequence[Call], cap: int) -> int:
+        answers = [c.answer for c in done]
+        sizes = sorted((len(g) for g in clusters(answers, program.spec.equivalent)
+                        if not is_missing(answers[g[0]])), reverse=True) + [0, 0]
+        if len(done) >= 2 and majority_posterior(sizes[0], sizes[1]) >= self.confidence:
+            return 0
+        return min(1, max(0, cap - len(program.issued)))
+
+    def __repr__(self) -> str:
+        return f"adaptive-consistency(cap={self.cap}, c={self.confidence})"

@@ -12,9 +12,12 @@ from dynasim.policies.fcfs import FCFS
 from dynasim.policies.gang import Gang
 from dynasim.policies.intra_program import (
     DEFAULT_CAP,
+    DEFAULT_CONFIDENCE,
     DEFAULT_DETECT_AT,
     DEFAULT_LOW_THRESHOLD,
     DEFAULT_THRESHOLD,
+    ESC,
+    AdaptiveConsistency,
     BaselineEven,
     BaselineLength,
     CurveFit,
@@ -31,7 +34,7 @@ INTER: dict[str, type[Policy]] = {"fcfs": FCFS, "lpm": LPM, "gang": Gang, "sjf":
 """Inter-program policies by CLI name (Dynasor App. D.3; ``plas``: Autellix §4.2)."""
 
 
-INTRA = ("even", "certaindex", "two-sided", "curve", "length")
+INTRA = ("even", "certaindex", "two-sided", "curve", "length", "esc", "adaptive-consistency")
 #: Intra-program policies that measure certaindex and, alone, mean Dynasor's full system
 #: (with SJF, App. D.3).
 CERTAINDEX = ("certaindex", "two-sided")
@@ -40,7 +43,8 @@ CERTAINDEX = ("certaindex", "two-sided")
 def make_intra(name: str, cap: int = DEFAULT_CAP, detect_at: int = DEFAULT_DETECT_AT,
                threshold: float | None = None, reward_threshold: float | None = None,
                gamma: float = 1.0, max_tokens: int = 0,
-               low_threshold: float | None = None) -> IntraPolicy:
+               low_threshold: float | None = None,
+               confidence: float = DEFAULT_CONFIDENCE) -> IntraPolicy:
     """The intra-program policy called ``name`` (:data:`INTRA`).
 
     ``certaindex`` thresholds: ``threshold`` on H̃ (default 0.7, the paper's SC/MATH
@@ -49,10 +53,15 @@ def make_intra(name: str, cap: int = DEFAULT_CAP, detect_at: int = DEFAULT_DETEC
     :data:`~dynasim.policies.intra_program.DEFAULT_LOW_THRESHOLD`), the floor of every
     signal it thresholds: H̃ <= low (SC) or R <= low (ToT) is hopeless
     (:class:`~dynasim.policies.intra_program.TwoSided`). Other policies ignore it.
+    ``esc`` (:class:`~dynasim.policies.intra_program.ESC`) uses ``detect_at`` as its
+    window; ``adaptive-consistency``
+    (:class:`~dynasim.policies.intra_program.AdaptiveConsistency`) takes ``confidence``
+    (default 0.95). Both serve SC programs only (a ToT program refuses them).
 
     Raises:
         InputError: unknown name; for ``two-sided`` a ``low_threshold`` above a threshold
-            (field ``low_threshold``).
+            (field ``low_threshold``); for ``adaptive-consistency`` a ``confidence``
+            outside (0, 1) (field ``confidence``).
     """
     if name == "even":
         return BaselineEven(cap, detect_at)
@@ -70,6 +79,10 @@ def make_intra(name: str, cap: int = DEFAULT_CAP, detect_at: int = DEFAULT_DETEC
         return CurveFit(cap, detect_at, gamma)
     if name == "length":
         return BaselineLength(cap, detect_at, max_tokens)
+    if name == "esc":
+        return ESC(cap, detect_at)
+    if name == "adaptive-consistency":
+        return AdaptiveConsistency(cap, detect_at, confidence)
     raise InputError(f"unknown intra-program policy (known: {', '.join(INTRA)})",
                      field="policy", source=name)
 

@@ -14,8 +14,11 @@ Algorithms (Dynasor §2, table in ``docs/dynasor.md``):
 * ``sc`` -- self-consistency. The knob is the number of samples n; all samples share the
   prompt. Wave 1 is the first ``detect_at`` samples (the whole cap for baseline-even);
   at the detect step the intra-program policy measures certaindex and sets the total n;
-  wave 2 is the rest. The samples used are always the first drawn (a seed shuffles the
-  draw order, :func:`shuffled`). Final answer: :func:`~dynasim.certaindex.majority_vote`.
+  wave 2 is the rest. In general the policy is asked after every wave how many more
+  samples to draw (``IntraPolicy.next_wave``; 0 stops): the early-stopping baselines
+  ESC and Adaptive-Consistency draw window after window, or sample after sample. The
+  samples used are always the first drawn (a seed shuffles the draw order,
+  :func:`shuffled`). Final answer: :func:`~dynasim.certaindex.majority_vote`.
 * ``tot`` -- tree search with a reward (Tree-of-Thoughts BFS): the knob is the beam width.
   Each step is a propose wave (one call per kept branch) then a value wave (the reward).
   At the detect step the reward certaindex R (max over kept branches, Rebase-like) sets
@@ -31,6 +34,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from dynasim.certaindex import Equivalence, exact_match, majority_vote
+from dynasim.errors import InputError
 from dynasim.workloads.call import Call
 
 ALGORITHMS = ("sc", "tot", "cot")
@@ -124,13 +128,25 @@ class Program:
     output_tokens_done: int = 0
     calls_done: int = 0
     error: str = ""
-    _stage: int = 0
+    _stage: int = 0  # SC: waves issued so far; ToT: 2 x steps issued (+1 mid-step)
+    _stopped: bool = False  # SC: the policy issued no more samples after a wave
     _tree_widths: list[int] = field(default_factory=list)
     _tree_run: object | None = None  # the search at the current widths (cached)
 
     # ------------------------------------------------------------- driving
     def start(self) -> list[Call]:
-        """The first wave of calls (issued together at arrival)."""
+        """The first wave of calls (issued together at arrival).
+
+        Raises:
+            InputError: the intra-program policy does not serve this program's algorithm
+                (field ``policy``; e.g. an SC early-stopping baseline on a ToT search).
+        """
+        allowed = getattr(self.intra, "algorithms", ALGORITHMS)
+        if self.spec.algorithm not in allowed:
+            raise InputError(f"intra-program policy {getattr(self.intra, 'name', '?')} "
+                             f"serves {'/'.join(allowed)} programs only; program "
+                             f"{self.spec.question_id} is {self.spec.algorithm}",
+                             field="policy")
         return self._issue(self._next_wave())
 
     def on_call_done(self, call: Call) -> None:
@@ -173,14 +189,17 @@ class Program:
             first = min(intra.first_wave(cap), cap)  # type: ignore[attr-defined]
             self.knob = first
             return list(samples[:first])
-        if self._stage == 1:
-            self._stage = 2
-            drawn = len(self.issued)
-            n = intra.decide(self, self.answered)  # type: ignore[attr-defined]
-            n = max(drawn, min(n, cap))
-            self.knob = n
-            return list(samples[drawn:n])
-        return []
+        if self._stopped:
+            return []
+        # after each wave the policy says how many more samples to draw now (0: stop);
+        # the default asks decide() once, after the first wave (the two-wave SC run)
+        drawn = len(self.issued)
+        more = intra.next_wave(self, self.answered, cap)  # type: ignore[attr-defined]
+        self._stage += 1
+        n = max(drawn, min(drawn + more, cap))
+        self.knob = n
+        self._stopped = n == drawn
+        return list(samples[drawn:n])
 
     def _next_tree_wave(self) -> list[Call]:
         tree, intra = self.spec.tree, self.intra
@@ -238,7 +257,8 @@ class Program:
             steps_left = max(0, self.spec.tree.num_steps - (self._stage + 1) // 2)
             width = self.knob or min(self.intra.cap, self.spec.tree.max_width)
             return len(self.issued) + width * steps_left
-        if self._stage >= 2:
+        if self._stopped or (self._stage >= 2
+                             and not getattr(self.intra, "sequential", False)):
             return self.knob
         return max(self.knob, min(self.intra.cap, len(self.spec.samples)))
 

@@ -323,3 +323,36 @@ def test_headline_printout_says_below_the_lowest_rate():
     assert "NaN" not in text and "nan" not in text
     lpm = next(line for line in text.splitlines() if " lpm " in line)
     assert "< 1.50" in lpm
+
+
+# the cell ids of BASE before the deadline-protocol keys existed (issue 18)
+BASE_CELL_IDS = ["152373bc6180d3d0", "7966753029b3ef91", "a268b1e38d16d5a0",
+                 "2fe9f849da8eee68"]
+
+
+def test_protocol_keys_pass_through_and_default_ids_hold(data_dir, tmp_path):
+    assert [c["cell_id"] for c in expand(load_config(None, BASE))] == BASE_CELL_IDS
+    one = dict(BASE, policies=["lpm"], request_rates=[6.0], num_programs=10)
+    a = run_sweep(load_config(None, one), tmp_path / "a", jobs=1, progress=False)
+    proto = dict(one, base_deadline_multiple=4.0, warmup_programs=2, cooldown_programs=3)
+    b = run_sweep(load_config(None, proto), tmp_path / "b", jobs=1, progress=False)
+    assert (a["error"] == "").all() and (b["error"] == "").all()
+    assert a["cell_id"][0] != b["cell_id"][0]
+    assert b["base_deadline_s"][0] == 4.0 * a["base_deadline_s"][0]
+    assert a["deadline_protocol"][0] == "isolated-p90 x1"
+    assert a["slo_attainment_programs_counted"][0] == 10
+    assert b["deadline_protocol"][0] == ("isolated-p90 x4; steady state: skip first 2, "
+                                         "last 3 arrivals")
+    assert b["slo_attainment_programs_counted"][0] == 5
+    assert b["base_deadline_multiple"][0] == 4.0 and b["warmup_programs"][0] == 2
+
+
+@pytest.mark.parametrize("extra, field, why", [
+    ({"base_deadline": 240.0, "base_deadline_multiple": 8.0}, "base_deadline_multiple",
+     "not both"),
+    ({"warmup_programs": 15, "cooldown_programs": 5}, "cooldown_programs", "leave none"),
+])
+def test_bad_protocol_keys_are_refused(extra, field, why):
+    with pytest.raises(InputError) as exc:
+        load_config(None, dict(BASE, **extra))
+    assert exc.value.field == field and why in str(exc.value)

@@ -23,25 +23,43 @@ FIT_TARGET = 0.25
 
 @pytest.fixture(scope="module")
 def calibrated(vllm_server, tmp_path_factory):
-    """``dynasim calibrate --quick`` once for the module: (profile path, report path).
+    """``dynasim calibrate --quick`` for the module: (profile path, report path).
 
     A quick calibration on a 2-core machine that also runs the server is at the mercy
-    of the machine's load (held-out error 18% quiet, 27-34% with other work running):
-    when the first fit misses :data:`FIT_TARGET`, calibrate once more and keep the better
-    fit, as a user would rerun on a noisy machine. Both missing still fails the test."""
+    of the machine's load (held-out error 18% quiet, 27-34% with other work running; once
+    a decode slope fitted to zero): when a fit misses :func:`fit_quality`, calibrate again
+    (three tries at most) and keep the best, as a user would rerun on a noisy machine.
+    Every try missing still fails ``test_calibrate_quick``."""
     out = tmp_path_factory.mktemp("calibrate")
     best = None
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3):
         profile, report = out / f"tiny{attempt}.json", out / f"tiny{attempt}.html"
         assert main(["calibrate", "--base-url", vllm_server.base_url, "--model",
                      vllm_server.model, "--output", str(profile), "--report", str(report),
                      "--quick", "--gpu", "CPU", "--no-progress"]) == 0
-        err = load_profile(str(profile)).fit.held_out_median_error
-        if best is None or err < best[0]:
-            best = (err, profile, report)
-        if err < FIT_TARGET:
+        problems = fit_quality(load_profile(str(profile)))
+        if best is None or len(problems) < best[0]:
+            best = (len(problems), profile, report)
+        if not problems:
             break
     return best[1], best[2]
+
+
+def fit_quality(prof) -> list[str]:
+    """What is wrong with a calibrated profile's fit: held-out median error at or above
+    :data:`FIT_TARGET`, or decode steps that do not get slower with the batch at the
+    longest measured context (both measured, so the fit must follow)."""
+    problems = []
+    if prof.fit.held_out_median_error >= FIT_TARGET:
+        problems.append(f"held-out error {prof.fit.held_out_median_error:.3f}")
+    decode = prof.provenance["measured"]["decode"]
+    ctx = max(r["context"] for r in decode)
+    batches = [r["batch"] for r in decode if r["context"] == ctx]
+    lo, hi = min(batches), max(batches)
+    s = prof.step_time
+    if not s.step_time([], hi, hi * ctx) > s.step_time([], lo, lo * ctx):
+        problems.append("decode step time flat in the batch")
+    return problems
 
 
 def test_calibrate_quick(calibrated, vllm_server):
