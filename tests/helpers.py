@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,3 +41,25 @@ def make_trace(n: int, seed: int = 0, rate: float = 20.0) -> Trace:
                           "output_tokens": rng.integers(1, 200, n)})
     frame.index.name = "request_id"
     return Trace("random", frame)
+
+
+def interrupt_replay(trace: Path, out: Path, sig: signal.Signals) -> tuple[int, bytes]:
+    """Run ``dynasim replay`` of ``trace`` against a stub in a child process, send it
+    ``sig`` once at least 20 requests have finished, and return (exit status, stderr)."""
+    from replay.testing.stub import StubServer
+
+    with StubServer(token_delay_ms=20) as url:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen([sys.executable, "-m", "dynasim", "replay", "--base-url", url,
+                                 "--model", "stub", "--trace", str(trace), "--output-dir",
+                                 str(out), "--no-progress"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 30
+        while time.time() < deadline:  # wait until some requests have finished
+            p = out / "requests.jsonl"
+            if p.exists() and len(p.read_text().splitlines()) >= 20:
+                break
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    return proc.returncode, err

@@ -74,6 +74,15 @@ def _seeds_text(counts: Iterable[int]) -> str:
     return f"{n} seed{'s' if counts[-1] != 1 else ''}"
 
 
+def _line_style(policy: str, color: str, symbol: str, hidden: bool) -> dict:
+    """A policy's line: solid with filled markers, or, when it lies on top of an earlier
+    line (``hidden``), dashed with larger open markers so the one below stays visible."""
+    return {"mode": "lines+markers", "name": policy, "legendgroup": policy,
+            "line": {"color": color, "width": 2.5, "dash": "dash" if hidden else None},
+            "marker": {"size": 11 if hidden else 8,
+                       "symbol": symbol + ("-open" if hidden else "")}}
+
+
 def style(fig: go.Figure, title: str, sub: str, x: str | None, y: str | None, **kw) -> None:
     """The project's one figure style (every ``dynasim plot`` kind, ``dynasim compare``
     and the ``dynasim calibrate`` report): white template, 14 pt font, a left-aligned
@@ -178,11 +187,7 @@ def _attainment_curves(df: pd.DataFrame, along: str, per: str, target: float, *,
         for policy, (x, m, sd, n) in series.items():
             hidden = policy in same
             fig.add_trace(go.Scatter(
-                x=x, y=m, mode="lines+markers", name=policy, legendgroup=policy,
-                line={"color": col[policy], "width": 2.5,
-                      "dash": "dash" if hidden else None},
-                marker={"size": 11 if hidden else 8,
-                        "symbol": sym[policy] + ("-open" if hidden else "")},
+                **_line_style(policy, col[policy], sym[policy], hidden), x=x, y=m,
                 error_y={"type": "data", "array": np.minimum(m + sd, 100.0) - m,
                          "arrayminus": np.minimum(sd, m), "color": col[policy],
                          "thickness": 1.5, "width": 4, "visible": bool(np.any(sd > 0))},
@@ -435,11 +440,7 @@ def token_accuracy_figures(df: pd.DataFrame) -> dict:
             knob = s["knob_mean"] if "knob_mean" in s else s["cap"] * np.nan
             hidden = policy in same
             fig.add_trace(go.Scatter(
-                x=x, y=m, mode="lines+markers", name=policy, legendgroup=policy,
-                line={"color": col[policy], "width": 2.5,
-                      "dash": "dash" if hidden else None},
-                marker={"size": 11 if hidden else 8,
-                        "symbol": sym[policy] + ("-open" if hidden else "")},
+                **_line_style(policy, col[policy], sym[policy], hidden), x=x, y=m,
                 error_x={"type": "data", "array": s["output_tokens_std"], "thickness": 1},
                 customdata=np.column_stack([s["cap"], knob, sd]),
                 hovertemplate=f"{policy}<br>cap %{{customdata[0]}} (mean knob "

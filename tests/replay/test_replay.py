@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +22,7 @@ from replay.dispatcher import Replay
 from replay.journal import Journal, read_records
 from replay.prompts import PromptBuilder, trace_segments
 from replay.testing.stub import FAILING_FAULTS, FAULT_KINDS, StubServer, fault_for
-from tests.helpers import ROOT
+from tests.helpers import interrupt_replay
 
 
 def _trace_file(path: Path, n: int, rate: float = 50.0, prompt: int = 40,
@@ -97,21 +94,8 @@ def test_faults_are_recorded_and_no_measurement_is_lost(tmp_path):
 def test_ctrl_c_leaves_a_readable_partial_result(tmp_path):
     trace = _trace_file(tmp_path / "t.jsonl", 400, rate=40.0)
     out = tmp_path / "run"
-    with StubServer(token_delay_ms=20) as url:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        proc = subprocess.Popen([sys.executable, "-m", "dynasim", "replay", "--base-url", url,
-                                 "--model", "stub", "--trace", str(trace), "--output-dir",
-                                 str(out), "--no-progress"], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.time() + 30
-        while time.time() < deadline:  # wait until some requests have finished
-            p = out / "requests.jsonl"
-            if p.exists() and len(p.read_text().splitlines()) >= 20:
-                break
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
+    returncode, err = interrupt_replay(trace, out, signal.SIGINT)
+    assert returncode == 130, err
     req = pd.read_parquet(out / "requests.parquet")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["partial"] is True

@@ -9,11 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +22,7 @@ from replay.dispatcher import Replay
 from replay.journal import Journal, read_records
 from replay.prompts import PromptBuilder
 from replay.testing.stub import StubServer
-from tests.helpers import ROOT
+from tests.helpers import interrupt_replay
 
 
 def _write_trace(path: Path, lengths: list[tuple[int, int]], gap_ms: int = 50) -> Path:
@@ -121,21 +117,8 @@ def test_sigterm_leaves_a_readable_partial_result(tmp_path):
     lengths = [(20 + i % 7, 16) for i in range(400)]
     trace = _write_trace(tmp_path / "t.jsonl", lengths, gap_ms=25)
     out = tmp_path / "run"
-    with StubServer(token_delay_ms=20) as url:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        proc = subprocess.Popen([sys.executable, "-m", "dynasim", "replay", "--base-url", url,
-                                 "--model", "stub", "--trace", str(trace), "--output-dir",
-                                 str(out), "--no-progress"], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.time() + 30
-        while time.time() < deadline:  # wait until some requests have finished
-            p = out / "requests.jsonl"
-            if p.exists() and len(p.read_text().splitlines()) >= 20:
-                break
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    returncode, err = interrupt_replay(trace, out, signal.SIGTERM)
+    assert returncode == 128 + signal.SIGTERM, err
     assert b"interrupted" in err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["partial"] is True
