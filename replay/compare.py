@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from dynasim.data_record import COLUMNS, PROGRAM_COLUMNS, write_atomic
-from dynasim.errors import InputError
+from dynasim.errors import InputError, read_text
 from dynasim.metrics import parse_goodput
 from replay.journal import programs_table, requests_table
 
@@ -60,23 +60,10 @@ class Run:
     cut_line: bool = False
 
 
-def _text(path: Path) -> str:
-    """The UTF-8 text of ``path`` (raises InputError naming it otherwise)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", source=str(path)) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text (byte {exc.start}: {data[exc.start]:#04x}); "
-                         "a binary file?", source=str(path)) from None
-
-
 def _jsonl(path: Path) -> tuple[list[dict], bool]:
     """(rows, whether the last line was cut) of a journal; only the last line may be
     cut (the journal flushes each row whole), a bad line before it is an error."""
-    lines = _text(path).splitlines()
+    lines = read_text(path).splitlines()
     last = max((i for i, x in enumerate(lines) if x.strip()), default=-1)
     rows = []
     for i, line in enumerate(lines):
@@ -140,7 +127,7 @@ def read_run(run_dir: str | Path) -> Run:
     summary = {}
     if (d / "summary.json").exists():
         try:
-            summary = json.loads(_text(d / "summary.json"))
+            summary = json.loads(read_text(d / "summary.json"))
         except ValueError as exc:
             raise InputError(f"not JSON ({exc})", source=str(d / "summary.json")) from None
         if not isinstance(summary, dict):

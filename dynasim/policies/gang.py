@@ -15,10 +15,18 @@ semantics). A request without a program is a program of its own.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from dynasim.policies.base import Policy
 from dynasim.request import Request
+
+if TYPE_CHECKING:
+    from dynasim.policies.intra_program import IntraPolicy
+
+DEFAULT_AGING_S = 30.0
+"""Seconds a program may wait before an aging policy serves it first (SJF, PLAS)."""
 
 
 def program_key(req: Request) -> int | tuple:
@@ -132,3 +140,52 @@ class Gang(Policy):
     def priority(self, req: Request) -> int:
         """Program arrival order in milliseconds (earlier programs first)."""
         return int(self._program_order(req)[0] * 1000)
+
+
+class AgingGang(Gang):
+    """Base of the gang-admitted orders with an anti-starvation rule (SJF, PLAS): groups
+    are ordered by :meth:`_key`, whose first element is 0 for a starving program (waited
+    ``aging_s`` seconds) and 1 otherwise, its second the policy's measure; the vLLM
+    priority is 0 when starving, else that measure + 1 (lower first). Subclasses call
+    :meth:`_age_from` when a wait starts, so :meth:`order_changes_at` can tell the engine
+    when the order may change with time alone.
+
+    Args:
+        intra: the intra-program policy.
+        aging_s: seconds a program may wait before it is served ahead of every
+            non-starving program (>= 0).
+    """
+
+    def __init__(self, intra: IntraPolicy | None = None,
+                 aging_s: float = DEFAULT_AGING_S) -> None:
+        super().__init__(intra)
+        self.aging_s = aging_s
+        self.now = 0.0
+        self._ages: list[float] = []  # heap of wait start + aging_s, seconds
+
+    def _age_from(self, since: float) -> None:
+        """A wait started at ``since`` (seconds): it reaches ``aging_s`` at since + aging_s."""
+        heapq.heappush(self._ages, since + self.aging_s)
+
+    def _key(self, req: Request) -> tuple:
+        raise NotImplementedError
+
+    def on_step(self, now: float) -> None:
+        self.now = now
+
+    def order_changes_at(self, now: float) -> float | None:
+        """The next time (seconds) a wait reaches ``aging_s``, when its program may jump
+        the queue (programs admitted or finished meanwhile are harmless: the engine only
+        ends a decode run early there)."""
+        ages = self._ages
+        while ages and ages[0] <= now:
+            heapq.heappop(ages)
+        return ages[0] if ages else None
+
+    def new_queue(self, prefix_match: Callable[[Request], int] | None = None) -> ProgramQueue:
+        return ProgramQueue(self._key)
+
+    def priority(self, req: Request) -> int:
+        """vLLM priority (lower first): 0 when starving, else the policy's measure + 1."""
+        k = self._key(req)
+        return 0 if k[0] == 0 else int(k[1]) + 1

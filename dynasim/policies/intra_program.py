@@ -148,6 +148,10 @@ class StaticThreshold(IntraPolicy):
 
     name = "certaindex"
 
+    #: Per signal, the hopeless side (:class:`TwoSided`); none here, so only certain
+    #: programs stop.
+    low_thresholds: dict[str, float] = {}
+
     def __init__(self, cap: int = DEFAULT_CAP, detect_at: int = DEFAULT_DETECT_AT,
                  thresholds: dict[str, float] | None = None) -> None:
         super().__init__(cap, detect_at)
@@ -157,20 +161,22 @@ class StaticThreshold(IntraPolicy):
     def decide(self, program: Program, done: Sequence[Call]) -> int:
         sig = self.signals(program, done)
         needed = {k: v for k, v in self.thresholds.items() if k in sig}
-        return len(done) if needed and is_certain(sig, needed) else self.cap
+        stop = (needed and is_certain(sig, needed)) or is_hopeless(sig, self.low_thresholds)
+        return len(done) if stop else self.cap
 
     def decide_width(self, program: Program, step: StepRun, cap: int) -> int:
-        sig = {"reward": step.reward_max}
-        program.certaindex = sig
-        t = self.thresholds.get("reward")
-        return 1 if t is not None and sig["reward"] >= t else cap
+        r = step.reward_max
+        program.certaindex = {"reward": r}
+        t, low = self.thresholds.get("reward"), self.low_thresholds.get("reward")
+        return 1 if (t is not None and r >= t) or (low is not None and r <= low) else cap
 
     def __repr__(self) -> str:
         return f"certaindex(cap={self.cap}, detect_at={self.detect_at}, {self.thresholds})"
 
 
 class TwoSided(StaticThreshold):
-    """Stop at the detect step when the program is certain *or* hopeless.
+    """Stop at the detect step when the program is certain *or* hopeless (the rule is
+    :class:`StaticThreshold`'s, with low thresholds set).
 
     * certain: every thresholded signal reaches its threshold -- Dynasor's static rule
       (App. D.2), exactly as :class:`StaticThreshold`;
@@ -211,19 +217,6 @@ class TwoSided(StaticThreshold):
             if high is not None and low > high:
                 raise InputError(f"low threshold {low} of {k} is above its threshold "
                                  f"{high}: need low <= high", field="low_threshold")
-
-    def decide(self, program: Program, done: Sequence[Call]) -> int:
-        sig = self.signals(program, done)
-        needed = {k: v for k, v in self.thresholds.items() if k in sig}
-        floors = {k: v for k, v in self.low_thresholds.items() if k in sig}
-        stop = (needed and is_certain(sig, needed)) or is_hopeless(sig, floors)
-        return len(done) if stop else self.cap
-
-    def decide_width(self, program: Program, step: StepRun, cap: int) -> int:
-        r = step.reward_max
-        program.certaindex = {"reward": r}
-        t, low = self.thresholds.get("reward"), self.low_thresholds.get("reward")
-        return 1 if (t is not None and r >= t) or (low is not None and r <= low) else cap
 
     def __repr__(self) -> str:
         return (f"two-sided(cap={self.cap}, detect_at={self.detect_at}, {self.thresholds}, "

@@ -37,12 +37,9 @@ dynasim's form (choices where the paper leaves freedom, or where the simulator d
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from dynasim.policies.gang import Gang, ProgramQueue
-from dynasim.policies.sjf import DEFAULT_AGING_S
+from dynasim.policies.gang import DEFAULT_AGING_S, AgingGang
 from dynasim.request import Request
 
 if TYPE_CHECKING:
@@ -56,7 +53,7 @@ def call_service(req: Request) -> int:
     return max(0, req.prompt_tokens - req.num_cached_tokens) + req.output_tokens
 
 
-class PLAS(Gang):
+class PLAS(AgingGang):
     """Least attained service over programs (Autellix PLAS), gang-admitted, with a
     waiting-time anti-starvation rule (module docstring).
 
@@ -70,24 +67,18 @@ class PLAS(Gang):
 
     def __init__(self, intra: IntraPolicy | None = None,
                  aging_s: float = DEFAULT_AGING_S) -> None:
-        super().__init__(intra)
-        self.aging_s = aging_s
-        self.now = 0.0
+        super().__init__(intra, aging_s)
         self._service: dict[int, int] = {}  # program id -> attained tokens
         self._queued: dict[Request, float] = {}  # waiting request -> queued at (s)
-        self._ages: list[float] = []  # heap of queued at + aging_s, seconds
 
     def attained(self, program_id: int | None) -> int:
         """Attained service of a program in tokens (0 for a request with no program)."""
         return self._service.get(program_id, 0) if program_id is not None else 0
 
-    def on_step(self, now: float) -> None:
-        self.now = now
-
     def on_arrival(self, req: Request, now: float) -> None:
         self.now = now
         self._queued[req] = now
-        heapq.heappush(self._ages, now + self.aging_s)
+        self._age_from(now)
 
     def on_finish(self, req: Request, now: float) -> None:
         self.now = now
@@ -100,16 +91,6 @@ class PLAS(Gang):
         super().on_program_finish(program, now)
         self._service.pop(program.program_id, None)
 
-    def order_changes_at(self, now: float) -> float | None:
-        """The next time (seconds) a queued call reaches ``aging_s`` of waiting, when its
-        program may jump the queue (calls admitted or finished meanwhile are harmless:
-        the engine only ends a decode run early there). Attained service changes only
-        at finishes, which the engine sees anyway."""
-        ages = self._ages
-        while ages and ages[0] <= now:
-            heapq.heappop(ages)
-        return ages[0] if ages else None
-
     def _key(self, req: Request) -> tuple:
         """Queue order of the group whose first (earliest queued) request is ``req``."""
         since = self._queued.get(req, req.arrival_time)
@@ -120,16 +101,8 @@ class PLAS(Gang):
             return (1, 0, req.arrival_time, 1, req.request_id)
         return (1, self.attained(prog.program_id), prog.arrival_time, 0, prog.program_id)
 
-    def new_queue(self, prefix_match: Callable[[Request], int] | None = None) -> ProgramQueue:
-        return ProgramQueue(self._key)
-
     def _victim_rank(self, req: Request) -> tuple:
         """Most attained service first, then the latest-arrived program."""
         prog = self.programs.get(req.program_id) if req.program_id is not None else None
         t = prog.arrival_time if prog is not None else req.arrival_time
         return (self.attained(req.program_id), t)
-
-    def priority(self, req: Request) -> int:
-        """vLLM priority (lower first): 0 when starving, else attained tokens + 1."""
-        k = self._key(req)
-        return 0 if k[0] == 0 else int(k[1]) + 1

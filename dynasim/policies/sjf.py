@@ -20,21 +20,19 @@ loads where nothing waits that long.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from dynasim.policies.gang import Gang, ProgramQueue
+from dynasim.policies.gang import DEFAULT_AGING_S, AgingGang
 from dynasim.request import Request
 
 if TYPE_CHECKING:
     from dynasim.policies.intra_program import IntraPolicy
     from dynasim.workloads.program import Program
 
-DEFAULT_AGING_S = 30.0
+__all__ = ["DEFAULT_AGING_S", "SJF"]
 
 
-class SJF(Gang):
+class SJF(AgingGang):
     """Shortest (estimated remaining) program first, gang-admitted, with aging.
 
     Args:
@@ -46,15 +44,9 @@ class SJF(Gang):
     name = "sjf"
 
     def __init__(self, intra: IntraPolicy | None = None, aging_s: float = DEFAULT_AGING_S) -> None:
-        super().__init__(intra)
-        self.aging_s = aging_s
-        self.now = 0.0
-        self._ages: list[float] = []  # heap of program arrival + aging_s, seconds
+        super().__init__(intra, aging_s)
         self._tokens = 0
         self._calls = 0
-
-    def on_step(self, now: float) -> None:
-        self.now = now
 
     def on_arrival(self, req: Request, now: float) -> None:
         self.now = now
@@ -67,16 +59,7 @@ class SJF(Gang):
 
     def on_program_arrival(self, program: Program, now: float) -> None:
         super().on_program_arrival(program, now)
-        heapq.heappush(self._ages, program.arrival_time + self.aging_s)
-
-    def order_changes_at(self, now: float) -> float | None:
-        """The next time (seconds) a registered program reaches ``aging_s`` of waiting
-        and may jump the queue (programs that finished meanwhile are harmless: the
-        engine only stops a decode run early there)."""
-        ages = self._ages
-        while ages and ages[0] <= now:
-            heapq.heappop(ages)
-        return ages[0] if ages else None
+        self._age_from(program.arrival_time)
 
     def estimate(self, program: Program) -> float:
         """Estimated remaining output tokens of ``program`` (module docstring)."""
@@ -95,14 +78,6 @@ class SJF(Gang):
             return (0, prog.arrival_time, prog.program_id, 0)
         return (1, self.estimate(prog), prog.arrival_time, prog.program_id)
 
-    def new_queue(self, prefix_match: Callable[[Request], int] | None = None) -> ProgramQueue:
-        return ProgramQueue(self._key)
-
     def _victim_rank(self, req: Request) -> tuple:
         """The SJF order (:meth:`_key`): the longest, non-starving program goes first."""
         return self._key(req)
-
-    def priority(self, req: Request) -> int:
-        """Estimated remaining tokens (smaller first); starving programs get 0."""
-        k = self._key(req)
-        return 0 if k[0] == 0 else int(k[1]) + 1
