@@ -42,6 +42,11 @@ COLUMNS = ["request_id", "arrival_time", "first_token_time", "finish_time",
            "prompt_tokens", "output_tokens", "ttft", "tpot", "e2e_latency",
            "num_preemptions", "error", "program_id", "cached_tokens"]
 
+RUN_FILES = ("requests.parquet", "requests.jsonl", "programs.parquet", "programs.jsonl",
+             "summary.json")
+"""The files of one ``simulate`` / ``replay`` run in its output folder (``compare``
+writes ``compare.*`` beside them)."""
+
 
 def records_frame(requests: Iterable[Request]) -> pd.DataFrame:
     """The record table of ``requests`` (finished or rejected), sorted by request_id."""

@@ -33,19 +33,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from dynasim.data_record import COLUMNS, PROGRAM_COLUMNS, write_atomic
+from dynasim.data_record import (
+    COLUMNS,
+    PROGRAM_COLUMNS,
+    RUN_FILES,  # the figure and compare.json may not replace one
+    write_atomic,
+)
 from dynasim.errors import InputError, read_text
 from dynasim.metrics import parse_goodput
 from replay.journal import programs_table, requests_table
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
-
-#: Files of a run folder (``simulate`` / ``replay``): the figure and ``compare.json``
-#: written by ``--output`` may not replace one of them.
-RUN_FILES = ("requests.parquet", "requests.jsonl", "programs.parquet", "programs.jsonl",
-             "summary.json")
-
 
 @dataclass
 class Run:

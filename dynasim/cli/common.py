@@ -22,14 +22,11 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-RUN_FILES = ("requests.parquet", "requests.jsonl", "programs.parquet", "programs.jsonl",
-             "summary.json")
-"""The files of one ``simulate`` / ``replay`` run in its output folder (with
-``compare.*``, what ``dynasim compare`` writes beside a replay)."""
-
-
 def _run_files(folder: Path) -> list[Path]:
-    """The files of a previous run in ``folder`` (:data:`RUN_FILES` and ``compare.*``)."""
+    """The files of a previous run in ``folder``
+    (:data:`dynasim.data_record.RUN_FILES` and ``compare.*``)."""
+    from dynasim.data_record import RUN_FILES
+
     found = [folder / n for n in RUN_FILES if (folder / n).is_file()]
     return found + sorted(p for p in folder.glob("compare.*") if p.is_file())
 
@@ -40,9 +37,9 @@ def prepare_output_dir(path: str | Path, overwrite: bool, kind: str) -> Path:
     ``requests.jsonl`` before ``requests.parquet``, so a stale file would be read as
     this run's result.
 
-    A folder holding another run's files (:data:`RUN_FILES`, ``compare.*``) is refused
-    unless ``overwrite``; with ``overwrite`` exactly those files are removed (anything
-    else in the folder is kept). Call it before the run starts, so bad flags cost
+    A folder holding another run's files (:data:`~dynasim.data_record.RUN_FILES`,
+    ``compare.*``) is refused unless ``overwrite``; with ``overwrite`` exactly those files
+    are removed (anything else in the folder is kept). Call it before the run starts, so bad flags cost
     nothing.
 
     Raises:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from dynasim.cli import main
-from dynasim.cli.common import RUN_FILES, prepare_output_dir
+from dynasim.cli.common import prepare_output_dir
+from dynasim.data_record import RUN_FILES
 from dynasim.errors import InputError
 
 TRACE = '{"timestamp": 0, "input_length": 5, "output_length": 3}\n'
