@@ -220,8 +220,9 @@ class SweepStore:
             rank = {c: i for i, c in enumerate(order)}
             rows.sort(key=lambda r: rank.get(r["cell_id"], len(rank)))
         df = pd.DataFrame(rows)
-        if len(df):
-            df = df[CONFIG_COLUMNS + [c for c in df.columns if c not in CONFIG_COLUMNS]]
+        if len(df):  # rows journaled by an older dynasim lack newer keys: left empty
+            df = df.reindex(columns=CONFIG_COLUMNS + [c for c in df.columns
+                                                      if c not in CONFIG_COLUMNS])
         path = self.out / "results.parquet"
         write_atomic(path, lambda p: df.to_parquet(p, index=False))
         return path

@@ -356,3 +356,18 @@ def test_bad_protocol_keys_are_refused(extra, field, why):
     with pytest.raises(InputError) as exc:
         load_config(None, dict(BASE, **extra))
     assert exc.value.field == field and why in str(exc.value)
+
+
+def test_a_journal_from_an_older_dynasim_still_resumes(tmp_path):
+    """Cells journaled before newer config keys existed (low_threshold, the deadline
+    protocol) still make a table: the missing keys are left empty, no KeyError."""
+    from dynasim.experiments.sweep import CONFIG_COLUMNS, SweepStore
+
+    old = {k: 1 for k in CONFIG_COLUMNS if k not in ("low_threshold", "deadline_protocol")}
+    old.update(cell_id="abc", workload="w", profile="p", policy="lpm", error="",
+               slo_attainment=0.5)
+    (tmp_path / "cells.jsonl").write_text(json.dumps(old) + "\n")
+    store = SweepStore(tmp_path)
+    df = pd.read_parquet(store.write_table())
+    assert list(df.columns[:len(CONFIG_COLUMNS)]) == CONFIG_COLUMNS
+    assert df.loc[0, "slo_attainment"] == 0.5 and pd.isna(df.loc[0, "low_threshold"])
