@@ -29,6 +29,8 @@ from __future__ import annotations
 import ast
 import functools
 import math
+import re
+import warnings
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 
@@ -59,13 +61,15 @@ def _value(text: str) -> Fraction | None:
     if not text or len(text) > _MAX_LEN:
         return None
     try:
-        tree = ast.parse(text.replace(",", ""), mode="eval")
+        with warnings.catch_warnings():  # "2a" warns "invalid decimal literal"
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(_THOUSANDS.sub("", text), mode="eval")
     except (SyntaxError, ValueError):
         return None
 
     def ev(node: ast.AST) -> Fraction:
         if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            return Fraction(node.value)
+            return Fraction(str(node.value))  # 0.09 is 9/100, not the nearest binary float
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             v = ev(node.operand)
             return -v if isinstance(node.op, ast.USub) else v
@@ -88,22 +92,117 @@ def _value(text: str) -> Fraction | None:
 
 
 def math_equal(a: str, b: str) -> bool:
-    """Equal as normalised strings, or as exact numeric values.
+    """Equal as normalised answers (:func:`answer_key`): the same exact value, or the
+    same normalised string.
 
     Numbers and arithmetic over numeric literals (``+ - * /``, parentheses, unary minus;
     an ``= rhs`` tail is ignored) are compared by exact rational value, so ``"0.5"``,
-    ``"1/2"`` and ``"(3 - 2) / 2"`` are one answer. Anything else falls back to
-    whitespace- and case-insensitive string equality. Untrusted text is parsed, never run.
+    ``"1/2"``, ``"\\dfrac{1}{2}"`` and ``"(3 - 2) / 2"`` are one answer; LaTeX wrappers,
+    choice letters, degree and percent signs are dropped first (:func:`normalize_answer`).
+    Anything else falls back to whitespace- and case-insensitive string equality.
+    Untrusted text is parsed, never run. Two missing answers (:func:`is_missing`) compare
+    as strings (two blanks are equal here; :func:`answers_equal` is the stricter form).
     """
-    if _norm(a) == _norm(b):
-        return True
-    va, vb = _value(a), _value(b)
-    return va is not None and va == vb
+    ka, kb = answer_key(a), answer_key(b)
+    if ka is None or kb is None:
+        return _norm(a) == _norm(b)
+    return ka == kb
 
 
 @functools.lru_cache(maxsize=65536)
 def _norm(text: str) -> str:
     return " ".join(text.lower().split())
+
+
+def answers_equal(a: str | None, b: str | None) -> bool:
+    """The indicator 1[y_j = y_k] of Dynasor-CoT's consistency rule (§2.1):
+    :func:`math_equal`, except that a missing answer (``None``/blank/``"None"``) equals
+    nothing, itself included, so an unanswered or hesitant probe never completes a stop."""
+    ka = answer_key(a)
+    return ka is not None and ka == answer_key(b)
+
+
+#: One normalisation step: (pattern, replacement), applied in order by
+#: :func:`normalize_answer`. Sources: the answer forms of MATH/AIME/AMC references and of
+#: R1-distilled models' boxed answers (Dynasor-CoT probes, ``governor_cot_probes`` data).
+_ARG = r"\{((?:[^{}]|\{[^{}]*\})*)\}"  # a {group} holding at most one level of {..}
+_FRAC = re.compile(rf"\\[dt]?frac\s*{_ARG}\s*{_ARG}")
+_FRAC_ARGS = [re.compile(r"(\\[dt]?frac)\s*([0-9a-z])"),             # \frac9{19}
+               re.compile(r"(\\[dt]?frac\s*\{(?:[^{}]|\{[^{}]*\})*\})\s*([0-9a-z])")]
+_WRAP = re.compile(r"\\(?:boxed|text|textbf|textit|textnormal|mathrm|mathbf|mbox|"
+                   r"operatorname)\s*\{([^{}]*)\}")
+_UNIT = re.compile(r"(?<=\d)\s*\\(?:text|mbox|mathrm)\s*\{\s*[A-Za-z ]+\}\s*$")
+_NORM_SUBS = [(re.compile(p), r) for p, r in (
+    (r"[ĠĊ]", " "),                                   # BPE byte marks left in decoded text
+    (r"\\\\", ";"),                                  # LaTeX row break (matrices)
+    (r"\\left|\\right|\\displaystyle|\\!|\\,|\\;|\\:|\\ |~|\\?\$", ""),
+    (r"\\sqrt\s*(\w)", r"\\sqrt{\1}"),              # \sqrt5 -> \sqrt{5}
+    (r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|°", ""),  # degrees
+    (r"\\%|%", ""),                                  # percent signs
+    (r"\\cdot|\\times", "*"), (r"\\div", "/"),
+    (r"([_^])\{(\w)\}", r"\1\2"),                    # x^{2} -> x^2, 40_{9} -> 40_9
+)]
+_N_FIRST = 4  # _NORM_SUBS applied before the wrapper / fraction loop
+_SIMPLE_PARENS = [(re.compile(r"\((-?[\w.]+)\)(?=/)"), r"\1"),
+                  (re.compile(r"(?<=/)\((-?[\w.]+)\)"), r"\1")]  # (1)/(5) -> 1/5
+_LEADING_ZEROS = re.compile(r"(?<![\w.])0+(?=\d)")
+_DEGREE_WORDS = re.compile(r"(?<=\d)(?:degrees?|percent)$")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_CHOICE = re.compile(r"^\(?([a-e])\)?$")
+_VARIABLE = re.compile(r"^[a-z](?:=|\\in)(?=.)")
+
+
+@functools.lru_cache(maxsize=262144)
+def normalize_answer(answer: str) -> str:
+    """A canonical string for comparing math answers (pure string work; nothing runs).
+
+    In order: BPE byte marks (``Ġ``) become spaces; ``\\left``/``\\right``, LaTeX spacing
+    and ``$`` are dropped; ``\\boxed{x}``, ``\\text{x}``, ``\\mathrm{x}`` (and the like)
+    become ``x``; degree marks (``^\\circ``, ``°``) and percent signs (``\\%``, ``%``)
+    are dropped; ``\\frac{a}{b}``/``\\dfrac``/``\\tfrac`` (also ``\\frac12``) become
+    ``(a)/(b)`` (``a/b`` for single terms); ``\\cdot``/``\\times`` → ``*``, ``\\div`` →
+    ``/``; ``x^{2}`` → ``x^2``; ``\\\\`` (a matrix row break) → ``;``; a trailing unit in
+    ``\\text{}`` after a number, ``\\$`` and ``$`` dropped; whitespace removed, lower case,
+    a trailing full stop dropped; thousands separators (``1,000``), leading zeros
+    (``073``) and a trailing "degrees"/"percent" word
+    dropped; a lone choice letter ``(C)`` → ``c``; a leading ``x=`` or ``x \\in`` dropped.
+    """
+    text = _UNIT.sub("", answer)
+    for pattern, repl in _NORM_SUBS[:_N_FIRST]:
+        text = pattern.sub(repl, text)
+    for _ in range(8):  # nested wrappers and fractions, innermost first
+        new = _WRAP.sub(r"\1", text)
+        for pattern in _FRAC_ARGS:
+            new = pattern.sub(r"\1{\2}", new)
+        new = _FRAC.sub(r"(\1)/(\2)", new)
+        if new == text:
+            break
+        text = new
+    for pattern, repl in _NORM_SUBS[_N_FIRST:]:
+        text = pattern.sub(repl, text)
+    text = "".join(text.split()).lower().rstrip(".")
+    for pattern, repl in _SIMPLE_PARENS:
+        text = pattern.sub(repl, text)
+    text = _DEGREE_WORDS.sub("", _THOUSANDS.sub("", text))
+    text = _LEADING_ZEROS.sub("", text)  # a base subscript (4210_5) is kept: it counts
+    text = _CHOICE.sub(r"\1", text)
+    return _VARIABLE.sub("", text)
+
+
+@functools.lru_cache(maxsize=262144)
+def answer_key(answer: str | None) -> tuple[str, object] | None:
+    """A hashable key with ``answer_key(a) == answer_key(b)`` exactly when a and b are one
+    answer under :func:`math_equal` (so the relation is an equivalence and answers can be
+    grouped by key): ``("value", Fraction)`` for a number or arithmetic expression,
+    ``("text", normalised string)`` otherwise, ``None`` for a missing answer
+    (:func:`is_missing`)."""
+    if is_missing(answer):
+        return None
+    text = normalize_answer(answer)  # type: ignore[arg-type]
+    if not text:
+        return None
+    value = _value(text)
+    return ("value", value) if value is not None else ("text", text)
 
 
 def clusters(answers: Sequence[str | None],

@@ -51,6 +51,11 @@ Rules, each with its vLLM source:
   tokenization, the hop to the engine core; :mod:`dynasim.simulation`).
 * **Rejection.** A request with prompt + output > ``max_model_len`` is rejected at arrival
   (the OpenAI server's HTTP 400), as is one that could never fit the KV cache.
+* **Abort** (V1 ``Scheduler.finish_requests`` with ``FINISHED_ABORTED``, called by
+  ``EngineCore.abort_requests`` when the client closes the stream): a waiting request
+  leaves the queue at once; a running one leaves the batch at the next step boundary
+  (the step in flight completes), freeing its seat and its blocks (full cached blocks
+  stay in the prefix cache as idle blocks). :meth:`Engine.abort`.
 
 Speed: a pure decode step changes nothing but counters, so the engine keeps the decoding
 requests as aggregates (count, sum of context, blocks due per step phase, a heap of
@@ -73,7 +78,13 @@ import simpy
 from dynasim.policies.base import Policy
 from dynasim.prefix_cache import PrefixCache, block_hashes
 from dynasim.profiles import Profile
-from dynasim.request import FINISHED, REJECTED, RUNNING, WAITING, Request
+from dynasim.request import ABORTED, FINISHED, REJECTED, RUNNING, WAITING, Request
+
+#: Seconds within which an arrival (or abort) after the start of a decode run counts as
+#: coming at its start: the run's end is a closed-form sum whose float rounding differs
+#: from step-by-step sums by ~1e-16 s, so an arrival exactly on a step boundary must not
+#: depend on which side the rounding falls.
+TIE_S = 1e-9
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -88,13 +99,19 @@ class Engine:
         profile: limits and step-time model (:class:`~dynasim.profiles.profile.Profile`).
         policy: the scheduling policy (:class:`~dynasim.policies.base.Policy`).
         on_finish: called with each request when it finishes or is rejected.
+        on_progress: called with a running request at the step boundary where it has
+            generated ``req.watch`` tokens (``num_generated`` current); it may set the
+            next ``watch`` (Dynasor-CoT probes every T tokens).
 
     Use :meth:`submit` to hand it requests; the engine process starts at construction.
     """
 
     def __init__(self, env: simpy.Environment, profile: Profile, policy: Policy,
-                 on_finish: Callable[[Request], None] | None = None) -> None:
+                 on_finish: Callable[[Request], None] | None = None,
+                 on_progress: Callable[[Request], None] | None = None) -> None:
         self.env = env
+        self.on_progress = on_progress
+        self._watch_heap: list[tuple[int, int, int, Request]] = []
         self.profile = profile
         self.model = profile.step_time
         self.policy = policy
@@ -133,6 +150,8 @@ class Engine:
         self.max_decode_run: int | None = None
         self.num_steps = 0
         self.num_preemptions = 0
+        self.num_aborted = 0
+        self._aborts: list[Request] = []  # running requests to abort at the next boundary
         self.process = env.process(self.run())
 
     # ----------------------------------------------------------------- public
@@ -156,8 +175,13 @@ class Engine:
             return self._reject(req, "a recompute prefill would exceed "
                                      "max_num_batched_tokens (v0 cannot chunk)")
         if self.cache is not None:
-            req._hashes = block_hashes(req.prompt, req.hash_ids, req.prompt_tokens,
-                                       self.block_size)
+            if req.output_key is not None and req.prompt:  # output known: hash it too
+                req._hashes = block_hashes((*req.prompt, (req.output_key, req.output_tokens)),
+                                           None, req.prompt_tokens + req.output_tokens,
+                                           self.block_size)
+            else:
+                req._hashes = block_hashes(req.prompt, req.hash_ids, req.prompt_tokens,
+                                           self.block_size)
         self.policy.on_arrival(req, now)
         req.status = WAITING
         self.waiting.push(req)
@@ -167,6 +191,59 @@ class Engine:
         elif self._leaping and len(self.running) < self.max_num_seqs:
             self._leaping = False
             self.process.interrupt()
+
+    def abort(self, req: Request) -> None:
+        """Abort ``req`` (its client gave up: a program stopped, a stream closed).
+
+        A waiting request leaves the queue now; a running one leaves at the next step
+        boundary (vLLM aborts between engine steps; the step in flight completes, and
+        if it samples the last token the request still ends aborted: the client has
+        closed its stream). Either way its status becomes ``aborted``,
+        ``error`` ``aborted``, ``finish_time`` the time it left, ``num_generated`` the
+        tokens it had sampled,
+        its seat and blocks are freed and ``policy.on_finish`` is called; the engine's
+        ``on_finish`` callback is *not* called (the caller asked for the abort). A
+        request that already finished, was rejected or aborted is left alone.
+
+        Source: vLLM V1 ``Scheduler.finish_requests(..., RequestStatus.FINISHED_ABORTED)``
+        (removes from ``waiting`` or ``running`` and frees its KV blocks).
+        """
+        if req.status == WAITING:
+            self.waiting.remove(req)
+            self._aborted(req)
+            if self._leaping and len(self.waiting) and len(self.running) < self.max_num_seqs:
+                self._leaping = False  # a new head of the queue may fit: end the run
+                self.process.interrupt()
+        elif req.status == RUNNING and req not in self._aborts:
+            self._aborts.append(req)
+            if self._leaping:  # cut the decode run at the next step boundary
+                self._leaping = False
+                self.process.interrupt()
+
+    def _apply_aborts(self) -> None:
+        """Take aborted running requests out of the batch (at a step boundary)."""
+        aborts, self._aborts = self._aborts, []
+        for req in aborts:
+            if req.status == WAITING:  # preempted since the abort was asked
+                self.waiting.remove(req)
+                self._aborted(req)
+                continue
+            if req.status != RUNNING:
+                continue  # finished in the step that was in flight
+            if req._decoding:
+                self._leave_decode(req)
+            else:
+                self.prefilling.remove(req)
+            del self.running[req]
+            self._release(req)
+            self._aborted(req)
+
+    def _aborted(self, req: Request) -> None:
+        req.status = ABORTED
+        req.error = "aborted"
+        req.finish_time = self.env.now
+        self.num_aborted += 1
+        self.policy.on_finish(req, self.env.now)
 
     def sum_decode_ctx(self) -> int:
         """Sum over decoding requests of (computed tokens + 1), at the current clock."""
@@ -247,6 +324,8 @@ class Engine:
         env = self.env
         stalls = 0
         while True:
+            if self._aborts:
+                self._apply_aborts()
             if not self.running and not len(self.waiting):
                 self._idle = env.event()
                 yield self._idle
@@ -276,6 +355,8 @@ class Engine:
             self.num_steps += 1
             if decode:
                 self._advance_decode(1)
+                if self._watch_heap:
+                    self._collect_watches()
             self._apply_chunks(chunks)
             self._collect_finished()
 
@@ -531,6 +612,8 @@ class Engine:
     def _preempt(self, req: Request) -> None:
         if req._decoding:
             self._leave_decode(req)
+            if req.output_key is not None:  # its full generated blocks stay cached
+                self._register(req, req.num_computed)
         else:
             self.prefilling.remove(req)
         del self.running[req]
@@ -551,6 +634,37 @@ class Engine:
         finish_at = self.clock + req.output_tokens - req.num_generated
         self._seq += 1
         heapq.heappush(self._finish_heap, (finish_at, self._seq, req._epoch, req))
+        self._push_watch(req)
+
+    def _push_watch(self, req: Request) -> None:
+        if req.num_generated < req.watch < req.output_tokens and self.on_progress:
+            heapq.heappush(self._watch_heap, (self.clock + req.watch - req.num_generated,
+                                              self._seq, req._epoch, req))
+
+    def _collect_watches(self) -> None:
+        """Call ``on_progress`` for the decoding requests that reached their watch."""
+        heap = self._watch_heap
+        while heap and heap[0][0] <= self.clock:
+            _, _, epoch, req = heapq.heappop(heap)
+            if epoch != req._epoch or not req._decoding:
+                continue
+            self.sync(req)
+            if req.num_generated == req.watch:
+                self.on_progress(req)  # type: ignore[misc]
+                self._seq += 1
+                self._push_watch(req)
+
+    def cache_generated(self, req: Request) -> None:
+        """Register the full blocks a running request has computed so far in the prefix
+        cache (its prompt blocks are registered at admission; blocks of generated
+        tokens only when ``output_key`` gave them identities). vLLM caches each block as
+        it fills (``KVCacheManager.cache_blocks`` after every step); dynasim registers
+        them when another request is about to look them up (a Dynasor-CoT probe) and
+        when the request is preempted, the two moments a hit on them can happen."""
+        if self.cache is None or req.status != RUNNING or not req._hashes:
+            return
+        self.sync(req)
+        self._register(req, req.num_computed)
 
     def _leave_decode(self, req: Request) -> None:
         self.sync(req)
@@ -606,6 +720,9 @@ class Engine:
     def _finish(self, req: Request) -> None:
         del self.running[req]
         self._release(req)
+        if self._aborts and req in self._aborts:  # the client gave up first: no answer
+            self._aborts.remove(req)
+            return self._aborted(req)
         req.status = FINISHED
         req.finish_time = self.env.now
         self.policy.on_finish(req, self.env.now)
@@ -635,6 +752,11 @@ class Engine:
         while heap[0][2] != heap[0][3]._epoch:
             heapq.heappop(heap)
         k = heap[0][0] - self.clock
+        watches = self._watch_heap
+        while watches and watches[0][2] != watches[0][3]._epoch:
+            heapq.heappop(watches)
+        if watches:  # stop where a request reaches its watch
+            k = max(1, min(k, watches[0][0] - self.clock))
         if self._preempted:  # the victim may be readmitted at the next step boundary
             k = 1
         if self.max_decode_run is not None:
@@ -663,12 +785,16 @@ class Engine:
             self._leaping = False
         except simpy.Interrupt:
             elapsed = self.env.now - start
-            j = _steps_covering(alpha, beta, elapsed, k)
+            if elapsed < TIE_S:  # it came at the run's start: schedule again with it
+                return  # (the same tie resolved the same way step by step)
+            j = _steps_covering(alpha, beta, elapsed - TIE_S, k)  # a boundary tie: at it
             rest = j * alpha + beta * j * (j - 1) / 2 - elapsed
             yield self.env.timeout(max(rest, 0.0))
             k = j
         self.num_steps += k
         self._advance_decode(k)
+        if self._watch_heap:
+            self._collect_watches()
         self._collect_finished()
 
 

@@ -2,7 +2,9 @@
 
 Source: vLLM ``vllm/benchmarks/serve.py`` (``calculate_metrics``, ``parse_goodput``):
 
-* ``completed`` / ``failed``: requests served / rejected;
+* ``completed`` / ``failed``: requests served / rejected; ``aborted`` and
+  ``aborted_output_tokens``: requests the client cancelled (eager dispatch) and the
+  tokens they had generated (present only when some were);
 * ``duration`` (s): from t = 0 of the arrival schedule to the last finish;
 * ``request_throughput`` (req/s), ``output_throughput`` and ``total_token_throughput``
   (tok/s) over ``duration``; token totals count completed requests only;
@@ -11,6 +13,14 @@ Source: vLLM ``vllm/benchmarks/serve.py`` (``calculate_metrics``, ``parse_goodpu
 * ``request_goodput`` (req/s), when SLOs are given: completed requests meeting every
   given SLO (``ttft``, ``tpot``, ``e2el`` in ms; a one-token output has TPOT 0), over
   ``duration``.
+
+Per-replica load (dynasim's own, for a fleet behind a router, :mod:`dynasim.cluster`),
+when the records have a ``replica`` column: ``num_replicas``; ``replica_requests`` (requests
+routed to each replica, served or rejected) and ``replica_tokens`` (prompt + output
+tokens of each replica's completed requests), lists by replica index; and their
+imbalance ``replica_request_imbalance`` / ``replica_token_imbalance`` = max / mean over
+the replicas (1.0: perfectly even; N: all on one of N; 0.0 when nothing was served),
+the load-imbalance figure of Vidur's and BLIS's cluster reports.
 """
 
 from __future__ import annotations
@@ -61,12 +71,48 @@ def _stats(values: np.ndarray, name: str, out: dict) -> None:
         out[f"p{p}_{name}_ms"] = float(np.percentile(ms, p)) if not empty else 0.0
 
 
-def summarize(records: pd.DataFrame, goodput: dict[str, float] | None = None) -> dict:
-    """The summary dict of a record table (:mod:`dynasim.data_record`); see module doc."""
+def imbalance(loads: Sequence[float] | np.ndarray) -> float:
+    """max / mean of per-replica ``loads`` (1.0 when even; 0.0 when all are zero)."""
+    a = np.asarray(loads, dtype=float)
+    mean = float(a.mean()) if len(a) else 0.0
+    return float(a.max()) / mean if mean > 0 else 0.0
+
+
+def replica_load(records: pd.DataFrame, num_replicas: int | None = None) -> dict:
+    """The per-replica keys of the summary (module docstring) of a record table with a
+    ``replica`` column; ``num_replicas`` (default: highest index + 1) counts replicas
+    that got nothing too.
+
+    Raises:
+        ValueError: a replica index outside ``0..num_replicas-1``.
+    """
+    rep = records["replica"].to_numpy(np.int64)
+    n = int(num_replicas if num_replicas is not None else (rep.max() + 1 if len(rep) else 1))
+    if len(rep) and (rep.min() < 0 or rep.max() >= n):
+        raise ValueError(f"replica index outside 0..{n - 1}")
+    ok = (records["error"] == "").to_numpy()
+    tokens = (records["prompt_tokens"] + records["output_tokens"]).to_numpy(np.int64)
+    reqs = np.bincount(rep, minlength=n)
+    toks = np.bincount(rep[ok], weights=tokens[ok], minlength=n).astype(np.int64)
+    return {"num_replicas": n, "replica_requests": [int(x) for x in reqs],
+            "replica_tokens": [int(x) for x in toks],
+            "replica_request_imbalance": imbalance(reqs),
+            "replica_token_imbalance": imbalance(toks)}
+
+
+def summarize(records: pd.DataFrame, goodput: dict[str, float] | None = None,
+              num_replicas: int | None = None) -> dict:
+    """The summary dict of a record table (:mod:`dynasim.data_record`); see module doc.
+    ``num_replicas``: the fleet size for the per-replica keys (:func:`replica_load`)."""
     ok = records[records["error"] == ""]
     duration = float(records["finish_time"].max()) if len(records) else 0.0
-    out: dict = {"completed": int(len(ok)), "failed": int(len(records) - len(ok)),
+    aborted = records[records["error"] == "aborted"]  # the client cancelled them
+    out: dict = {"completed": int(len(ok)),
+                 "failed": int(len(records) - len(ok) - len(aborted)),
                  "duration": duration}
+    if len(aborted):
+        out["aborted"] = int(len(aborted))
+        out["aborted_output_tokens"] = int(aborted["output_tokens"].sum())
     total_in = int(ok["prompt_tokens"].sum())
     total_out = int(ok["output_tokens"].sum())
     out["total_input_tokens"] = total_in
@@ -88,6 +134,8 @@ def summarize(records: pd.DataFrame, goodput: dict[str, float] | None = None) ->
             good &= values[key] <= slo
         out["request_goodput"] = int(good.sum()) * per_s
         out["goodput_slos_ms"] = {k: v * 1000.0 for k, v in goodput.items()}
+    if "replica" in records.columns:
+        out.update(replica_load(records, num_replicas))
     return out
 
 
@@ -126,7 +174,9 @@ def summarize_programs(programs: pd.DataFrame, warmup: int = 0, cooldown: int = 
     meeting their deadline) and ``slo_attainment_programs_counted`` (how many programs it
     is over), ``accuracy``, token totals, ``program_throughput`` (per s),
     ``{mean,median,p90,p99}_program_latency_s`` and the finish-time fairness φ
-    distribution ``{mean,median,p90,p99}_fairness_s_per_token``.
+    distribution ``{mean,median,p90,p99}_fairness_s_per_token``; ``aborted_calls``
+    (eager dispatch); for a mixed workload (:mod:`dynasim.workloads.mix`),
+    ``slo_attainment_by_workload`` and ``accuracy_by_workload`` (dicts by workload).
 
     ``warmup``/``cooldown``: SLO attainment counts only the programs arriving after the
     first ``warmup`` and before the last ``cooldown`` arrivals (the steady state,
@@ -148,6 +198,13 @@ def summarize_programs(programs: pd.DataFrame, warmup: int = 0, cooldown: int = 
     out["slo_attainment"] = float(counted["slo_met"].mean())
     out["slo_attainment_programs_counted"] = int(len(counted))
     out["accuracy"] = float(programs["correct"].mean())
+    if "workload" in programs and programs["workload"].nunique() > 1:  # a mix
+        out["slo_attainment_by_workload"] = {
+            str(w): float(g.mean()) for w, g in counted.groupby("workload")["slo_met"]}
+        out["accuracy_by_workload"] = {
+            str(w): float(g.mean()) for w, g in programs.groupby("workload")["correct"]}
+    if "aborted_calls" in programs:
+        out["aborted_calls"] = int(programs["aborted_calls"].sum())
     out["total_program_output_tokens"] = int(programs["output_tokens"].sum())
     out["total_program_prompt_tokens"] = int(programs["prompt_tokens"].sum())
     out["mean_samples_used"] = float(programs["samples_used"].mean())

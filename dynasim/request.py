@@ -14,6 +14,9 @@ import math
 from dataclasses import dataclass, field
 
 WAITING, RUNNING, FINISHED, REJECTED = "waiting", "running", "finished", "rejected"
+#: the client gave up on the request (stream closed, program stopped): vLLM's
+#: ``abort_request`` frees its seat and blocks at once
+ABORTED = "aborted"
 
 
 @dataclass(eq=False, slots=True)
@@ -34,7 +37,16 @@ class Request:
             engine when the request is not decoding; see ``Engine.sync``).
         first_token_time, finish_time: NaN until they happen.
         num_preemptions: times the request was preempted (recompute).
-        status: waiting, running, finished or rejected; ``error`` says why rejected.
+        status: waiting, running, finished, rejected or aborted; ``error`` says why
+            rejected.
+        replica: index of the engine serving the request (0 on one replica).
+        output_key: content key of the tokens this request will generate, when they are
+            known in advance (a logged chain of thought): its generated blocks then get
+            block hashes too, so a request whose prompt continues this output (a
+            Dynasor-CoT probe) hits them in the prefix cache (vLLM caches full blocks of
+            generated tokens, ``KVCacheManager.cache_blocks``).
+        watch: tokens generated at which the engine calls its ``on_progress`` callback
+            (0: never); the callback may set the next one.
     """
 
     request_id: int
@@ -54,6 +66,9 @@ class Request:
     status: str = WAITING
     error: str = ""
     num_cached_tokens: int = 0
+    replica: int = 0
+    output_key: str | None = None
+    watch: int = 0
     # prefix-cache bookkeeping owned by the engine: identities of the full prompt
     # blocks, and how many leading ones this request references in the cache
     _hashes: tuple = field(default=(), repr=False)

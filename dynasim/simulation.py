@@ -6,7 +6,8 @@ Data flows one way: trace -> requests -> policy + engine -> records (-> metrics)
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Generator, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -89,11 +90,37 @@ def program_order(workload: Workload, num_programs: int | None,
                   seed: int) -> list[ProgramSpec]:
     """The programs of an online run: every question once in a seeded random order,
     repeated with fresh orders until ``num_programs`` (default: one pass). Each copy's
-    sample draw order is shuffled by its own seeded RNG."""
+    sample draw order is shuffled by its own seeded RNG.
+
+    A mixed workload (``workload.mix``, :mod:`dynasim.workloads.mix`) draws each
+    program's workload with the mix's proportions (RNG seeded by ``seed``), then takes
+    that workload's next program in its own order as above (default count: one pass
+    over all the parts' programs)."""
+    if workload.mix:
+        return _mixed_order(workload, num_programs, seed)
+    return _order(list(workload.programs), num_programs, seed)
+
+
+def _mixed_order(workload: Workload, num_programs: int | None,
+                 seed: int) -> list[ProgramSpec]:
+    n = num_programs or len(workload.programs)
+    names = [name for name, _ in workload.mix]
+    rng = random.Random(f"{seed}:mix")
+    picks = rng.choices(range(len(names)), weights=[w for _, w in workload.mix], k=n)
+    streams = []
+    for i, name in enumerate(names):
+        specs = [s for s in workload.programs if s.workload == name]
+        streams.append(iter(_order(specs, picks.count(i), seed)))
+    return [next(streams[i]) for i in picks]
+
+
+def _order(specs: list[ProgramSpec], num_programs: int | None,
+           seed: int) -> list[ProgramSpec]:
     from dynasim.workloads.program import program_rng, shuffled
 
-    specs = list(workload.programs)
-    n = num_programs or len(specs)
+    n = num_programs if num_programs is not None else len(specs)
+    if n and not specs:
+        raise InputError("a workload with no programs", field="workload")
     out, rnd = [], 0
     while len(out) < n:
         order = specs[:]
@@ -106,17 +133,19 @@ def program_order(workload: Workload, num_programs: int | None,
 
 def online_programs(workload: Workload, profile: Profile | None, rate: float, *,
                     burstiness: float = 1.0, seed: int = 0, num_programs: int | None = None,
-                    slo_scale: float = 1.0, base: float | None = None, cap: int = 20,
-                    base_multiple: float | None = None
-                    ) -> tuple[list[ProgramSpec], np.ndarray, list[float], float]:
+                    slo_scale: float = 1.0, base: float | Mapping[str, float] | None = None,
+                    cap: int = 20, base_multiple: float | None = None
+                    ) -> tuple[list[ProgramSpec], np.ndarray, list[float],
+                               float | dict[str, float]]:
     """The inputs of an online run: programs (:func:`program_order`), their arrival
     times (``rate`` programs/s, :func:`~dynasim.arrivals.arrival_times`) and deadlines
-    (:func:`deadlines_for`, base from :func:`base_deadline` at ``cap`` on ``profile``
+    (:func:`deadlines_for`, base from :func:`base_deadlines` at ``cap`` on ``profile``
     unless given, times ``base_multiple`` when given; ``profile`` may be ``None`` when
     ``base`` is given).
 
     Returns:
-        (specs, arrival times in s, deadlines in s after arrival, base deadline in s).
+        (specs, arrival times in s, deadlines in s after arrival, base deadline in s:
+        one float, or per workload for a mix).
 
     Raises:
         InputError: a rate or program count :func:`~dynasim.arrivals.arrival_times`
@@ -129,7 +158,7 @@ def online_programs(workload: Workload, profile: Profile | None, rate: float, *,
     specs = program_order(workload, num_programs, seed)
     times = arrival_times(len(specs), rate, burstiness, seed)
     if base is None:
-        base = base_deadline(workload.programs, profile, cap) * (base_multiple or 1.0)
+        base = base_deadlines(workload, profile, cap, base_multiple)
     return specs, times, deadlines_for(specs, slo_scale, base), base
 
 
@@ -143,7 +172,9 @@ def simulate_programs(specs: Sequence[ProgramSpec], arrival_times: Sequence[floa
 
     Each program's waves are sent to the engine (after the profile's front-end latency)
     when the previous wave has finished; the policy's intra-program part decides the
-    waves and its inter-program part orders the engine's queue. Deterministic.
+    waves and its inter-program part orders the engine's queue. Under eager dispatch
+    the calls a program cancels are aborted in the engine (:meth:`Engine.abort`, vLLM's
+    ``abort_request``); their records have status ``aborted``. Deterministic.
 
     Args:
         specs: :class:`~dynasim.workloads.program.ProgramSpec` list (see :func:`program_order`).
@@ -167,6 +198,7 @@ def simulate_programs(specs: Sequence[ProgramSpec], arrival_times: Sequence[floa
     finished: list[Program] = []
     owner: dict[Request, tuple[Program, Call]] = {}
     outstanding: dict[int, int] = {}
+    in_flight: dict[int, dict[Request, Call]] = defaultdict(dict)  # per program
     fe = profile.frontend_latency_ms / 1000.0
     ids = iter(range(1 << 62))
 
@@ -177,7 +209,11 @@ def simulate_programs(specs: Sequence[ProgramSpec], arrival_times: Sequence[floa
             req = Request(next(ids), env.now, call.prompt_tokens, call.output_tokens,
                           program_id=prog.program_id, prompt=call.prompt)
             req.priority = policy.priority(req)
+            if prog.spec.trajectory is not None and call is prog.spec_main():
+                req.output_key = f"cot-gen:{prog.spec.question_id}"
+                req.watch = prog.watch(call, 0)
             owner[req] = (prog, call)
+            in_flight[prog.program_id][req] = call
             engine.submit(req)
 
     def start_wave(prog: Program, wave: list[Call]) -> None:
@@ -193,13 +229,40 @@ def simulate_programs(specs: Sequence[ProgramSpec], arrival_times: Sequence[floa
     def on_finish(req: Request) -> None:
         done.append(req)
         prog, call = owner.pop(req)
+        del in_flight[prog.program_id][req]
         if req.status == "finished":
             prog.on_call_done(call)
+            cancel = prog.take_cancelled()
+            if cancel:
+                abort(prog, cancel)
         else:
             prog.on_call_rejected(call, req.error)
         outstanding[prog.program_id] -= 1
         if outstanding[prog.program_id] == 0:
             start_wave(prog, prog.on_wave_done(env.now))
+
+    def abort(prog: Program, calls: list[Call]) -> None:
+        """Eager dispatch stopped (or shrank) the program: abort the requests of
+        ``calls`` (the engine frees them at its next step boundary)."""
+        ids = {id(c) for c in calls}
+        mine = in_flight[prog.program_id]
+        for r in [r for r, c in mine.items() if id(c) in ids]:
+            del owner[r]
+            engine.sync(r)
+            prog.on_call_aborted(mine.pop(r), r.num_generated)
+            engine.abort(r)
+            done.append(r)
+            outstanding[prog.program_id] -= 1
+
+    def on_progress(req: Request) -> None:
+        """A CoT main request reached its watch: issue the probe due, set the next."""
+        prog, call = owner[req]
+        engine.cache_generated(req)  # the probe's prompt continues these blocks
+        new = prog.on_call_progress(call, req.num_generated)
+        req.watch = prog.watch(call, req.num_generated)
+        if new:
+            outstanding[prog.program_id] += len(new)
+            env.process(send(prog, new))
 
     def arrive(prog: Program) -> Generator[simpy.Event, object, None]:
         delay = prog.arrival_time - env.now
@@ -208,7 +271,7 @@ def simulate_programs(specs: Sequence[ProgramSpec], arrival_times: Sequence[floa
         policy.on_program_arrival(prog, env.now)
         start_wave(prog, prog.start())
 
-    engine = Engine(env, profile, policy, on_finish=on_finish)
+    engine = Engine(env, profile, policy, on_finish=on_finish, on_progress=on_progress)
     engine.max_decode_run = max_decode_run
     programs = []
     for i, (spec, t) in enumerate(zip(specs, arrival_times)):
@@ -246,9 +309,34 @@ def base_deadline(specs: Sequence[ProgramSpec], profile: Profile, cap: int) -> f
     return float(np.percentile(lat, 90))
 
 
-def deadlines_for(specs: Sequence[ProgramSpec], slo_scale: float, base: float) -> list[float]:
-    """Per-program deadline = SLO scale × difficulty factor × base deadline (§4)."""
-    return [slo_scale * s.difficulty * base for s in specs]
+def base_deadlines(workload: Workload, profile: Profile, cap: int,
+                   base_multiple: float | None = None) -> float | dict[str, float]:
+    """:func:`base_deadline` of the workload's programs times ``base_multiple``
+    (default 1), in seconds; for a mix (:mod:`dynasim.workloads.mix`), one per part,
+    each from that part's own programs (a mix judges every program against its own
+    workload's isolated latency)."""
+    k = base_multiple or 1.0
+    if not workload.mix:
+        return base_deadline(workload.programs, profile, cap) * k
+    return {name: base_deadline([s for s in workload.programs if s.workload == name],
+                                profile, cap) * k for name, _ in workload.mix}
+
+
+def deadlines_for(specs: Sequence[ProgramSpec], slo_scale: float,
+                  base: float | Mapping[str, float]) -> list[float]:
+    """Per-program deadline = SLO scale × difficulty factor × base deadline (§4); with
+    a base per workload (a mix), each program's own workload's base.
+
+    Raises:
+        InputError: a program whose workload has no base (field ``workload``).
+    """
+    if not isinstance(base, Mapping):
+        return [slo_scale * s.difficulty * base for s in specs]
+    missing = {s.workload for s in specs} - set(base)
+    if missing:
+        raise InputError(f"no base deadline for workload(s) {', '.join(sorted(missing))}",
+                         field="workload")
+    return [slo_scale * s.difficulty * base[s.workload] for s in specs]
 
 
 # ------------------------------------------------------ the deadline protocol

@@ -93,6 +93,28 @@ print(f"issue 5 targets: {met(rows)}")
 print(f"median E2E error over the three runs: {span(rows, 'median_e2e_error')}")
 
 # %% [markdown]
+# ## One fidelity table: every recorded vLLM run
+#
+# Beyond DistServe's 2023 runs, real per-request measurements of modern vLLM V1 on GPUs
+# (`dynasim.runs`): residency-vllm (vLLM 0.23, H100, Qwen3-14B; 2-8 req/s and a
+# long/short prompt mix at 6 and 12 req/s, the latter saturated), BLIS's training runs
+# (vLLM 0.15.1, H100; Llama-2-7b, Llama-2-70b TP 4, Mixtral-8x7B TP 2) and
+# LLMServingSim's validation runs (vLLM 0.19; RTX 4090 and 2 x RTX PRO 6000). Each is
+# simulated whole with its shipped profile (`vllm023-qwen3-14b-h100`, ...), fitted by
+# `dynasim calibrate --from-runs` on the runs marked `fit` and checked on the `held`
+# ones (`dynasim.profiles.fit_runs`). "published sim error" is the source's own simulator
+# on the same run (LLMServingSim's `summary.txt`: the sign is theirs; BLIS: its aggregate
+# held-out figure). CLI: `dynasim validate` (`--runs NAME...` to select).
+
+# %%
+from dynasim.experiments.validate import fidelity_table, print_fidelity_table  # noqa: E402
+
+TABLE_RUNS = pick(None, ["residency-rate4", "blis-llama2-7b-codegen",
+                         "llmservingsim-rtx4090-llama3.1-8b"])  # None: every run
+table = fidelity_table(TABLE_RUNS)
+print_fidelity_table(table)
+
+# %% [markdown]
 # **How the profile got there.** Its step-time coefficients are DistServe's published fit
 # of their vLLM measurements. The engine pads a v0 prefill batch to its longest prompt as
 # vLLM 0.2 did (`max_paddings`). Five physical numbers the coefficients leave out (a

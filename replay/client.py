@@ -163,6 +163,9 @@ async def stream_completion(session: aiohttp.ClientSession, url: str, payload: d
         raise
     except (aiohttp.ClientError, OSError) as exc:
         out.error = f"{type(exc).__name__}: {exc}"[:300]
+    finally:  # a cut stream (cancelled, timed out, failed) keeps the tokens it got
+        if not out.usage_reported:
+            out.output_tokens = chunks
     return out
 
 

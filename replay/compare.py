@@ -16,6 +16,11 @@ difference. A partial run (``summary.json`` says ``partial`` or ``interrupted``,
 has fewer requests than the other side) is compared with a warning naming how many
 requests are missing (:func:`partial_warnings`).
 
+A recorded vLLM run (:mod:`dynasim.runs`) is a run too: ``REAL_DIR`` may be
+``recorded:NAME`` (its measured records, read from the data mirror) or a folder written
+by ``python -m dynasim.runs NAME DIR``; the figure then goes to ``SIM_DIR/compare.html``
+by default.
+
 SLO attainment: for workloads, the share of programs meeting their deadline (each run
 judges its own programs against the same deadlines when both used the same base
 deadline; a mismatch is reported); for traces, the share of requests (failed ones count
@@ -110,10 +115,18 @@ def read_run(run_dir: str | Path) -> Run:
     """Read a run folder as :func:`replay.journal.read_records` does (a replay's JSONL
     journal first, else the parquet tables) plus its ``summary.json``.
 
+    ``recorded:NAME`` reads the recorded run NAME (module docstring).
+
     Raises:
         InputError: no results in the folder, or a file that is not UTF-8, not JSON or
-            not a table (naming the file and, for a journal, the line).
+            not a table (naming the file and, for a journal, the line); an unknown
+            recorded run.
     """
+    if str(run_dir).startswith("recorded:"):
+        from dynasim.runs import load_run
+
+        rec = load_run(str(run_dir))
+        return Run(Path(str(run_dir)), rec.measured.copy(), None, rec.summary())
     d = Path(run_dir)
     ext = ".jsonl" if (d / "requests.jsonl").exists() else ".parquet"
     if not (d / f"requests{ext}").exists():
@@ -267,7 +280,8 @@ def compare_dirs(sim_dir: str, real_dir: str, goodput: list[str] | None = None,
             different inputs (:func:`check_same_runs`), no request in common, or an
             ``output`` that would replace a run file.
     """
-    fig_path = _figure_path(output, real_dir)
+    fig_path = _figure_path(output, sim_dir if str(real_dir).startswith("recorded:")
+                            else real_dir)
     sim_run, real_run = read_run(sim_dir), read_run(real_dir)
     sim, sim_prog = sim_run.requests, sim_run.programs
     real, real_prog = real_run.requests, real_run.programs

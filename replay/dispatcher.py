@@ -17,8 +17,10 @@ orders the client's sends here (Dynasor's scheduling is program-level, App. D.3)
   wave is sent when the previous one has finished; the intra-program policy (certaindex,
   caps) decides the waves from the answers recorded in the trace, so the server supplies
   the compute and the timing, not the reasoning. A program that stops early simply never
-  sends its remaining samples; :meth:`Replay.cancel_program` aborts a program's queued
-  and in-flight requests (closing an HTTP stream makes vLLM abort the request).
+  sends its remaining samples; under eager dispatch the samples a program no longer
+  needs after its detect step are aborted (queued ones dropped, in-flight streams
+  closed, which makes vLLM abort the request), as the simulator's ``Engine.abort``;
+  :meth:`Replay.cancel_program` aborts all of a program's queued and in-flight requests.
 
 LPM needs the server's prefix-tree state (SGLang's scheduler); vLLM exposes none, so it
 cannot be replayed here and :func:`check_policy` says so.
@@ -192,6 +194,7 @@ class Replay:
         self._idle = asyncio.Event()
         self._interrupted = False
         self._cancelled: set[int] = set()
+        self._aborting: set[Request] = set()  # eager dispatch: streams being closed
 
     # ------------------------------------------------------------------ clock
     def clock(self) -> float:
@@ -228,7 +231,9 @@ class Replay:
             if cap and self.in_flight and len(self.in_flight) + len(group) > cap:
                 break  # head-of-line: the group waits for room (a gang is sent whole)
             for req in self.queue.pop():
-                self.in_flight[req] = asyncio.ensure_future(self._send(req))
+                task = asyncio.ensure_future(self._send(req))
+                task.add_done_callback(lambda t, r=req: self._never_started(r, t))
+                self.in_flight[req] = task
         self._idle.clear()
 
     async def _send(self, req: Request) -> None:
@@ -249,6 +254,8 @@ class Replay:
             await stream_completion(self._client, self.url, payload, headers,
                                     self.timeout, self.clock, out)
         except asyncio.CancelledError:
+            if req in self._aborting:  # eager dispatch: the program no longer needs it
+                out.error = "aborted"
             self._record(req, out, scheduled, queued_at, dispatched, priority)
             if self._interrupted:
                 raise
@@ -258,6 +265,20 @@ class Replay:
             out.error = f"client error: {type(exc).__name__}: {exc}"[:300]
         self._record(req, out, scheduled, queued_at, dispatched, priority)
         self._check_dynasor(out)
+        self._finished(req, out)
+
+    def _never_started(self, req: Request, task: asyncio.Task) -> None:
+        """A send task cancelled before it ran (an abort in the same loop turn as its
+        dispatch) never reaches ``_send``'s handler: account for its request here."""
+        if not task.cancelled() or req not in self._due:
+            return
+        scheduled, queued_at = self._due.pop(req)
+        if self._interrupted:  # Ctrl-C: recorded as never sent, the run ends
+            self._record(req, Outcome(error="not sent (run interrupted)"), scheduled,
+                         queued_at, queued_at, None)
+            return
+        out = Outcome(error="aborted" if req in self._aborting else "cancelled")
+        self._record(req, out, scheduled, queued_at, queued_at, None)
         self._finished(req, out)
 
     def _check_dynasor(self, out: Outcome) -> None:
@@ -301,14 +322,19 @@ class Replay:
 
     def _finished(self, req: Request, out: Outcome) -> None:
         now = self.clock()
-        req.status = "finished" if not out.error else "rejected"
+        req.status = ("finished" if not out.error else
+                      "aborted" if req in self._aborting else "rejected")
         req.error = out.error
         self.policy.on_finish(req, now)
         owner = self._owner.pop(req, None)
         if owner is not None:
             prog, call = owner
-            if not out.error:
+            if req in self._aborting:
+                self._aborting.discard(req)
+                prog.on_call_aborted(call)
+            elif not out.error:
                 prog.on_call_done(call)
+                self._abort_calls(prog, prog.take_cancelled())
             else:
                 prog.error = prog.error or out.error
             self._outstanding[prog.program_id] -= 1
@@ -339,6 +365,26 @@ class Replay:
                           program_id=prog.program_id, prompt=call.prompt)
             self._owner[req] = (prog, call)
             self._arrive(req, now)
+
+    def _abort_calls(self, prog: Program, calls: list[Call]) -> None:
+        """Eager dispatch stopped (or shrank) ``prog``: abort the requests of ``calls``
+        -- a queued one is dropped unsent, an in-flight one has its stream closed,
+        which makes vLLM abort it (``AsyncLLM.abort`` on disconnect). Both are recorded
+        with error ``aborted``, as the simulator's ``Engine.abort``."""
+        if not calls:
+            return
+        ids = {id(c) for c in calls}
+        mine = [r for r, (p, c) in self._owner.items() if p is prog and id(c) in ids]
+        for req in mine:
+            self._aborting.add(req)
+            if req in self.in_flight:
+                self.in_flight[req].cancel()
+            elif req in self._due:  # queued client-side, never sent
+                self.queue.remove(req)
+                scheduled, queued_at = self._due.pop(req)
+                out = Outcome(error="aborted")
+                self._record(req, out, scheduled, queued_at, queued_at, None)
+                self._finished(req, out)
 
     def cancel_program(self, program_id: int) -> int:
         """Abort every queued and in-flight request of a program (in-flight ones end

@@ -137,3 +137,113 @@ def test_unknown_dataset_name():
         read_trace("no-such-dataset")
     with pytest.raises(InputError, match="not a request trace"):
         read_trace("distserve-max-num-tokens")
+
+
+# ------------------------------------------------- columnar JSONL reading (issue 19)
+COLUMNAR_CASES = {
+    "uniform": _jsonl(UNIFORM_LINES),
+    "key on some lines": _jsonl(MOONCAKE_LINES),
+    "hash_ids on some lines": _jsonl([{k: v for k, v in d.items()
+                                       if k != "hash_ids" or i % 2} for i, d in
+                                      enumerate(UNIFORM_LINES)]),
+    "float lengths, int and bool keys": (
+        '{"timestamp": 0.5, "input_length": 5.0, "output_length": 3, "turn": 1}\n'
+        '{"timestamp": 2, "input_length": 7, "output_length": 4.0, "ok": true}\n'
+        '{"timestamp": 2, "input_length": 1, "output_length": 1, "turn": 2, "w": 0.5}\n'),
+    "crlf and trailing blanks": '{"timestamp": 1, "input_length": 5, "output_length": 3}'
+                                '\r\n{"timestamp": 1, "input_length": 2, "output_length": 1}'
+                                '\r\n\n  \n',
+}
+
+
+@pytest.mark.parametrize("case", list(COLUMNAR_CASES))
+def test_columnar_reader_equals_line_reader(write, case):
+    from dynasim.trace import _read_mooncake_columns, _read_mooncake_lines
+
+    text = COLUMNAR_CASES[case]
+    fast = _read_mooncake_columns(text, "t.jsonl")
+    assert fast is not None, "a good file must take the columnar path"
+    pd.testing.assert_frame_equal(fast.frame, _read_mooncake_lines(text, "t.jsonl").frame)
+    pd.testing.assert_frame_equal(read_mooncake(write("t.jsonl", text)).frame, fast.frame)
+
+
+def test_columnar_reader_on_real_mooncake_trace(data_dir):
+    from dynasim.trace import _read_mooncake_columns, _read_mooncake_lines
+
+    text = (data_dir / datasets.REGISTRY["mooncake-conversation"].mirror).read_text()
+    fast = _read_mooncake_columns(text, "m.jsonl")
+    assert fast is not None and len(fast) == 12031
+    pd.testing.assert_frame_equal(fast.frame, _read_mooncake_lines(text, "m.jsonl").frame)
+
+
+GOOD_LINE = '{"timestamp": 0, "input_length": 5, "output_length": 3}\n'
+BAD_CASES = {
+    "NaN length": '{"timestamp": 1, "input_length": NaN, "output_length": 3}\n',
+    "bool timestamp": '{"timestamp": true, "input_length": 5, "output_length": 3}\n',
+    "string length": '{"timestamp": 1, "input_length": "5", "output_length": 3}\n',
+    "zero length": '{"timestamp": 1, "input_length": 5, "output_length": 0}\n',
+    "fractional length": '{"timestamp": 1, "input_length": 5.5, "output_length": 3}\n',
+    "huge length": '{"timestamp": 1, "input_length": 1e23, "output_length": 3}\n',
+    "null field": '{"timestamp": 1, "input_length": null, "output_length": 3}\n',
+    "missing field": '{"timestamp": 1, "output_length": 3}\n',
+    "null hash_ids": '{"timestamp": 1, "input_length": 5, "output_length": 3, '
+                     '"hash_ids": null}\n',
+    "float hash_ids": '{"timestamp": 1, "input_length": 5, "output_length": 3, '
+                      '"hash_ids": [1.5]}\n',
+    "two objects": '{"timestamp": 1, "input_length": 5, "output_length": 3} '
+                   '{"timestamp": 2, "input_length": 5, "output_length": 3}\n',
+    "not an object": '[1, 2]\n',
+    "blank inside": '\n' + GOOD_LINE,
+    "backwards": '{"timestamp": -1, "input_length": 5, "output_length": 3}\n',
+    "bad hash_ids before a backwards timestamp": (
+        '{"timestamp": 5, "input_length": 5, "output_length": 3, "hash_ids": [true]}\n'
+        '{"timestamp": 1, "input_length": 5, "output_length": 3}\n'),
+    "key named like a column": '{"timestamp": 1, "input_length": 5, "output_length": 3, '
+                               '"prompt_tokens": "x"}\n',
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_row_found_after_columnar_check(write, case):
+    """The same one-line error (file, line, field) as the line-by-line reader."""
+    from dynasim.trace import _read_mooncake_lines
+
+    text = GOOD_LINE * 3 + BAD_CASES[case] + GOOD_LINE.replace("0,", "9,", 1)
+    path = write("t.jsonl", text)
+    try:
+        want = _read_mooncake_lines(text, str(path))
+    except InputError as exc:
+        want = exc
+    if not isinstance(want, InputError):  # accepted by both, the same table
+        pd.testing.assert_frame_equal(read_mooncake(path).frame, want.frame)
+        return
+    with pytest.raises(InputError) as got:
+        read_mooncake(path)
+    assert str(got.value) == str(want)
+    assert got.value.line in (4, 5) and got.value.source == str(path)
+
+
+def test_nested_extra_keys_kept_as_the_line_reader_keeps_them(write):
+    text = '{"timestamp": 0, "input_length": 5, "output_length": 3, "meta": {"a": [1]}}\n'
+    assert read_mooncake(write("t.jsonl", text)).frame["meta"].iloc[0] == {"a": [1]}
+
+
+def test_fast_writer_writes_what_json_dumps_writes(tmp_path):
+    """A frame of the three base columns is written without json.dumps per line; the
+    text must be the very text the general path writes (json.dumps of each object)."""
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"arrival_time": np.cumsum(rng.exponential(0.37, 500)),
+                          "prompt_tokens": rng.integers(1, 5000, 500),
+                          "output_tokens": rng.integers(1, 900, 500)})
+    frame.loc[3, "arrival_time"] = frame.loc[2, "arrival_time"]  # a tie
+    frame.index.name = "request_id"
+    from dynasim.trace import Trace
+
+    out = tmp_path / "fast.jsonl"
+    write_mooncake(Trace("x", frame), out)
+    want = "".join(json.dumps({"timestamp": round(t * 1000.0, 3), "input_length": int(p),
+                               "output_length": int(o)}) + "\n"
+                   for t, p, o in frame.itertuples(index=False))
+    assert out.read_text() == want
+    back = read_mooncake(out).frame
+    np.testing.assert_allclose(back["arrival_time"], frame["arrival_time"], atol=1e-6)

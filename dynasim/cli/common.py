@@ -127,6 +127,9 @@ def print_summary(s: dict, title: str = "simulated") -> None:
     print("{s:{c}^{n}}".format(s=f" Serving Benchmark Result ({title}) ", n=50, c="="))
     line("Successful requests:", s["completed"], "{:<10}")
     line("Failed requests:", s["failed"], "{:<10}")
+    if "aborted" in s:
+        line("Aborted requests (client):", s["aborted"], "{:<10}")
+        line("  tokens they had generated:", s["aborted_output_tokens"], "{:<10}")
     line("Benchmark duration (s):", s["duration"])
     line("Total input tokens:", s["total_input_tokens"], "{:<10}")
     line("Total generated tokens:", s["total_output_tokens"], "{:<10}")
@@ -147,6 +150,13 @@ def print_summary(s: dict, title: str = "simulated") -> None:
         line(f"Median {key.upper()} (ms):", s[f"median_{key}_ms"])
         line(f"P90 {key.upper()} (ms):", s[f"p90_{key}_ms"])
         line(f"P99 {key.upper()} (ms):", s[f"p99_{key}_ms"])
+    if s.get("num_replicas", 1) > 1:  # a fleet behind a router (dynasim.cluster)
+        print("{s:{c}^{n}}".format(s=f"Replicas ({s.get('router', '')})", n=50, c="-"))
+        line("Replicas:", s["num_replicas"], "{:<10}")
+        for i, (n, t) in enumerate(zip(s["replica_requests"], s["replica_tokens"])):
+            print(f"{f'  replica {i} requests / tokens:':<40} {n} / {t}")
+        line("Request imbalance (max/mean):", s["replica_request_imbalance"])
+        line("Token imbalance (max/mean):", s["replica_token_imbalance"])
     print("=" * 50)
 
 
@@ -174,6 +184,14 @@ def add_program_flags(p: argparse.ArgumentParser, online: bool = True) -> None:
                             "--warmup-programs: the steady state only)")
         g.add_argument("--sjf-aging", type=float, default=30.0, help="seconds a program "
                        "waits before SJF serves it ahead of non-starving ones")
+        g.add_argument("--probe-interval", type=int, default=64, metavar="T",
+                       help="dynasor-cot: generated tokens between probes (a multiple of "
+                            "the data's 64; default 64)")
+        g.add_argument("--certainty-window", type=int, default=2, metavar="W",
+                       help="dynasor-cot: probes that must agree (default 2; --threshold "
+                            "is tau, default 1.0)")
+        g.add_argument("--token-budget", type=int, metavar="B",
+                       help="budget: most tokens of a chain of thought")
         g.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction,
                        default=None, help="prefix cache (default: on for workloads)")
     g.add_argument("--cap", type=int, default=20, help="resource cap: SC samples / ToT "
@@ -184,6 +202,10 @@ def add_program_flags(p: argparse.ArgumentParser, online: bool = True) -> None:
     g.add_argument("--reward-threshold", type=float, help="certaindex R threshold (ToT)")
     g.add_argument("--low-threshold", type=float, help="two-sided: stop a hopeless program, "
                    "H̃ (or R for ToT) <= this (default 0.0)")
+    g.add_argument("--dispatch", choices=("waves", "eager"), default="waves",
+                   help="SC samples: waves (detect-step samples, then the rest; the "
+                        "paper's run) or eager (all --cap at once, the unneeded ones "
+                        "aborted after the detect step)")
     g.add_argument("--gamma", type=float, default=1.0, help="curve policy exponent")
     g.add_argument("--length-tokens", type=int, default=0,
                    help="baseline-length: stop when detect-step outputs total <= this "
@@ -225,7 +247,10 @@ def intra_args(args: argparse.Namespace, *, single_cap: bool = True) -> dict:
                          field="length_tokens")
     return {"cap": args.cap, "detect_at": args.detect_at, "threshold": args.threshold,
             "reward_threshold": args.reward_threshold, "gamma": args.gamma,
-            "max_tokens": args.length_tokens, "low_threshold": args.low_threshold}
+            "max_tokens": args.length_tokens, "low_threshold": args.low_threshold,
+            "dispatch": getattr(args, "dispatch", "waves"),
+            **{k: getattr(args, k) for k in ("probe_interval", "certainty_window",
+                                             "token_budget") if hasattr(args, k)}}
 
 
 def check_online_flags(args: argparse.Namespace) -> None:
@@ -290,11 +315,20 @@ def print_program_summary(s: dict) -> None:
             ("Mean program latency (s):", "mean_program_latency_s", "{:<10.2f}"),
             ("P90 program latency (s):", "p90_program_latency_s", "{:<10.2f}"),
             ("Mean samples used:", "mean_samples_used", "{:<10.2f}"),
+            ("Calls aborted (eager, CoT stop):", "aborted_calls", "{:<10}"),
             ("Program output tokens:", "total_program_output_tokens", "{:<10}"),
             ("Base deadline (s):", "base_deadline_s", "{:<10.2f}"),
             ("Prefix cache hit rate:", "prefix_cache_hit_rate", "{:<10.3f}")):
-        if key in s:
+        if isinstance(s.get(key), dict):  # a mixed workload: one value per workload
+            print(label)
+            for w, v in s[key].items():
+                print(f"  {w:<38} " + fmt.format(v))
+        elif key in s:
             print(f"{label:<40} " + fmt.format(s[key]))
+        by = s.get(f"{key}_by_workload")
+        if isinstance(by, dict):
+            for w, v in by.items():
+                print(f"  {w:<38} " + fmt.format(v))
     print("=" * 50)
 
 

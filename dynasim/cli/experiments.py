@@ -64,7 +64,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("validate", help="fidelity against real vLLM runs and a live server")
     p.add_argument("--profile", default="distserve-opt13b-a100")
-    p.add_argument("--runs", nargs="+", help="ground-truth runs (default: all three)")
+    p.add_argument("--runs", nargs="+", help="runs to check: DistServe's three and the "
+                   "recorded vLLM runs (dynasim.runs; --list-runs); default: all")
+    p.add_argument("--list-runs", action="store_true", help="list the run names and exit")
     p.add_argument("--refit", type=int, nargs="?", const=150, metavar="EVALS",
                    help="also refit the A100 calibration and check it leaving each run "
                         "out (EVALS simulations per fit, default 150; about a minute)")
@@ -191,20 +193,34 @@ def cmd_validate(args: argparse.Namespace) -> None:
     from dynasim.experiments.validate import (
         RUNS,
         consistency_table,
+        fidelity_table,
         leave_one_out,
         print_consistency,
+        print_fidelity_table,
         print_table,
         refit,
-        validate_run,
+        run_profile,
     )
+    from dynasim.runs import RUNS as RECORDED
 
+    if args.list_runs:
+        for name in RUNS:
+            print(f"{name}  (distserve-opt13b-a100)")
+        for name in RECORDED:
+            prof, fitted = run_profile(name)
+            print(f"{name}  ({prof}, {'fitted on' if fitted else 'held out'})")
+        return
     profile = profile_from_args(args)
-    rows = [validate_run(name, profile) for name in (args.runs or RUNS)]
-    print_table(rows, f"Fidelity of {profile.name} ({profile.scheduling}) against real "
-                      "vLLM runs (A100, OPT-13B): |sim - real| / real per request")
-    ok = all(r["median_e2e_error"] <= 0.05 and r["median_ttft_error"] <= 0.15 for r in rows)
-    print("issue targets (median E2E <= 5%, TTFT <= 15% on every run): "
-          + ("met" if ok else "NOT met"))
+    table = fidelity_table(args.runs, profile)
+    rows = [r for r in table if r["source"] == "distserve"]
+    if rows:
+        print_table(rows, f"Fidelity of {profile.name} ({profile.scheduling}) against real "
+                          "vLLM runs (A100, OPT-13B): |sim - real| / real per request")
+        ok = all(r["median_e2e_error"] <= 0.05 and r["median_ttft_error"] <= 0.15
+                 for r in rows)
+        print("issue targets (median E2E <= 5%, TTFT <= 15% on every run): "
+              + ("met" if ok else "NOT met"))
+    print_fidelity_table(table)
     if set(args.runs or RUNS) == set(RUNS):
         print_consistency(*consistency_table())
     if args.refit:
@@ -223,5 +239,6 @@ def cmd_validate(args: argparse.Namespace) -> None:
         print("live fidelity: skipped (no --base-url). Start a server (python -m "
               "replay.testing.vllm_server, or any vLLM) and pass --base-url URL --model NAME.")
     if args.output:
-        Path(args.output).write_text(json.dumps({"a100": rows, "live": live}, indent=2)
+        Path(args.output).write_text(json.dumps({"a100": rows, "runs": table, "live": live},
+                                                indent=2)
                                      + "\n")

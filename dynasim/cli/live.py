@@ -59,6 +59,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("calibrate", help="measure a running vLLM through its API and fit "
                        "a profile (step times, per-request overhead, limits)")
     add_calibrate_flags(p)
+    add_from_runs_flags(p)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("fidelity", help="live fidelity: replay Poisson traces on a server "
@@ -99,9 +100,68 @@ def add_calibrate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def cmd_calibrate(args: argparse.Namespace) -> None:
-    """``dynasim calibrate``: measure, fit, write the profile (and the report)."""
+def add_from_runs_flags(p: argparse.ArgumentParser) -> None:
+    """``--from-runs RUN...`` and its options: calibrate from recorded runs instead of
+    a live server (:mod:`dynasim.profiles.fit_runs`); ``--base-url``/``--model`` are
+    then not needed."""
+    for action in p._actions:  # required only for a live calibration (checked there)
+        if action.dest in ("base_url", "model"):
+            action.required = False
+    p.add_argument("--from-runs", nargs="+", metavar="RUN", help="fit on these recorded "
+                   "vLLM runs (names: dynasim validate --list-runs) by simulating them")
+    p.add_argument("--held-out", nargs="*", default=[], metavar="RUN",
+                   help="with --from-runs: runs to report, not fit")
+    p.add_argument("--max-evals", type=int, default=60, help="with --from-runs: "
+                   "simulations of the fitting runs (default 60)")
+    p.add_argument("--max-requests", type=int, default=3000, help="with --from-runs: "
+                   "requests per simulated window of a fitting run (default 3000)")
+
+
+def cmd_calibrate_from_runs(args: argparse.Namespace) -> None:
+    """``dynasim calibrate --from-runs``: fit, print the per-run errors, write."""
+    import json
     from pathlib import Path
+
+    from dynasim.profiles.fit_runs import fit_from_runs
+
+    if args.max_evals < 1 or args.max_requests < 1:
+        raise InputError("must be >= 1", field="max_evals/max_requests")
+    name = args.name or f"calibrated-{args.from_runs[0]}"
+    try:
+        profile, report = fit_from_runs(args.from_runs, args.held_out, name,
+                                        max_requests=args.max_requests,
+                                        max_evals=args.max_evals)
+    except ValueError as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(str(exc), field="from_runs") from None
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(profile.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    print(f"fitted on {', '.join(args.from_runs)} in {report['fit_seconds']:.0f} s "
+          f"({report['evaluations']} simulations, objective {report['cost']:.4f}); "
+          f"decode rows {report['decode_rows']} from "
+          + ("chunk times" if report["decode_rows_from_chunks"] else "request windows"))
+    print(json.dumps(profile.step_time.model_dump()) +
+          f" frontend_latency_ms {profile.frontend_latency_ms}")
+    for r in report["runs"]:
+        print(f"  {r['run']:36s} {'fitted  ' if r['fitted'] else 'held out'} "
+              f"E2E median {r['median_e2e_error']:.1%} p90 {r['p90_e2e_error']:.1%} "
+              f"mean {r['mean_e2e_error']:.1%} | TTFT median {r['median_ttft_error']:.1%}"
+              f" p90 {r['p90_ttft_error']:.1%} mean {r['mean_ttft_error']:.1%}")
+    print(f"wrote {out}")
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    """``dynasim calibrate``: measure, fit, write the profile (and the report); with
+    ``--from-runs``, fit on recorded runs instead (:func:`cmd_calibrate_from_runs`)."""
+    from pathlib import Path
+
+    if getattr(args, "from_runs", None):
+        return cmd_calibrate_from_runs(args)
+    for flag in ("base_url", "model"):
+        if not getattr(args, flag):
+            raise InputError("required (or give --from-runs RUN...)", field=flag)
 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

@@ -28,9 +28,15 @@ def cmd_batch(args: argparse.Namespace) -> None:
     from dynasim.experiments.batch import matched_length_threshold, token_accuracy, tokens_saved
     from dynasim.policies import INTRA, make_intra
     from dynasim.workloads.catalog import load_workload
+    from dynasim.workloads.cot import is_cot_workload
 
+    if is_cot_workload(args.workload):
+        return cmd_cot_batch(args)
+    if args.select:
+        raise InputError("--select filters long chain-of-thought workloads only",
+                         field="select")
     caps = int_list(args.caps, "caps")
-    names = [n.strip() for n in args.policy.split(",") if n.strip()]
+    names = [n.strip() for n in (args.policy or SC_POLICIES).split(",") if n.strip()]
     for n in names:
         if n not in INTRA:
             raise InputError(f"unknown intra-program policy (known: {', '.join(INTRA)})",
@@ -67,6 +73,82 @@ def cmd_batch(args: argparse.Namespace) -> None:
                 print(f"{n}: {abs(s['saved']):.1%} {how} output tokens than baseline-even"
                       f" at equal accuracy ({s['accuracy']:.4f}), cap {s['cap']}")
     print(f"wrote {out}")
+
+
+SC_POLICIES = "even,certaindex,length,curve"
+COT_POLICIES = "budget,dynasor-cot"
+
+
+def cmd_cot_batch(args: argparse.Namespace) -> None:
+    """``dynasim batch`` on a long chain-of-thought workload: the Dynasor-CoT frontier
+    against the token budget (Dynasor §2 Fig. 6; :mod:`dynasim.experiments.cot_frontier`),
+    its CSV, the comparison with the paper's table, and ``--plot`` figures."""
+    from dynasim.experiments.cot_frontier import (
+        POLICIES,
+        format_report,
+        frontier,
+        frontier_figures,
+        grading_disagreement,
+    )
+    from dynasim.workloads.cot import load_cot, parse_select
+
+    names = [n.strip() for n in (args.policy or COT_POLICIES).split(",") if n.strip()]
+    for n in names:
+        if n not in POLICIES:
+            raise InputError(f"unknown chain-of-thought policy (known: {', '.join(POLICIES)})",
+                             field="policy", source=n)
+    windows = int_list(args.certainty_window, "certainty_window")
+    intervals = int_list(args.probe_interval, "probe_interval")
+    budgets = int_list(args.budgets, "budgets") if args.budgets else None
+    tau = 1.0 if args.threshold is None else args.threshold
+    if not 0 < tau <= 1:
+        raise InputError(f"--threshold (tau) must be in (0, 1], got {tau}", field="threshold")
+    workload = load_cot(args.workload, parse_select(args.select))
+    bad = [t for t in intervals if t % workload.probe_interval]
+    if bad:
+        raise InputError(f"--probe-interval {bad[0]} is not a multiple of the data's "
+                         f"{workload.probe_interval}-token probe spacing",
+                         field="probe_interval")
+    print(f"{workload.name}: {len(workload.trajectories)} trajectories, probes every "
+          f"{workload.probe_interval} tokens" + (f" ({workload.notes})" if workload.notes
+                                                 else ""))
+    table = frontier(workload, policies=names, probe_intervals=intervals, windows=windows,
+                     threshold=tau, budgets=budgets)
+    print(format_report(table, grading_disagreement(workload)))
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    print(f"wrote {out}")
+    if args.plot:
+        from dynasim.experiments.plots import png_skipped, write_figures_noting_png
+
+        figs = frontier_figures(table)
+        files, err = write_figures_noting_png(
+            {out.parent / "plots" / f"token-accuracy-{name}": fig
+             for name, fig in figs.items()})
+        why = f"PNG failed: {err}" if err else png_skipped()
+        print(f"wrote {', '.join(files)}" + (f" ({why})" if why else ""))
+
+
+def cmd_cot_check(args: argparse.Namespace) -> None:
+    """``dynasim cot-check``: how often ``math_equal(final_answer, target)`` disagrees
+    with the logged ``final_correct``, per (model, dataset), with examples."""
+    from dynasim.experiments.cot_frontier import grading_disagreement
+    from dynasim.workloads.cot import load_cot, parse_select
+
+    workload = load_cot(args.workload, parse_select(args.select))
+    d = grading_disagreement(workload)
+    print(f"{'model':<30}{'dataset':>8}{'trajectories':>13}{'disagree':>9}{'rate':>8}"
+          f"{'logged acc':>11}{'math_equal acc':>15}")
+    for r in d.itertuples():
+        print(f"{r.model.split('/')[-1]:<30}{r.dataset:>8}{r.trajectories:>13}"
+              f"{r.disagree:>9}{r.rate:>8.2%}{r.logged_accuracy:>11.4f}"
+              f"{r.math_equal_accuracy:>15.4f}")
+    n, bad = int(d.trajectories.sum()), int(d.disagree.sum())
+    print(f"{'all':<30}{'':>8}{n:>13}{bad:>9}{bad / n:>8.2%}")
+    for r in d.itertuples():
+        if r.examples:
+            print(f"  {r.model.split('/')[-1]} {r.dataset}: {r.examples}")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
@@ -154,13 +236,33 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     """Register ``batch``, ``ablation`` and ``calibrate-thresholds``."""
     p = sub.add_parser("batch", help="token-to-accuracy of intra-program policies")
     p.add_argument("--workload", required=True, help="workload name or per-sample CSV")
-    p.add_argument("--policy", default="even,certaindex,length,curve",
-                   help="comma-separated intra-program policies")
+    p.add_argument("--policy", help="comma-separated intra-program policies (default "
+                   f"{SC_POLICIES}; for chain-of-thought workloads {COT_POLICIES}, "
+                   "also full)")
     p.add_argument("--caps", default="5,10,20,40", help="comma-separated caps")
     p.add_argument("--seeds", type=int, default=10, help="draw orders averaged")
     p.add_argument("--output", default="out/batch.csv", help="CSV of the rows")
     add_program_flags(p, online=False)
+    g = p.add_argument_group("long chain of thought (cot-* workloads or a folder; Dynasor "
+                             "§2.1; --threshold is tau, default 1.0)")
+    g.add_argument("--select", action="append", metavar="KEY=VALUE",
+                   help="model=SUBSTRING or dataset=NAME (repeatable)")
+    g.add_argument("--probe-interval", default="64,128,256",
+                   help="probe every T tokens: comma-separated multiples of the data's 64")
+    g.add_argument("--certainty-window", default="2,3,4,8,16",
+                   help="comma-separated windows w (probes that must agree)")
+    g.add_argument("--budgets", help="comma-separated token budgets B of the budget "
+                   "baseline (default: every 256 tokens up to the longest trajectory)")
+    g.add_argument("--plot", action="store_true", help="also write the token-accuracy "
+                   "figures under the output's folder, plots/")
     p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("cot-check", help="math_equal against the logged grades of a "
+                       "chain-of-thought workload")
+    p.add_argument("--workload", required=True, help="cot-* name or a folder")
+    p.add_argument("--select", action="append", metavar="KEY=VALUE",
+                   help="model=SUBSTRING or dataset=NAME (repeatable)")
+    p.set_defaults(func=cmd_cot_check)
 
     p = sub.add_parser("ablation", help="lpm, gang, +certaindex, sjf+certaindex on the "
                        "same programs and arrivals")

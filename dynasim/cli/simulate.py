@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from dynasim.cli.common import (
     add_limit_flags,
     add_program_flags,
+    int_list,
     intra_args,
     online_profile,
     prepare_output_dir,
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``simulate``, ``trace``, ``profiles`` and ``benchmark``."""
-    p = sub.add_parser("simulate", help="simulate a trace on one vLLM replica")
+    p = sub.add_parser("simulate", help="simulate a trace on one vLLM replica or a fleet "
+                       "behind a router")
     p.add_argument("--trace", help="dataset name or trace file "
                    "(.jsonl Mooncake, .csv Azure 2023)")
     p.add_argument("--workload", help="reasoning workload name (game24-sc, "
@@ -55,6 +57,18 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "--output-dir (removes its requests.*, programs.*, summary.json, "
                    "compare.*)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("a fleet of replicas behind a router (--trace only for now)")
+    g.add_argument("--replicas", type=int, default=None, metavar="N",
+                   help="number of replicas (default 1, or one per --replica-profile)")
+    g.add_argument("--replica-profile", nargs="+", metavar="P",
+                   help="profiles of the replicas in order, repeated to fill --replicas "
+                        "(a heterogeneous fleet; default: --profile for every replica)")
+    g.add_argument("--router", default="least-outstanding",
+                   help="round-robin, least-outstanding, least-kv, prefix-affinity or "
+                        "program-affinity (default least-outstanding)")
+    g.add_argument("--router-knob", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="router knobs, e.g. cache_threshold=0.5 balance_abs_threshold=32 "
+                        "balance_rel_threshold=1.5 (dynasim/routers/affinity.py)")
     add_limit_flags(p)
     add_program_flags(p)
     p.set_defaults(func=cmd_simulate)
@@ -83,26 +97,49 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--max-model-len", type=int)
     p.add_argument("--startup", action="store_true", help="time `dynasim --help` instead "
                    "(fresh interpreters; --repeat defaults to 15)")
+    g = p.add_argument_group("--scale: reading and simulating a million requests")
+    g.add_argument("--scale", action="store_true", help="time reading and simulating an "
+                   "Azure-like trace of --num-requests per replica, for each fleet size "
+                   "of --replicas (from --trace, on --profile)")
+    g.add_argument("--num-requests", type=int, default=1_000_000,
+                   help="requests per replica (default 1000000)")
+    g.add_argument("--replicas", default="1,8", help="fleet sizes, comma-separated "
+                   "(default 1,8)")
+    g.add_argument("--rate-per-replica", type=float, default=1.8,
+                   help="req/s per replica (default 1.8)")
+    g.add_argument("--router", default="least-outstanding", help="router of the fleets")
+    g.add_argument("--cprofile", type=int, default=0, metavar="N",
+                   help="also print the N functions taking the most simulate time")
     p.set_defaults(func=cmd_benchmark)
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
-    """``dynasim simulate``: run a trace through one simulated replica."""
+    """``dynasim simulate``: run a trace through one simulated replica, or through a
+    fleet behind a router (``--replicas``, ``--replica-profile``, ``--router``;
+    :mod:`dynasim.cluster`)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from dynasim.cluster import simulate_cluster
     from dynasim.data_record import json_default
     from dynasim.metrics import parse_goodput, summarize
     from dynasim.policies import make_policy
+    from dynasim.routers import make_router
     from dynasim.simulation import simulate
 
     goodput = parse_goodput(args.goodput)
     profile = profile_from_args(args)
     if (args.trace is None) == (args.workload is None):
         raise InputError("give exactly one of --trace and --workload", field="trace")
+    fleet = fleet_profiles(args, profile)
     if args.workload is not None:
+        if len(fleet) > 1 or args.replica_profile:
+            raise InputError("several replicas are not yet supported with --workload "
+                             "(program runs); use --trace", field="replicas")
         return simulate_workload(args, profile)
     policy = make_policy(args.policy)
+    knobs = router_knobs(args.router_knob)
+    router = make_router(args.router, **knobs)
     tr = trace_from_args(args)
     out = prepare_output_dir(args.output_dir, args.overwrite, "simulate")
     console = Console(stderr=True)
@@ -111,12 +148,22 @@ def cmd_simulate(args: argparse.Namespace) -> None:
                   "{task.total} requests"), TimeElapsedColumn(), console=console,
                   transient=True, disable=args.no_progress) as bar:
         task = bar.add_task("sim", total=len(tr))
-        records, engine = simulate(tr, profile, policy,
-                                   progress=lambda n: bar.update(task, completed=n))
+        if len(fleet) == 1:
+            records, engine = simulate(tr, fleet[0], policy,
+                                       progress=lambda n: bar.update(task, completed=n))
+        else:
+            records, engine = simulate_cluster(
+                tr, fleet, lambda: make_policy(args.policy), router,
+                progress=lambda n: bar.update(task, completed=n))
     wall = time.perf_counter() - t0
-    summary = summarize(records, goodput)
-    summary.update({"trace": tr.source, "profile": profile.name, "policy": policy.name,
-                    "scheduling": profile.scheduling, "num_prompts": len(tr),
+    summary = summarize(records, goodput, num_replicas=len(fleet))
+    names = list(dict.fromkeys(p.name for p in fleet))
+    if len(fleet) > 1:
+        summary.update({"router": router.name, "router_knobs": knobs,
+                        "replica_profiles": [p.name for p in fleet]})
+    summary.update({"trace": tr.source, "profile": ",".join(names), "policy": policy.name,
+                    "scheduling": ",".join(dict.fromkeys(p.scheduling for p in fleet)),
+                    "num_prompts": len(tr),
                     "request_rate": args.request_rate if args.request_rate is not None
                     else "trace", "burstiness": args.burstiness, "seed": args.seed,
                     "engine_steps": engine.num_steps, "wall_seconds": wall})
@@ -124,6 +171,50 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default) + "\n")
     print_summary(summary)
     print(f"wrote {out / 'requests.parquet'} and {out / 'summary.json'}")
+
+
+def router_knobs(items: list[str]) -> dict[str, float]:
+    """``["cache_threshold=0.5", ...]`` -> ``{"cache_threshold": 0.5}``.
+
+    Raises:
+        InputError: an item without ``=`` or with a value that is not a number (field
+            ``router_knob``).
+    """
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise InputError(f"expected KEY=NUMBER, got {item!r}", field="router_knob")
+    return out
+
+
+def fleet_profiles(args: argparse.Namespace, profile: Profile) -> list[Profile]:
+    """The profile of each replica: ``--replica-profile`` names in order, repeated to
+    fill ``--replicas`` (default: one replica per name), else ``--profile`` (already
+    loaded as ``profile``) ``--replicas`` times; the limit flags apply to every one.
+
+    Raises:
+        InputError: ``--replicas < 1``, fewer replicas than ``--replica-profile`` names,
+            or an unknown profile or bad override.
+    """
+    from dynasim.profiles import LIMITS, load_profile
+
+    names = args.replica_profile or []
+    n = args.replicas if args.replicas is not None else max(1, len(names))
+    if n < 1:
+        raise InputError(f"--replicas must be >= 1, got {n}", field="replicas")
+    if len(names) > n:
+        raise InputError(f"{len(names)} --replica-profile names for {n} replicas",
+                         field="replica_profile")
+    if not names:
+        return [profile] * n
+    limits = {k: getattr(args, k) for k in LIMITS}
+    loaded = {name: load_profile(name).with_overrides(**limits) for name in names}
+    return [loaded[names[i % len(names)]] for i in range(n)]
 
 
 def simulate_workload(args: argparse.Namespace, profile: Profile) -> None:
@@ -226,10 +317,25 @@ def cmd_profiles(args: argparse.Namespace) -> None:
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
     """``dynasim benchmark``: simulator speed on a real trace (see dynasim.experiments.benchmark)."""
-    from dynasim.experiments.benchmark import run_benchmark, run_startup_benchmark
+    from dynasim.experiments.benchmark import (
+        run_benchmark,
+        run_scale_benchmark,
+        run_startup_benchmark,
+    )
 
     if args.startup:
         run_startup_benchmark(15 if args.repeat == 1 else args.repeat)
+        return
+    if args.scale:
+        if args.num_requests < 1:
+            raise InputError(f"--num-requests must be >= 1, got {args.num_requests}",
+                             field="num_requests")
+        if not 0 < args.rate_per_replica < float("inf"):
+            raise InputError(f"--rate-per-replica must be finite and > 0 req/s, got "
+                             f"{args.rate_per_replica}", field="rate_per_replica")
+        run_scale_benchmark(args.num_requests, tuple(int_list(args.replicas, "replicas")),
+                            args.rate_per_replica, args.profile, args.router, args.trace,
+                            cprofile=args.cprofile)
         return
     run_benchmark(args.trace, args.profile, args.repeat, scheduling=args.scheduling,
                   max_model_len=args.max_model_len)

@@ -50,7 +50,7 @@ import pandas as pd
 
 from dynasim.data_record import json_default, write_atomic
 from dynasim.errors import InputError
-from dynasim.experiments.sweep_config import LIMIT_KEYS, SweepConfig, expand
+from dynasim.experiments.sweep_config import COT_KEYS, LIMIT_KEYS, SweepConfig, expand
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ProcessPoolExecutor
@@ -59,6 +59,7 @@ CONFIG_COLUMNS = ["cell_id", "workload", "profile", "policy", "program_rate", "s
                   "seed", "num_programs", "burstiness", "cap", "detect_at", "threshold",
                   "reward_threshold", "low_threshold", "sjf_aging", "enable_prefix_caching",
                   "base_deadline_multiple", "warmup_programs", "cooldown_programs",
+                  "probe_interval", "certainty_window", "token_budget",
                   "base_deadline_s", "deadline_protocol"]
 
 
@@ -82,19 +83,21 @@ def _profile(cell: dict):
 def _intra_args(cell: dict) -> dict:
     return {"cap": cell["cap"], "detect_at": cell["detect_at"],
             "threshold": cell["threshold"], "reward_threshold": cell["reward_threshold"],
-            "low_threshold": cell.get("low_threshold")}
+            "low_threshold": cell.get("low_threshold"),
+            **{k: cell[k] for k in COT_KEYS if cell.get(k) is not None}}
 
 
-def derive_base_deadline(cell: dict) -> float:
+def derive_base_deadline(cell: dict) -> float | dict[str, float]:
     """Base deadline (s) of a cell's (workload, profile): the configured one, else
-    :func:`dynasim.simulation.base_deadline` at the cell's cap (policy-, rate- and
-    seed-independent) times ``base_deadline_multiple`` (default 1)."""
-    from dynasim.simulation import base_deadline
+    :func:`dynasim.simulation.base_deadlines` at the cell's cap (policy-, rate- and
+    seed-independent) times ``base_deadline_multiple`` (default 1); one per part of a
+    mixed workload."""
+    from dynasim.simulation import base_deadlines
 
     if cell["base_deadline"] is not None:
         return float(cell["base_deadline"])
-    return base_deadline(_workload(cell["workload"]).programs, _profile(cell),
-                         cell["cap"]) * (cell.get("base_deadline_multiple") or 1.0)
+    return base_deadlines(_workload(cell["workload"]), _profile(cell), cell["cap"],
+                          cell.get("base_deadline_multiple"))
 
 
 def run_cell(cell: dict) -> dict:
@@ -110,6 +113,9 @@ def run_cell(cell: dict) -> dict:
 
     t0 = time.perf_counter()
     row = {k: cell.get(k) for k in CONFIG_COLUMNS}
+    if isinstance(row["base_deadline_s"], dict):  # a mix: one base per workload
+        row["base_deadline_by_workload"] = json.dumps(row["base_deadline_s"])
+        row["base_deadline_s"] = float("nan")
     window = {"warmup": cell.get("warmup_programs") or 0,
               "cooldown": cell.get("cooldown_programs") or 0}
     row["deadline_protocol"] = deadline_protocol(
@@ -135,6 +141,9 @@ def run_cell(cell: dict) -> dict:
     for summary in (summarize(requests), program_summary):
         row.update({k: v for k, v in summary.items()
                     if isinstance(v, (int, float, bool)) and k not in row})
+    for key in ("slo_attainment_by_workload", "accuracy_by_workload"):  # a mix
+        for w, v in program_summary.get(key, {}).items():
+            row[f"{key.removesuffix('_by_workload')}@{w}"] = v
     row.update(num_programs=len(programs), engine_steps=engine.num_steps,
                prefix_cache_hit_rate=engine.prefix_cache_hit_rate,
                wall_seconds=time.perf_counter() - t0, error="")

@@ -23,6 +23,9 @@ value; every key can also be given, or overridden, by the flag of the same name)
     base_deadline_multiple: null      # K: base = K x the derived one (not with base_deadline)
     warmup_programs: null             # SLO attainment skips the first N arrivals ...
     cooldown_programs: null           # ... and the last N (steady state; null: 0)
+    probe_interval: null              # dynasor-cot: T tokens between probes (null: 64)
+    certainty_window: null            # dynasor-cot: w probes that must agree (null: 2)
+    token_budget: null                # budget: B tokens of a chain of thought
     sjf_aging: 30.0                   # s before SJF serves a starving program first
     enable_prefix_caching: true
     limits: {max_num_seqs: 256}       # engine limits overriding the profile's
@@ -64,6 +67,8 @@ from dynasim.profiles import LIMITS
 AXES = ("workloads", "profiles", "policies", "request_rates", "slo_scales", "seeds")
 #: Deadline-protocol keys (module doc); left out of a cell (and its id) when unset.
 PROTOCOL_KEYS = ("base_deadline_multiple", "warmup_programs", "cooldown_programs")
+#: Long chain-of-thought knobs (:mod:`dynasim.policies.dynasor_cot`); left out when unset.
+COT_KEYS = ("probe_interval", "certainty_window", "token_budget")
 #: Engine limits a sweep may override (the profile keys of the same name).
 LIMIT_KEYS = LIMITS
 
@@ -91,6 +96,9 @@ class SweepConfig(BaseModel):
     base_deadline_multiple: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     warmup_programs: int | None = Field(default=None, ge=0)
     cooldown_programs: int | None = Field(default=None, ge=0, validate_default=True)
+    probe_interval: int | None = Field(default=None, ge=1)
+    certainty_window: int | None = Field(default=None, ge=1)
+    token_budget: int | None = Field(default=None, ge=1)
     sjf_aging: float = Field(default=30.0, ge=0)
     enable_prefix_caching: bool = True
     limits: dict[str, Any] = Field(default_factory=dict)
@@ -220,7 +228,7 @@ def expand(cfg: SweepConfig) -> list[dict]:
     ``workload, profile, policy, program_rate, slo_scale, seed`` plus the shared keys,
     and its ``cell_id``; ``base_deadline`` is filled in later when not configured."""
     shared = cfg.model_dump(exclude={*AXES, "keep_records"})
-    for key in ("low_threshold", *PROTOCOL_KEYS):  # unset: older sweeps' cell ids hold
+    for key in ("low_threshold", *PROTOCOL_KEYS, *COT_KEYS):  # unset: older cell ids hold
         if shared[key] is None:
             del shared[key]
     cells = []

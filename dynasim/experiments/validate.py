@@ -7,6 +7,13 @@ ShareGPT workload at Poisson 1, 2 and 3 req/s (``distserve-vllm-*`` in
 per-request dicts (``prompt_len, output_len, issue_time, first_token_time,
 complete_time`` in seconds of ``time.perf_counter``), parsed with ``ast.literal_eval``.
 
+Recorded vLLM runs (:mod:`dynasim.runs`: residency, BLIS training, LLMServingSim) join
+them in one table (:func:`fidelity_table`, :func:`print_fidelity_table`), each simulated
+whole with the shipped profile fitted on it or holding it out
+(:data:`dynasim.profiles.builders.RUN_PROFILES`), beside the source's own simulator
+error where published; the error of the mean E2E is reported too (LLMServingSim's
+metric).
+
 Error metric: per request, ``|sim - real| / real`` of E2E latency and of TTFT; a run is
 summarised by the median (and p90) of those errors. Targets: median E2E <= 10%,
 TTFT <= 25% (issue #2); median E2E <= 5%, TTFT <= 15% (issue #5, met for TTFT only:
@@ -89,6 +96,8 @@ def validate_run(name: str, profile: Profile, policy: str = "fcfs") -> dict:
             "p90_e2e_error": float(np.percentile(e2e_err, 90)),
             "median_ttft_error": float(np.median(ttft_err)),
             "p90_ttft_error": float(np.percentile(ttft_err, 90)),
+            "mean_e2e_error": float(abs(sim["e2e_latency"].mean()
+                                        / real["e2e_latency"].mean() - 1)),
             "real_median_e2e_s": float(real["e2e_latency"].median()),
             "sim_median_e2e_s": float(sim["e2e_latency"].median()),
             "real_median_ttft_s": float(real["ttft"].median()),
@@ -266,3 +275,110 @@ def leave_one_out(max_evals: int = 100) -> list[dict]:
         cal, _ = refit(tuple(r for r in RUNS if r != held), max_evals)
         rows.append({**validate_run(held, distserve_opt13b_a100(cal)), "calibration": cal})
     return rows
+
+
+# ------------------------------------------------------- one fidelity table (issue 16)
+def run_profile(run: str) -> tuple[str, bool]:
+    """``(profile name, fitted on this run)`` of a recorded run: the shipped profile of
+    :data:`dynasim.profiles.builders.RUN_PROFILES` that fits or holds it out.
+
+    Raises:
+        InputError: a run no shipped profile covers.
+    """
+    from dynasim.profiles.builders import RUN_PROFILES
+
+    for name, (fit_on, held_out) in RUN_PROFILES.items():
+        if run in fit_on or run in held_out:
+            return name, run in fit_on
+    raise InputError("no shipped profile covers this run", source=run, field="runs")
+
+
+def recorded_row(run_name: str, profile: Profile | None = None) -> dict:
+    """Simulate the recorded run ``run_name`` (:mod:`dynasim.runs`) whole with its
+    profile (default :func:`run_profile`'s) and return its row of the fidelity table:
+    :func:`dynasim.profiles.fit_runs.errors` plus ``run``, ``source``, ``profile``,
+    ``fitted``, ``requests`` and ``published`` (the source's own simulator error)."""
+    from dynasim.profiles import load_profile
+    from dynasim.profiles.fit_runs import window_errors, windows
+    from dynasim.runs import load_run
+
+    run = load_run(run_name)
+    fitted = False
+    if profile is None:
+        name, fitted = run_profile(run_name)
+        profile = load_profile(name)
+    row = window_errors(profile, windows(run, None))
+    return {"run": run_name, "source": run_name.split("-")[0], "profile": profile.name,
+            "fitted": fitted, "requests": len(run.trace), **row,
+            "published": dict(run.published)}
+
+
+def fidelity_table(runs: list[str] | None = None,
+                   distserve_profile: Profile | None = None) -> list[dict]:
+    """Rows of the one fidelity table: every DistServe run (with
+    ``distserve_profile``, default ``distserve-opt13b-a100``, whose calibration used all
+    three) and every recorded run (:data:`dynasim.runs.RUNS`, each with its shipped
+    profile), or only ``runs``.
+
+    Raises:
+        InputError: an unknown run name.
+    """
+    from dynasim.profiles import load_profile
+    from dynasim.runs import RUNS as RECORDED
+
+    names = list(runs) if runs else [*RUNS, *RECORDED]
+    unknown = [n for n in names if n not in RUNS and n not in RECORDED]
+    if unknown:
+        raise InputError(f"unknown run (known: {', '.join([*RUNS, *RECORDED])})",
+                         source=unknown[0], field="runs")
+    rows = []
+    for n in names:
+        if n in RUNS:
+            prof = distserve_profile or load_profile("distserve-opt13b-a100")
+            r = validate_run(n, prof)
+            rows.append({**r, "source": "distserve", "profile": prof.name, "fitted": True,
+                         "published": {}})
+        else:
+            rows.append(recorded_row(n))
+    return rows
+
+
+def print_fidelity_table(rows: list[dict]) -> None:
+    """Print :func:`fidelity_table` rows: per run the median and p90 per-request E2E and
+    TTFT error, the error of the mean E2E, whether the profile was fitted on the run,
+    and the source's own simulator error where published."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="dynasim fidelity against recorded vLLM runs: |sim - real| / real "
+                        "per request (fit = run used to fit its profile)")
+    for col in ("run", "profile", "fit", "reqs", "E2E med", "E2E p90", "TTFT med",
+                "TTFT p90", "mean E2E", "published sim error"):
+        table.add_column(col, justify="right" if col not in ("run", "profile") else "left")
+    for r in rows:
+        pub = r.get("published") or {}
+        pub_text = "; ".join(
+            f"{metric.upper()} " + " ".join(
+                f"{stat[:3] if stat == 'median' else stat} "
+                f"{pub[f'{metric}_{stat}']:{'+' if stat == 'mean' else ''}.1%}"
+                for stat in ("mean", "median") if f"{metric}_{stat}" in pub)
+            for metric in ("e2e", "ttft") if any(k.startswith(metric) for k in pub))
+        if pub and r["source"] == "blis":
+            pub_text = f"BLIS, all held-out runs: {pub_text}"
+        table.add_row(r["run"].removeprefix("distserve-"), r["profile"],
+                      "fit" if r["fitted"] else "held", str(r["requests"]),
+                      f"{r['median_e2e_error']:.1%}", f"{r['p90_e2e_error']:.1%}",
+                      f"{r['median_ttft_error']:.1%}", f"{r['p90_ttft_error']:.1%}",
+                      f"{r['mean_e2e_error']:.1%}", pub_text)
+    Console(width=max(Console().width, 200)).print(table)
+    held = [r for r in rows if not r["fitted"]]
+    if held:
+        ok = [r["median_e2e_error"] <= 0.05 and r["median_ttft_error"] <= 0.15 for r in held]
+        print(f"held-out runs meeting median E2E <= 5% and TTFT <= 15%: {sum(ok)} of "
+              f"{len(held)}")
+    lss = [r for r in rows if r["source"] == "llmservingsim"]
+    if lss:
+        print("LLMServingSim runs, mean E2E error (target <= 2%): " + ", ".join(
+            f"{r['run']} {r['mean_e2e_error']:.1%} (theirs {abs(r['published'].get('e2e_mean', float('nan'))):.1%})"
+            for r in lss))
+

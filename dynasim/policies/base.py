@@ -111,9 +111,11 @@ class Policy:
 
     @property
     def label(self) -> str:
-        """``inter`` or ``inter+intra`` as written on the command line."""
+        """``inter`` or ``inter+intra`` (``@eager`` under eager dispatch) as written on
+        the command line."""
         intra = self.intra.name
-        return self.name if intra == "even" else f"{self.name}+{intra}"
+        label = self.name if intra == "even" else f"{self.name}+{intra}"
+        return label + ("@eager" if self.intra.dispatch == "eager" else "")
 
     def new_queue(self, prefix_match: Callable[[Request], int] | None = None) -> WaitingQueue:
         """A fresh waiting queue for one engine (or one replay client).

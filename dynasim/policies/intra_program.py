@@ -74,6 +74,11 @@ class IntraPolicy:
     """
 
     name = "even"
+    #: ``waves`` (the paper's two-wave run: detect-step samples, then the rest) or
+    #: ``eager`` (all ``cap`` samples at once, the unneeded ones aborted after the detect
+    #: step; SC programs only: :mod:`dynasim.workloads.program`). Set by
+    #: :func:`~dynasim.policies.registry.make_intra`.
+    dispatch = "waves"
 
     def __init__(self, cap: int = DEFAULT_CAP, detect_at: int = DEFAULT_DETECT_AT) -> None:
         if cap < 1 or detect_at < 1:
@@ -125,7 +130,6 @@ class IntraPolicy:
 
     def __repr__(self) -> str:
         return f"{self.name}(cap={self.cap}, detect_at={self.detect_at})"
-
 
 class BaselineEven(IntraPolicy):
     """Uniform cap: every program gets ``cap`` (App. G baseline)."""

@@ -6,7 +6,15 @@ times its own average tokens per step so far,
     remaining = (knob allowed − calls finished) × (output tokens finished / calls finished)
 
 where the knob allowed is the cap until certaindex has decided and the decided knob after
-(so certaindex shortens the estimate of programs it stops). Before any of its calls has
+(so certaindex shortens the estimate of programs it stops).
+
+A long chain of thought (one main request, probes under Dynasor-CoT) has one call, so
+that estimate says nothing; its remaining length is estimated, without knowing its own,
+as the mean length of the chains that ended so far in the run (finished, or stopped by
+their probes) minus the tokens it has generated, known from its probes (probes issued ×
+the probe interval): a chain near its end, and its probes, go first. dynasim's choice
+(issue 17): a non-clairvoyant estimate that learns the workload's chain length online
+and lets Dynasor-CoT's probes of advanced chains jump the queue. Before any of its calls has
 finished, a program's tokens per step is the mean over all calls finished so far in the
 run (or 1 token when none has). Programs are gang-admitted (:class:`~dynasim.policies.gang.
 ProgramQueue`), shortest estimate first.
@@ -47,13 +55,18 @@ class SJF(AgingGang):
         super().__init__(intra, aging_s)
         self._tokens = 0
         self._calls = 0
+        self._chain_tokens = 0  # long chain of thought: main requests that ended
+        self._chains = 0
 
     def on_arrival(self, req: Request, now: float) -> None:
         self.now = now
 
     def on_finish(self, req: Request, now: float) -> None:
         self.now = now
-        if req.status == "finished":
+        if req.output_key is not None:  # a chain of thought's main request
+            self._chain_tokens += req.num_generated
+            self._chains += 1
+        elif req.status == "finished":
             self._tokens += req.output_tokens
             self._calls += 1
 
@@ -63,6 +76,10 @@ class SJF(AgingGang):
 
     def estimate(self, program: Program) -> float:
         """Estimated remaining output tokens of ``program`` (module docstring)."""
+        if getattr(getattr(program, "spec", None), "trajectory", None) is not None:  # CoT
+            mean = self._chain_tokens / self._chains if self._chains else 1.0
+            done = (len(program.issued) - 1) * getattr(program.intra, "probe_interval", 0)
+            return max(1.0, mean - done)
         left = max(0, program.knob_allowed() - program.calls_done)
         if program.calls_done:
             per = program.output_tokens_done / program.calls_done

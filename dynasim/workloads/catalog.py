@@ -43,12 +43,18 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dynasim.certaindex import Equivalence, exact_match, math_equal
 from dynasim.datasets import fetch
 from dynasim.errors import InputError, read_text
 from dynasim.workloads.call import Call, Segment
+from dynasim.workloads.cot_run import problem_key
+from dynasim.workloads.mix import is_mix, mix_parts
 from dynasim.workloads.program import ProgramSpec, difficulty_of
+
+if TYPE_CHECKING:
+    from dynasim.workloads.cot import CotWorkload
 
 REQUIRED = ("question_id", "sample_idx", "extracted_answer", "gold_answer", "is_correct")
 TOKEN_COLUMNS = ("output_tokens", "output_tokens_cl100k")
@@ -69,11 +75,14 @@ class Workload:
         name: workload name or CSV path.
         programs: one :class:`~dynasim.workloads.program.ProgramSpec` per question, file order.
         notes: assumptions made (e.g. prompt lengths), shown in outputs.
+        mix: for a mixed workload (:mod:`dynasim.workloads.mix`), its parts' names and
+            arrival proportions; ``()`` otherwise.
     """
 
     name: str
     programs: tuple[ProgramSpec, ...]
     notes: str = ""
+    mix: tuple[tuple[str, float], ...] = ()
 
 
 def _int(value: str, src: str, line: int, field: str, lo: int = 0) -> int:
@@ -238,14 +247,42 @@ WORKLOADS = {
 }
 
 
+def cot_program_specs(workload: CotWorkload) -> tuple[ProgramSpec, ...]:
+    """Long chain-of-thought programs (:mod:`dynasim.workloads.cot_run`): one
+    :class:`~dynasim.workloads.program.ProgramSpec` per trajectory (algorithm ``cot``,
+    its trajectory attached, its main call's prompt keyed by problem so the samples of
+    one problem share it); difficulty from the trajectories of the same
+    problem (all correct 1, mixed 2, all wrong 3, Dynasor §4)."""
+    by_problem: dict[str, list[bool]] = {}
+    for t in workload.trajectories:
+        by_problem.setdefault(problem_key(t), []).append(t.correct)
+    specs = []
+    for t in workload.trajectories:
+        main = Call(((f"cot-prompt:{problem_key(t)}", t.prompt_tokens),), t.tokens,
+                    t.final_answer, t.correct)
+        specs.append(ProgramSpec(f"{problem_key(t)}#{t.seed}", "cot", (main,),
+                                 difficulty_of(by_problem[problem_key(t)]), trajectory=t))
+    return tuple(specs)
+
+
 def load_workload(name_or_path: str, **kwargs) -> Workload:
-    """A named workload (:data:`WORKLOADS`) or a per-sample CSV path.
+    """A named workload (:data:`WORKLOADS`), a per-sample CSV path, or a mix of them
+    (``"game24-sc:3,date-sc:1"``, :mod:`dynasim.workloads.mix`).
 
     Raises:
         InputError: neither a known name nor a readable CSV.
     """
     if name_or_path in WORKLOADS:
         return WORKLOADS[name_or_path]()
+    from dynasim.workloads.cot import is_cot_workload, load_cot  # pandas: imported late
+
+    if is_cot_workload(name_or_path):  # long chain of thought (governor_cot_probes)
+        cot = load_cot(name_or_path)
+        return Workload(name_or_path, cot_program_specs(cot), cot.notes)
+    if is_mix(name_or_path):
+        mix, programs, notes = mix_parts(name_or_path,
+                                         lambda name: load_workload(name, **kwargs))
+        return Workload(name_or_path, tuple(programs), notes, mix=tuple(mix))
     if Path(name_or_path).is_file():
         return read_samples(name_or_path, **kwargs)
     raise InputError(f"no such workload file, and not a workload name (names: "

@@ -19,13 +19,22 @@ Algorithms (Dynasor §2, table in ``docs/dynasor.md``):
   ESC and Adaptive-Consistency draw window after window, or sample after sample. The
   samples used are always the first drawn (a seed shuffles the draw order,
   :func:`shuffled`). Final answer: :func:`~dynasim.certaindex.majority_vote`.
+  *Eager dispatch* (``IntraPolicy.dispatch == "eager"``, issue 18 of dynasim): the first
+  wave is all ``cap`` samples; when the first ``detect_at`` of them have finished (in
+  finish order) the policy decides the total n, and the unfinished samples beyond n
+  (the last issued first) are cancelled (:meth:`Program.take_cancelled`): the driver
+  aborts their requests (the engine's ``abort``, or closing the HTTP stream). No second
+  wave, so no serialisation; the price is the partial samples aborted.
 * ``tot`` -- tree search with a reward (Tree-of-Thoughts BFS): the knob is the beam width.
   Each step is a propose wave (one call per kept branch) then a value wave (the reward).
   At the detect step the reward certaindex R (max over kept branches, Rebase-like) sets
   the width of the remaining steps (:mod:`dynasim.workloads.tot`).
-* ``cot`` -- chain of thought as one long sample: one call; the trace holds no
-  intermediate answers, so no policy can stop it early (Dynasor-CoT probing needs the
-  live text: see the proxy), and it runs to its recorded length.
+* ``cot`` -- chain of thought as one long sample. Without a logged trajectory (a
+  per-sample CSV) it is one call run to its recorded length. With one
+  (``ProgramSpec.trajectory``, the ``cot-*`` workloads) it is a main request plus, under
+  Dynasor-CoT, probe requests issued as the main request reaches each probe position
+  (:meth:`Program.watch`, :meth:`Program.on_call_progress`), the main request aborted
+  when the probes agree (:mod:`dynasim.workloads.cot_run`).
 """
 
 from __future__ import annotations
@@ -51,6 +60,11 @@ class ProgramSpec:
         difficulty: 1 all recorded samples correct, 2 mixed, 3 all wrong (§4).
         tree: the :class:`~dynasim.workloads.tot.TreeSpec` of a ``tot`` program.
         equivalent: the answer equivalence for clustering and voting.
+        workload: the workload the program comes from (a mix serves several; "" when
+            unnamed).
+        trajectory: a ``cot`` program's logged chain of thought with its probes
+            (:class:`~dynasim.workloads.cot.CotTrajectory`; run by
+            :class:`~dynasim.workloads.cot_run.CotRun`), or ``None``.
     """
 
     question_id: str
@@ -59,6 +73,8 @@ class ProgramSpec:
     difficulty: int = 2
     tree: object | None = None
     equivalent: Equivalence = exact_match
+    workload: str = ""
+    trajectory: object | None = None
 
     @property
     def max_knob(self) -> int:
@@ -113,6 +129,8 @@ class Program:
             produces no answer and no tokens: it never votes, never enters certaindex
             and is not a sample used; ``output_tokens_done`` counts answered calls only.
         error: why the last rejected call was rejected ("" if none was).
+        aborted: calls cancelled by eager dispatch after the detect step (they never
+            vote; their partial tokens are the requests' ``num_generated``).
     """
 
     program_id: int
@@ -128,6 +146,10 @@ class Program:
     output_tokens_done: int = 0
     calls_done: int = 0
     error: str = ""
+    aborted: list[Call] = field(default_factory=list)
+    _cancel: list[Call] = field(default_factory=list)  # to abort, not yet taken
+    _cot: object | None = None  # CotRun of a program with a logged trajectory
+    _eager_pending: bool = False  # eager: the detect step has not decided yet
     _stage: int = 0  # SC: waves issued so far; ToT: 2 x steps issued (+1 mid-step)
     _stopped: bool = False  # SC: the policy issued no more samples after a wave
     _tree_widths: list[int] = field(default_factory=list)
@@ -139,22 +161,90 @@ class Program:
 
         Raises:
             InputError: the intra-program policy does not serve this program's algorithm
-                (field ``policy``; e.g. an SC early-stopping baseline on a ToT search).
+                (field ``policy``; e.g. an SC early-stopping baseline on a ToT search),
+                or eager dispatch of a non-SC program (field ``dispatch``).
         """
+        if getattr(self.intra, "dispatch", "waves") == "eager" and self.spec.algorithm != "sc":
+            raise InputError(f"eager dispatch serves sc programs only; program "
+                             f"{self.spec.question_id} is {self.spec.algorithm}",
+                             field="dispatch")
         allowed = getattr(self.intra, "algorithms", ALGORITHMS)
         if self.spec.algorithm not in allowed:
             raise InputError(f"intra-program policy {getattr(self.intra, 'name', '?')} "
                              f"serves {'/'.join(allowed)} programs only; program "
                              f"{self.spec.question_id} is {self.spec.algorithm}",
                              field="policy")
+        if self.spec.trajectory is not None:
+            from dynasim.workloads.cot_run import CotRun
+
+            self._cot = CotRun(self.spec, self.intra)
+            self.knob = 1
+            return self._issue(self._cot.first())
         return self._issue(self._next_wave())
+
+    def spec_main(self) -> Call | None:
+        """A CoT program's main call (its chain of thought), else ``None``."""
+        return None if self._cot is None else self._cot.main  # type: ignore[attr-defined]
+
+    def watch(self, call: Call, generated: int) -> int:
+        """Tokens ``call``'s request must have generated before the driver calls
+        :meth:`on_call_progress` (0: never): a CoT program's next probe position."""
+        if self._cot is None or call is not self._cot.main:
+            return 0
+        return self._cot.watch(generated)
+
+    def on_call_progress(self, call: Call, generated: int) -> list[Call]:
+        """``call``'s request has generated ``generated`` tokens (its watch): the calls
+        to issue now (a Dynasor-CoT probe), already counted as issued."""
+        if self._cot is None:
+            return []
+        return self._issue(self._cot.on_progress(call, generated))
 
     def on_call_done(self, call: Call) -> None:
         """Record a finished call (its answer and output tokens count towards the
-        program)."""
+        program). A call eager dispatch cancelled is ignored (it finished before its
+        abort reached the server; offline runs finish every call of a wave)."""
+        if (self._cancel or self.aborted) and any(
+                call is c for c in (*self._cancel, *self.aborted)):
+            return
         self.calls_done += 1
         self.output_tokens_done += call.output_tokens
         self.answered.append(call)
+        if self._cot is not None:
+            self._cancel += self._cot.on_done(call)  # type: ignore[attr-defined]
+        if self._eager_pending and len(self.answered) >= self._eager_detect():
+            self._eager_decide()
+
+    def take_cancelled(self) -> list[Call]:
+        """Calls the program no longer needs (eager dispatch decided to stop or shrink):
+        the driver aborts each one's request and reports it with
+        :meth:`on_call_aborted`. Returns them once, in issue order; ``[]`` otherwise."""
+        out, self._cancel = self._cancel, []
+        return out
+
+    def on_call_aborted(self, call: Call, generated: int = 0) -> None:
+        """Record a call whose request was aborted after ``generated`` tokens (it never
+        votes nor counts as a sample used). A CoT program's main request counts its
+        generated tokens: they are the chain of thought its answer came from."""
+        self.aborted.append(call)
+        if self._cot is not None and call is self._cot.main:  # type: ignore[attr-defined]
+            self.output_tokens_done += generated
+
+    def _eager_detect(self) -> int:
+        return min(self.intra.detect_at, len(self.issued))  # type: ignore[attr-defined]
+
+    def _eager_decide(self) -> None:
+        """The detect step of eager dispatch: the policy's total n over the first
+        finished samples; the unfinished calls beyond n are cancelled, the last issued
+        first kept out (the earliest issued have run longest)."""
+        self._eager_pending = False
+        done = list(self.answered)
+        n = self.intra.decide(self, done)  # type: ignore[attr-defined]
+        n = max(len(done), min(n, len(self.issued)))
+        self.knob = n
+        finished = {id(c) for c in done}
+        waiting = [c for c in self.issued if id(c) not in finished]
+        self._cancel = waiting[n - len(done):]
 
     def on_call_rejected(self, call: Call, error: str) -> None:
         """Record a call the server rejected (or that failed): it has no answer and no
@@ -178,6 +268,8 @@ class Program:
         if self.spec.algorithm == "tot":
             return self._next_tree_wave()
         samples, intra = self.spec.samples, self.intra
+        if self._cot is not None:
+            return self._cot.next_wave()  # type: ignore[attr-defined]
         if self.spec.algorithm == "cot":
             if self._stage == 0:
                 self._stage, self.knob = 1, 1
@@ -187,6 +279,8 @@ class Program:
         if self._stage == 0:
             self._stage = 1
             first = min(intra.first_wave(cap), cap)  # type: ignore[attr-defined]
+            if getattr(intra, "dispatch", "waves") == "eager" and first < cap:
+                first, self._stopped, self._eager_pending = cap, True, True
             self.knob = first
             return list(samples[:first])
         if self._stopped:
@@ -236,6 +330,8 @@ class Program:
         """(answer, correct) of the finished program: SC votes over the answered calls
         only; a ToT search or a CoT sample with a rejected call has no answer
         (``(None, False)``): the recorded search needs every call's output."""
+        if self._cot is not None:
+            return self._cot.answer, self._cot.correct  # type: ignore[attr-defined]
         used = self.answered
         if self.spec.algorithm != "sc" and len(used) < len(self.issued):
             return None, False

@@ -10,7 +10,11 @@ Its answer is the text up to the first unmatched ``}`` (:func:`extract_answer`: 
 text opens ``\\boxed{``); a probe whose output hesitates (:func:`hesitates`) has no answer.
 The consistency of probe k over a window of w probes is
 C_k = (1/w) Σ_{j=k−w+1..k} 1[y_j = y_k] (:func:`consistency`) and the program stops when
-C_k ≥ τ (:func:`should_stop`). This module is pure (no I/O) so the rule is testable alone;
+C_k ≥ τ (:func:`should_stop`). The answer comparison
+(:func:`dynasim.certaindex.answers_equal`, :func:`dynasim.certaindex.normalize_answer`)
+and the stop rule (:mod:`dynasim.policies.cot`: :func:`consistency`, :func:`should_stop`,
+:func:`probe_answer`) are dynasim's, re-exported here, so the proxy and the offline
+Dynasor-CoT policy decide by one implementation. This module is pure (no I/O);
 :mod:`replay.proxy.server` drives it.
 """
 
@@ -19,7 +23,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from dynasim.certaindex import is_missing, math_equal
+from dynasim.certaindex import answers_equal, normalize_answer
+from dynasim.policies.cot import consistency, probe_answer, should_stop
 
 #: The probe appended to a copy of the text so far (§2.1; the public proxy's text).
 DEFAULT_PROBE_TEXT = ("... Oh, I suddenly got the answer to the whole problem, "
@@ -93,59 +98,11 @@ def hesitates(probe_output: str, words: Sequence[str] | None = None) -> bool:
     return pattern.search(probe_output) is not None
 
 
-_LATEX_SUBS = [(re.compile(p), r) for p, r in (
-    (r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"(\1)/(\2)"),
-    (r"\\left|\\right|\\!|\\,|\\;|\\:|\\ |\$", ""),
-    (r"\\text\s*\{([^{}]*)\}|\\mathrm\s*\{([^{}]*)\}", r"\1\2"),
-    (r"\\cdot|\\times", "*"), (r"\\div", "/"), (r"\^\s*\{?\\circ\}?|°", ""),
-)]
-
-
-def normalize_answer(answer: str) -> str:
-    """A canonical string for comparing answers: LaTeX spacing, ``\\left``/``\\right``,
-    ``$``, ``\\text{}`` and degree marks dropped, ``\\frac{a}{b}`` → ``(a)/(b)``,
-    ``\\cdot``/``\\times`` → ``*``, ``\\div`` → ``/``, whitespace removed, lower case,
-    a trailing full stop dropped. Pure string work; nothing is evaluated."""
-    text = answer
-    for pattern, repl in _LATEX_SUBS:
-        text = pattern.sub(repl, text)
-    text = "".join(text.split()).lower()
-    return text.rstrip(".")
-
-
-def answers_equal(a: str | None, b: str | None) -> bool:
-    """The indicator 1[y_j = y_k] of the consistency rule (§2.1): equal normalised
-    strings (:func:`normalize_answer`), or equal exact values for numbers and ``+ - * /``
-    expressions (:func:`dynasim.certaindex.math_equal`, which walks a whitelisted ``ast``
-    and never executes text). A missing answer (``None``/blank) equals nothing, itself
-    included, so an unanswered or hesitant probe can never complete a stop."""
-    if is_missing(a) or is_missing(b):
-        return False
-    na, nb = normalize_answer(a), normalize_answer(b)  # type: ignore[arg-type]
-    return na == nb or math_equal(na, nb)
-
-
-def consistency(answers: Sequence[str | None], window: int) -> float:
-    """C_k = (1/w) Σ_{j=k−w+1..k} 1[y_j = y_k] for the latest probe k (§2.1).
-
-    Args:
-        answers: y_1..y_k in probe order; ``None`` for a probe with no answer
-            (unclosed box, hesitant, failed).
-        window: w >= 1 probes.
-
-    Returns 0.0 while fewer than w probes exist (no decision before the window is full,
-    as the public code's ``len(answers) >= window`` check) or when y_k is missing.
-    """
-    if window < 1:
-        raise ValueError(f"certainty window must be >= 1, got {window}")
-    if len(answers) < window or is_missing(answers[-1]):
-        return 0.0
-    last = answers[-1]
-    return sum(answers_equal(y, last) for y in answers[-window:]) / window
-
-
-def should_stop(answers: Sequence[str | None], window: int, threshold: float) -> bool:
-    """The stop rule C_k ≥ τ (§2.1). Unlike the public ``should_early_exit``, which
-    returned True even when the answers disagreed (hao-ai-lab/Dynasor issue #25), this is
-    False whenever fewer than ⌈τ·w⌉ of the last w answers equal the latest one."""
-    return consistency(answers, window) >= threshold
+# The comparison and the stop rule live in dynasim (one implementation for the proxy and
+# the offline / simulated Dynasor-CoT policy); re-exported here under their old names.
+__all__ = ["DEFAULT_CERTAINTY_WINDOW", "DEFAULT_PROBE_INTERVAL", "DEFAULT_PROBE_MAX_TOKENS",
+           "DEFAULT_PROBE_TEMPERATURE", "DEFAULT_PROBE_TEXT", "DEFAULT_PROBE_TOP_P",
+           "DEFAULT_THRESHOLD", "FINAL_ANSWER_TEMPLATE", "HESITATION_WORDS",
+           "MAX_PROBE_MAX_TOKENS", "answers_equal", "consistency", "extract_answer",
+           "final_answer_text", "hesitates", "normalize_answer", "probe_answer",
+           "should_stop"]

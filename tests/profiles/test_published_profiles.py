@@ -18,12 +18,16 @@ from dynasim.cli import main
 from dynasim.errors import InputError
 from dynasim.policies import FCFS
 from dynasim.profiles import llmservingsim, load_profile, shipped_profiles, splitwise, vidur
-from dynasim.profiles.builders import BUILDERS
+from dynasim.profiles.builders import BUILDERS, RUN_PROFILES
 from dynasim.profiles.fit import predict_ms
 from dynasim.simulation import simulate
 from tests.helpers import make_trace
 
 NEW = [n for n in BUILDERS if n != "distserve-opt13b-a100"]
+# fitted to published step timings (a StepTimeFit report); the others of NEW are fitted
+# by simulating recorded runs (tests/profiles/test_fit_runs.py, and their per-run errors
+# in tests/experiments/test_validate_recorded.py). Rebuilding those six takes ~100 s.
+STEP_FITTED = [n for n in NEW if n not in RUN_PROFILES]
 
 # Held-out median error bounds (fractions), each from what limits the fit:
 # * splitwise: medians of 5-15 repeats whose spread is ~1% typically and up to 12%
@@ -87,9 +91,11 @@ def test_every_builder_ships_and_is_listed(capsys):
         cols = listed[name]
         assert cols[1:4] == [p.model, p.gpu, str(p.tensor_parallel_size)]
         assert cols[4:8] == [str(p.kv_capacity_tokens), str(p.max_num_seqs),
-                             str(p.max_num_batched_tokens), str(p.max_model_len)]
+                             str(p.max_num_batched_tokens),
+                             str(p.max_model_len) if p.max_model_len else "-"]
         assert cols[8:10] == ["v1", "tokens"]
-        assert cols[10] == f"{100 * p.fit.held_out_median_error:.1f}%"
+        assert cols[10] == (f"{100 * p.fit.held_out_median_error:.1f}%" if p.fit
+                            else "-")
     assert listed["distserve-opt13b-a100"][-1] == "-"  # not fitted
 
 
@@ -146,7 +152,7 @@ def _fit_rows(name: str):
     return llmservingsim.composed_rows()[0]
 
 
-@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("name", STEP_FITTED)
 def test_fit_error_within_bound(data_dir, name):
     p = load_profile(name)
     assert p.fit.held_out_rows >= 7
@@ -182,7 +188,7 @@ def _physics(name: str):
     return m.params, m.weight_bytes - llama3_embedding, 1, 1.597, 500
 
 
-@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("name", STEP_FITTED)
 def test_step_times_are_physical(name):
     params, read_bytes, tp, tb_s, tflops = _physics(name)
     st = load_profile(name).step_time

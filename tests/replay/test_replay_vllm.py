@@ -139,6 +139,39 @@ def test_game24_policies_on_vllm(vllm_server, tmp_path, data_dir):
             == runs["fcfs"][2].loc[full, "correct"].to_numpy()).all()
 
 
+def test_two_sided_and_eager_dispatch_on_vllm(front_end_core, vllm_server, tmp_path, data_dir):
+    """sjf+two-sided in both dispatch modes on the same programs: waves send no sample
+    a program does not need; eager sends the cap and aborts the rest after the detect
+    step, and the server's own /metrics show the aborted samples stopped generating
+    (its generated tokens are what the client received, far below what was asked).
+    Pinned (front_end_core): vLLM's API server must run to see a stream close."""
+    flags = ("--low-threshold", "0.2")
+    waves = _workload_run(vllm_server, tmp_path, "sjf+two-sided", flags)
+    eager = _workload_run(vllm_server, tmp_path, "sjf+two-sided@eager", flags)
+    for summary, _, progs in (waves, eager):
+        assert len(progs) == 8 and summary["num_programs"] == 8
+        assert (progs["knob"] < 10).sum() >= 1  # some programs stopped at the detect step
+    w_sum, w_req, w_progs = waves
+    assert (w_req["error"] == "").all() and len(w_req) == w_progs["samples_used"].sum()
+    e_sum, e_req, e_progs = eager
+    aborted = e_req[e_req["error"] == "aborted"]
+    assert len(aborted) == e_progs["aborted_calls"].sum() > 0
+    assert len(e_req) == 8 * 10  # every sample sent at once
+    received, asked = int(e_req["output_tokens"].sum()), int(e_req["asked_output_tokens"].sum())
+    server = e_sum["server_generation_tokens"]
+    # the streams of aborted samples were cut short, and the server stopped them: it
+    # generated what the client received plus what was in flight when each stream
+    # closed (vLLM notices a closed stream some steps late), far below what the
+    # aborted samples asked for
+    assert (aborted["output_tokens"] < aborted["asked_output_tokens"]).all()
+    in_flight = server - received
+    assert 0 <= in_flight < 0.6 * (aborted["asked_output_tokens"].sum()
+                                   - aborted["output_tokens"].sum())
+    assert server < asked
+    # the programs answer the same either way: the votes are the same first samples
+    assert (e_progs["samples_used"] <= 10).all()
+
+
 def test_requests_beyond_max_model_len_on_vllm(vllm_server, tmp_path):
     """The client's context check is vLLM's own (prompt + max_tokens <= max_model_len,
     read from /v1/models): the request at the limit is served, the one a token over it

@@ -1,0 +1,388 @@
+"""Calibrating a profile from recorded vLLM runs by simulating them (``dynasim calibrate
+--from-runs``): the generalisation of ``dynasim validate --refit`` (DistServe) to any
+run of :mod:`dynasim.runs`.
+
+The profile's engine limits are the runs' recorded server settings (KV blocks, block
+size, ``max_num_seqs``, ``max_num_batched_tokens``, ``max_model_len``; scheduling V1);
+what is fitted is the step time (:class:`~dynasim.profiles.step_time.TokensStepTime`,
+six coefficients) and the per-request overhead ``frontend_latency_ms`` (HTTP,
+tokenisation and the API-server hop before the engine queue).
+
+Two stages, both deterministic:
+
+1. **Steps from per-chunk times**, where a run has them (the 2 req/s residency run):
+   each gap between two streamed tokens of a request is one engine step; its
+   composition (requests decoding, their summed context, prompts whose first token
+   closed that step) is read off every request's first/last-token window
+   (:func:`chunk_step_rows`). Pure decode steps fix ``step_ms``,
+   ``decode_attention_ms_per_token`` and ``seq_ms`` (:func:`fit_decode`); steps with a
+   prompt in them give the start of ``dense_ms_per_token`` (their median extra time per
+   prompt token). Without chunk times the decode coefficients start from per-request
+   windows (:func:`window_step_rows`: a request's TPOT against the mean batch and
+   context during its decode) and stay free in stage 2.
+2. **Simulate and minimise per-request error**: :func:`scipy.optimize.minimize`
+   (Nelder-Mead) over the logarithms of the free coefficients (``dense_ms_per_token``,
+   ``prefill_attention_ms_per_pair``, plus the decode ones without chunk times; the
+   attention coefficient first scanned over five decades) and the front-end latency, each evaluation simulating every fitting run's *windows* (module
+   :func:`windows`: up to ``max_requests`` requests from ``k`` evenly spaced starts, so a
+   two-stage run is seen at both rates; the first ``warmup_s`` of a window that starts
+   mid-run are simulated but not scored, the server being empty there) and scoring
+
+       cost = mean over runs and their windows of [median E2E error
+                 + 0.5 x median TTFT error + 0.5 x |mean sim E2E / mean real E2E - 1|]
+
+   with per-request error ``|sim - real| / real`` over requests served in the
+   recording. Failed (timed-out) requests are simulated, never scored.
+
+Held-out runs (``held_out``) are simulated whole with the fitted profile and reported;
+so are the fitting runs, whole. A fit of 100 evaluations on one to three runs takes
+15 s to 2 minutes on one core (the shipped fits:
+:data:`dynasim.profiles.builders.RUN_PROFILES`).
+
+``dense_floor_ms`` stays 0: the recorded runs cannot tell a roofline floor from the
+per-step constant.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dynasim.profiles.fit import StepRow
+from dynasim.profiles.profile import Profile
+from dynasim.profiles.step_time import TokensStepTime
+from dynasim.runs import RecordedRun, load_run
+from dynasim.trace import Trace
+
+NAMES = TokensStepTime.coefficient_names()
+DECODE_SIDE = ("step_ms", "decode_attention_ms_per_token", "seq_ms")
+
+
+@dataclass
+class Window:
+    """A slice of a recorded run simulated on its own: ``trace`` (arrivals shifted to
+    start at 0), ``real`` (its measured records, same ``request_id``), ``scored``
+    (bool per row: served in the recording and past the warm-up)."""
+
+    trace: Trace
+    real: pd.DataFrame
+    scored: np.ndarray
+
+
+def windows(run: RecordedRun, max_requests: int | None = 3000, k: int = 2,
+            warmup_s: float = 20.0) -> list[Window]:
+    """Up to ``k`` windows of ``run`` of at most ``max_requests`` requests each, starting
+    at the requests nearest ``i / k`` of its duration (``i = 0..k-1``); one window of the
+    whole run when it has at most ``k * max_requests`` requests or ``max_requests`` is
+    None. Windows do not overlap."""
+    f = run.trace.frame
+    n = len(f)
+    if max_requests is None or n <= k * max_requests:
+        starts, size = [0], n
+    else:
+        t = f["arrival_time"].to_numpy()
+        starts = sorted({int(np.searchsorted(t, t[-1] * i / k)) for i in range(k)})
+        size = max_requests
+    out, end_prev = [], 0
+    for s in starts:
+        s = max(s, end_prev)
+        e = min(s + size, n)
+        if e <= s:
+            continue
+        end_prev = e
+        sub = f.iloc[s:e][["arrival_time", "prompt_tokens", "output_tokens"]].copy()
+        t0 = float(sub["arrival_time"].iloc[0])
+        sub["arrival_time"] -= t0
+        sub = sub.reset_index(drop=True)  # request ids 0.. in the window, as in ``real``
+        sub.index.name = "request_id"
+        real = run.measured.iloc[s:e].copy()
+        for col in ("arrival_time", "first_token_time", "finish_time"):
+            real[col] -= t0
+        scored = (real["error"] == "").to_numpy().copy()
+        if s > 0:
+            scored &= sub["arrival_time"].to_numpy() >= warmup_s
+        out.append(Window(Trace(run.trace.source, sub), real.reset_index(drop=True), scored))
+    return out
+
+
+def profile_for(engine: dict, name: str, coefficients: dict[str, float],
+                frontend_latency_ms: float, provenance: dict | None = None) -> Profile:
+    """A V1 profile with ``engine``'s recorded limits (:class:`~dynasim.runs.RecordedRun`
+    ``engine``) and the given step-time coefficients (ms) and front-end latency (ms)."""
+    return Profile(
+        name=name, model=engine.get("model", ""), gpu=engine.get("gpu", ""),
+        tensor_parallel_size=engine.get("tensor_parallel_size", 1),
+        kv_capacity_tokens=engine["num_gpu_blocks"] * engine["block_size"],
+        block_size=engine["block_size"], max_num_seqs=engine["max_num_seqs"],
+        max_num_batched_tokens=engine["max_num_batched_tokens"],
+        max_model_len=engine.get("max_model_len"), scheduling="v1",
+        enable_prefix_caching=bool(engine.get("enable_prefix_caching", False)),
+        frontend_latency_ms=round(float(frontend_latency_ms), 4),
+        step_time={"form": "tokens", **{k: float(coefficients[k]) for k in NAMES}},
+        provenance=provenance or {})
+
+
+def errors(sim: pd.DataFrame, real: pd.DataFrame, scored: np.ndarray | None = None) -> dict:
+    """Per-request errors of ``sim`` against ``real`` (record tables, rows matched by
+    ``request_id``) over ``scored`` rows (default: served in ``real``): medians and p90
+    of ``|sim - real| / real`` for E2E and TTFT, and the error of the mean E2E and TTFT
+    (fractions). Requests failed in ``sim`` count as missing (not scored)."""
+    s = sim.set_index("request_id").reindex(real["request_id"])
+    ok = (real["error"] == "").to_numpy() if scored is None else scored.copy()
+    ok &= (s["error"] == "").to_numpy() & (real["e2e_latency"].to_numpy() > 0)
+    out = {"scored": int(ok.sum())}
+    for key, col in (("e2e", "e2e_latency"), ("ttft", "ttft")):
+        a, b = s[col].to_numpy(float)[ok], real[col].to_numpy(float)[ok]
+        good = b > 0
+        err = np.abs(a[good] - b[good]) / b[good]
+        out[f"median_{key}_error"] = float(np.median(err)) if len(err) else math.nan
+        out[f"p90_{key}_error"] = float(np.percentile(err, 90)) if len(err) else math.nan
+        out[f"mean_{key}_error"] = float(abs(a.mean() / b.mean() - 1)) if len(a) else math.nan
+        out[f"real_mean_{key}_s"] = float(b.mean()) if len(b) else math.nan
+        out[f"sim_mean_{key}_s"] = float(a.mean()) if len(a) else math.nan
+    return out
+
+
+def simulate_window(profile: Profile, w: Window) -> pd.DataFrame:
+    """The simulated records of window ``w`` under ``profile`` (FCFS, as vLLM)."""
+    from dynasim.policies import make_policy
+    from dynasim.simulation import simulate
+
+    sim, _ = simulate(w.trace, profile, make_policy("fcfs"))
+    return sim
+
+
+def window_errors(profile: Profile, wins: list[Window]) -> dict:
+    """:func:`errors` over the scored requests of all ``wins`` pooled."""
+    sims, reals, scored = [], [], []
+    offset = 0
+    for w in wins:
+        s = simulate_window(profile, w)
+        r = w.real.copy()
+        s["request_id"] += offset
+        r["request_id"] = np.arange(len(r)) + offset
+        offset += len(r)
+        sims.append(s)
+        reals.append(r)
+        scored.append(w.scored)
+    return errors(pd.concat(sims, ignore_index=True), pd.concat(reals, ignore_index=True),
+                  np.concatenate(scored))
+
+
+def chunk_step_rows(run: RecordedRun, max_rows: int = 4000, seed: int = 0) -> list[StepRow]:
+    """One :class:`~dynasim.profiles.fit.StepRow` per inter-token gap of ``run.chunks``
+    (module stage 1), at most ``max_rows`` drawn by a seeded generator. A gap from
+    token time ``a`` to ``b`` of one request is one step; in it decode every request
+    with first token <= ``a`` < last token (context = prompt + tokens so far, linear in
+    time over its window) and prefill every prompt whose first token lies in
+    ``(a, b]`` (one whole-prompt chunk each: these prompts fit one step's budget)."""
+    if run.chunks is None:
+        return []
+    c = run.chunks
+    m = run.measured
+    # token chunks only: 0 carries the role, the one after the last token the finish
+    ntok = m["output_tokens"].to_numpy()[c["request_id"].to_numpy()]
+    c = c[(c["chunk_index"] >= 1) & (c["chunk_index"] <= ntok)]
+    first = m["first_token_time"].to_numpy(float)
+    last = m["finish_time"].to_numpy(float)
+    prompt = m["prompt_tokens"].to_numpy(float)
+    out_tok = m["output_tokens"].to_numpy(float)
+    rid = c["request_id"].to_numpy()
+    t = c["time"].to_numpy()
+    same = np.r_[rid[1:] == rid[:-1], False]
+    a_idx = np.flatnonzero(same)
+    rng = np.random.default_rng(seed)
+    if len(a_idx) > max_rows:
+        a_idx = np.sort(rng.choice(a_idx, max_rows, replace=False))
+    rows = []
+    for i in a_idx:
+        a, b = t[i], t[i + 1]
+        if b <= a:
+            continue
+        dec = (first <= a) & (last > a)
+        frac = np.clip((a - first[dec]) / np.maximum(last[dec] - first[dec], 1e-9), 0, 1)
+        ctx = float((prompt[dec] + 1 + frac * out_tok[dec]).sum())
+        pre = (first > a) & (first <= b)
+        rows.append(StepRow(tuple((int(p), 0) for p in prompt[pre]), int(dec.sum()), ctx,
+                            (b - a) * 1e3, group=run.name))
+    return rows
+
+
+def window_step_rows(run: RecordedRun, max_rows: int = 1500, seed: int = 0
+                     ) -> list[StepRow]:
+    """Decode steps from per-request windows where no chunk times exist: a served
+    request with ``o >= 3`` output tokens spent ``o - 1`` steps between its first and
+    last token, so its mean step took ``tpot``; in them decoded on average ``batch``
+    requests (the sum of the windows' overlaps with its own / its length, itself
+    included) with ``ctx`` summed context (each growing linearly over its window).
+    One :class:`~dynasim.profiles.fit.StepRow` per request (at most ``max_rows``, a
+    seeded draw); prefill steps inside the window inflate ``tpot``, which stage 2's
+    decode scale corrects."""
+    m = run.measured
+    first = m["first_token_time"].to_numpy(float)
+    last = m["finish_time"].to_numpy(float)
+    ok = (m["error"] == "").to_numpy() & (m["output_tokens"].to_numpy() >= 3)
+    prompt = m["prompt_tokens"].to_numpy(float)
+    out_tok = m["output_tokens"].to_numpy(float)
+    idx = np.flatnonzero(ok)
+    if len(idx) > max_rows:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, max_rows, replace=False))
+    f_ok, l_ok = first[ok], last[ok]
+    p_ok, o_ok = prompt[ok], out_tok[ok]
+    rows = []
+    for i in idx:
+        a, b = first[i], last[i]
+        if b <= a:
+            continue
+        lo, hi = np.maximum(f_ok, a), np.minimum(l_ok, b)
+        ov = np.clip(hi - lo, 0.0, None)
+        mid = np.clip(((lo + hi) / 2 - f_ok) / np.maximum(l_ok - f_ok, 1e-9), 0, 1)
+        batch = ov.sum() / (b - a)
+        ctx = (ov * (p_ok + mid * o_ok)).sum() / (b - a)
+        rows.append(StepRow((), max(int(round(batch)), 1), float(ctx),
+                            float((b - a) / (out_tok[i] - 1) * 1e3), group=run.name))
+    return rows
+
+
+def fit_decode(rows: list[StepRow]) -> dict[str, float]:
+    """``step_ms``, ``decode_attention_ms_per_token`` and ``seq_ms`` of pure decode
+    ``rows`` (ms = step + attention x context + seq x decodes: the ``tokens`` form of a
+    decode step below its roofline knee), by non-negative least squares on relative
+    residuals (:func:`scipy.optimize.nnls`)."""
+    from scipy.optimize import nnls
+
+    y = np.array([r.ms for r in rows], float)
+    a = np.array([[1.0, r.sum_decode_ctx, r.num_decode] for r in rows]) / y[:, None]
+    x, _ = nnls(a, np.ones(len(y)))
+    return dict(zip(DECODE_SIDE, (float(v) for v in x)))
+
+
+def decode_rows(runs: list[RecordedRun]) -> tuple[list[StepRow], bool]:
+    """Stage-1 rows: pure decode steps from chunk times where any run has them
+    (``True``), else from request windows (``False``)."""
+    rows = [r for run in runs for r in chunk_step_rows(run, max_rows=20000)]
+    if sum(not r.prefill for r in rows) >= 20:
+        return rows, True
+    return [r for run in runs for r in window_step_rows(run)], False
+
+
+def start_point(runs: list[RecordedRun]) -> tuple[dict[str, float], float]:
+    """A starting point from the recordings alone: per-step time from the lowest-load
+    run's median TPOT, prefill cost per token from its median TTFT over its median
+    prompt, 10 ms front end."""
+    m = min(runs, key=lambda r: r.measured["ttft"].median()).measured
+    ok = m[m["error"] == ""]
+    tpot = float(ok["tpot"].median()) * 1e3
+    ttft = float(ok["ttft"].median()) * 1e3
+    prompt = float(ok["prompt_tokens"].median())
+    per_tok = max(ttft - 10.0 - tpot, 0.2 * ttft) / max(prompt, 1.0)
+    return ({"step_ms": 0.6 * tpot, "dense_floor_ms": 0.0,
+             "dense_ms_per_token": per_tok, "prefill_attention_ms_per_pair": 1e-7,
+             "decode_attention_ms_per_token": 0.1 * tpot / 1e4, "seq_ms": 0.01 * tpot},
+            10.0)
+
+
+def fit_from_runs(fit_on: list[str], held_out: list[str], name: str, *,
+                  max_requests: int = 3000, max_evals: int = 120,
+                  provenance: dict | None = None) -> tuple[Profile, dict]:
+    """Fit a profile named ``name`` on the recorded runs ``fit_on`` (names of
+    :data:`dynasim.runs.RUNS`, one server: their engine settings must agree) and report
+    every run of ``fit_on + held_out`` simulated whole.
+
+    Returns:
+        ``(profile, report)``: ``report`` has ``fit_seconds``, ``evaluations``,
+        ``cost``, ``chunk_rows`` (stage 1 rows, 0 without chunks) and ``runs``: per run
+        the :func:`errors` dict with ``run`` and ``fitted`` (bool).
+
+    Raises:
+        InputError: an unknown run name.
+        ValueError: runs of different servers (KV blocks, limits or model differ).
+    """
+    from scipy.optimize import minimize
+
+    t_start = time.perf_counter()
+    runs = [load_run(n) for n in fit_on]
+    keys = ("model", "num_gpu_blocks", "max_num_seqs", "max_num_batched_tokens",
+            "tensor_parallel_size")
+    for r in runs[1:]:
+        diff = [k for k in keys if r.engine.get(k) != runs[0].engine.get(k)]
+        if diff:
+            raise ValueError(f"{r.name} and {runs[0].name} differ in {diff}: one server "
+                             "per profile")
+    engine = runs[0].engine
+    coef, front = start_point(runs)
+    rows, from_chunks = decode_rows(runs)
+    coef.update(fit_decode([r for r in rows if not r.prefill]))
+    mixed = [r for r in rows if r.prefill]
+    if from_chunks and len(mixed) >= 20:  # the extra time of a step with a prompt in it
+        y = np.array([r.ms for r in mixed])
+        dec = np.array([coef["step_ms"] + coef["seq_ms"] * r.num_decode
+                        + coef["decode_attention_ms_per_token"] * r.sum_decode_ctx
+                        for r in mixed])
+        tok = np.array([sum(n for n, _ in r.prefill) for r in mixed], float)
+        coef["dense_ms_per_token"] = max(float(np.median((y - dec) / tok)), 1e-6)
+    # stage 2: prefill costs and front end; without chunk times the decode side too
+    # (request windows blur it), started where stage 1 put it
+    free = ["dense_ms_per_token", "prefill_attention_ms_per_pair"]
+    if not from_chunks:
+        free += list(DECODE_SIDE)
+        for k, tiny in zip(DECODE_SIDE, (0.1, 1e-6, 1e-3)):  # a log-space start > 0
+            coef[k] = max(coef[k], tiny)
+    wins = {r.name: windows(r, max_requests) for r in runs}
+    floor = 1e-9
+
+    def unpack(z: np.ndarray) -> tuple[dict[str, float], float]:
+        c = dict(coef)
+        for k, v in zip(free, z):
+            c[k] = math.exp(v)
+        return c, math.exp(z[-1])
+
+    def cost(z: np.ndarray) -> float:
+        c, fr = unpack(z)
+        prof = profile_for(engine, name, c, fr)
+        total = 0.0
+        for r in runs:  # each window on its own: a pooled median hides one rate's error
+            for w in wins[r.name]:
+                e = window_errors(prof, [w])
+                total += (e["median_e2e_error"] + 0.5 * e["median_ttft_error"]
+                          + 0.5 * e["mean_e2e_error"]) / len(wins[r.name])
+        return total / len(runs) if math.isfinite(total) else 1e3
+
+    z0 = np.array([math.log(max(coef[k], floor)) for k in free] + [math.log(front)])
+    # the attention coefficient is the least known (decades apart between models): scan
+    # its decades from dense_ms_per_token / 1e5 to / 10 before the local search
+    i_pair = free.index("prefill_attention_ms_per_pair")
+    scan = [z0.copy() for _ in range(5)]
+    for j, z in enumerate(scan):
+        z[i_pair] = math.log(coef["dense_ms_per_token"]) - math.log(10) * (5 - j)
+    scan_cost = [cost(z) for z in scan]
+    if min(scan_cost) < cost(z0):
+        z0 = scan[int(np.argmin(scan_cost))]
+    res = minimize(cost, z0, method="Nelder-Mead",
+                   options={"maxfev": max_evals, "xatol": 1e-3, "fatol": 1e-4,
+                            "initial_simplex": z0 + np.vstack([np.zeros(len(z0)),
+                                                               0.5 * np.eye(len(z0))])})
+    c, fr = unpack(res.x)
+    c = {k: float(f"{v:.6g}") for k, v in c.items()}
+    fit_seconds = time.perf_counter() - t_start
+    prov = {"fitted_on": list(fit_on), "held_out": list(held_out),
+            "method": "dynasim.profiles.fit_runs.fit_from_runs (module docstring)",
+            "max_requests": max_requests, "max_evals": max_evals,
+            "objective": round(float(res.fun), 5), "evaluations": int(res.nfev),
+            "decode_rows": len(rows), "decode_rows_from": "chunk times" if from_chunks
+            else "request windows",
+            "engine": {k: v for k, v in engine.items() if k != "model_config"},
+            **(provenance or {})}
+    profile = profile_for(engine, name, c, float(f"{fr:.6g}"), prov)
+    report_rows = [{"run": n, "fitted": n in fit_on,
+                    **window_errors(profile, windows(load_run(n), None))}
+                   for n in [*fit_on, *held_out]]
+    return profile, {"fit_seconds": fit_seconds, "evaluations": int(res.nfev),
+                     "cost": float(res.fun), "decode_rows": len(rows),
+                     "decode_rows_from_chunks": from_chunks,
+                     "runs": report_rows}
+
