@@ -41,6 +41,8 @@ class Outcome:
         error: empty on success, else what went wrong.
         dynasor: the ``dynasor`` report of a Dynasor proxy (:mod:`replay.proxy.server`) from
             the last chunk that carried one (``None``: no proxy report).
+        token_ids: the generated token ids, when the payload asked vLLM for them
+            (``return_token_ids``; a long chain of thought's probes continue them).
     """
 
     send_time: float = math.nan
@@ -54,6 +56,7 @@ class Outcome:
     http_status: int = 0
     error: str = ""
     dynasor: dict | None = None
+    token_ids: list[int] = field(default_factory=list)
 
 
 def _error_message(body: bytes) -> str:
@@ -90,7 +93,8 @@ async def sse_lines(content: aiohttp.StreamReader) -> AsyncIterator[list[bytes]]
 
 async def stream_completion(session: aiohttp.ClientSession, url: str, payload: dict,
                             headers: dict, timeout: float | None,
-                            clock: Callable[[], float], out: Outcome) -> Outcome:
+                            clock: Callable[[], float], out: Outcome,
+                            on_tokens: Callable[[int], None] | None = None) -> Outcome:
     """Send one streamed completion and fill ``out`` as it goes (see module doc).
 
     ``out`` is filled in place so that a caller that cancels this coroutine still holds
@@ -105,6 +109,8 @@ async def stream_completion(session: aiohttp.ClientSession, url: str, payload: d
         payload: the JSON body (``stream`` is forced on, with usage).
         timeout: seconds for the whole request (``None``: no limit).
         clock: the run's clock, seconds.
+        on_tokens: called after each token chunk with the tokens received so far (the
+            length of ``out.token_ids`` when ids are returned, else the chunks).
     """
     body = dict(payload, stream=True, stream_options={"include_usage": True})
     chunks = 0
@@ -138,6 +144,11 @@ async def stream_completion(session: aiohttp.ClientSession, url: str, payload: d
                             out.chunk_times.append(now)
                             out.finish_time = now
                             chunks += 1
+                            ids = doc["choices"][0].get("token_ids")
+                            if ids:
+                                out.token_ids.extend(ids)
+                            if on_tokens is not None:
+                                on_tokens(len(out.token_ids) or chunks)
                         usage = doc.get("usage")
                         if usage:
                             _read_usage(usage, out)

@@ -195,6 +195,7 @@ class Replay:
         self._interrupted = False
         self._cancelled: set[int] = set()
         self._aborting: set[Request] = set()  # eager dispatch: streams being closed
+        self._chain_ids: dict[Request, list[int]] = {}  # CoT main request: prompt ids
 
     # ------------------------------------------------------------------ clock
     def clock(self) -> float:
@@ -241,10 +242,15 @@ class Replay:
         dispatched = self.clock()
         out = Outcome()
         priority = None
+        on_tokens = None
         try:
             payload = {"model": self.model, "max_tokens": req.output_tokens,
                        "ignore_eos": True, "temperature": 0.0,
                        "prompt": self._ids_prompt.pop(req, None) or self._prompt(req)}
+            if req.watch:  # a chain of thought probed as it goes: keep its token ids
+                payload["return_token_ids"] = True
+                self._chain_ids[req] = payload["prompt"]
+                on_tokens = lambda n: self._chain_progress(req, n, out)  # noqa: E731
             priority = self.policy.priority(req) if self.send_priority else None
             if priority is not None:
                 payload["priority"] = int(priority)
@@ -252,7 +258,7 @@ class Replay:
                 payload["dynasor"] = self.dynasor
             headers = dict(self.headers, **{"X-Request-Id": f"dynasim-{req.request_id}"})
             await stream_completion(self._client, self.url, payload, headers,
-                                    self.timeout, self.clock, out)
+                                    self.timeout, self.clock, out, on_tokens)
         except asyncio.CancelledError:
             if req in self._aborting:  # eager dispatch: the program no longer needs it
                 out.error = "aborted"
@@ -266,6 +272,33 @@ class Replay:
         self._record(req, out, scheduled, queued_at, dispatched, priority)
         self._check_dynasor(out)
         self._finished(req, out)
+
+    def _chain_progress(self, req: Request, n: int, out: Outcome) -> None:
+        """A long chain of thought (a ``cot-*`` program's main request) has streamed
+        ``n`` tokens: send the probes due (Dynasor-CoT), each prompted with the main
+        prompt + the token ids generated up to its position + the probe text, so vLLM's
+        prefix cache holds all but the probe text (``return_token_ids`` gives the ids;
+        without them the generated part is a stand-in of the same length)."""
+        owner = self._owner.get(req)
+        if owner is None:
+            return
+        prog, call = owner
+        while req.watch and n >= req.watch:
+            pos = req.watch
+            probes = prog.on_call_progress(call, pos)
+            req.watch = prog.watch(call, pos)
+            main_ids = self._chain_ids.get(req, [])
+            gen = out.token_ids[:pos] if len(out.token_ids) >= pos else \
+                self.prompts.build(((f"cot-gen:{req.request_id}", pos),))
+            for probe in probes:
+                text = probe.prompt[-1]
+                preq = Request(next(self._ids), self.clock(), probe.prompt_tokens,
+                               probe.output_tokens, program_id=prog.program_id,
+                               prompt=probe.prompt)
+                self._ids_prompt[preq] = [*main_ids, *gen, *self.prompts.build((text,))]
+                self._owner[preq] = (prog, probe)
+                self._outstanding[prog.program_id] += 1
+                self._arrive(preq, self.clock())
 
     def _never_started(self, req: Request, task: asyncio.Task) -> None:
         """A send task cancelled before it ran (an abort in the same loop turn as its
@@ -322,6 +355,7 @@ class Replay:
 
     def _finished(self, req: Request, out: Outcome) -> None:
         now = self.clock()
+        self._chain_ids.pop(req, None)
         req.status = ("finished" if not out.error else
                       "aborted" if req in self._aborting else "rejected")
         req.error = out.error
@@ -363,6 +397,7 @@ class Replay:
         for call in wave:
             req = Request(next(self._ids), now, call.prompt_tokens, call.output_tokens,
                           program_id=prog.program_id, prompt=call.prompt)
+            req.watch = prog.watch(call, 0)  # a chain of thought's first probe
             self._owner[req] = (prog, call)
             self._arrive(req, now)
 

