@@ -21,6 +21,7 @@ cache for the eviction order):
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Sequence
 
 from dynasim.workloads.call import Segment
@@ -74,6 +75,7 @@ class PrefixCache:
         self._refs: dict[BlockHash, int] = {}
         self._owner: dict[BlockHash, int | None] = {}
         self._idle: dict[BlockHash, tuple[float, int, int]] = {}  # hash -> LRU key
+        self._heap: list[tuple[tuple[float, int, int], BlockHash]] = []  # lazy LRU order
         self._busy = busy
         self._seq = 0
         self.num_evicted = 0
@@ -121,16 +123,38 @@ class PrefixCache:
             self._refs[h] = r
             if r == 0:
                 self._seq += 1
-                self._idle[h] = (now, -depth, self._seq)
+                key = (now, -depth, self._seq)
+                self._idle[h] = key
+                heapq.heappush(self._heap, (key, h))
 
     def evict(self, n: int) -> int:
         """Evict up to ``n`` unreferenced blocks (module docstring order); returns the
         number evicted."""
         if n <= 0 or not self._idle:
             return 0
-        order = sorted(self._idle, key=lambda h: (self._busy(self._owner[h]),
-                                                  self._idle[h]))
-        gone = order[:n]
+        # the order of sorted(idle, key=(busy(owner), LRU key)), taken from a lazy heap
+        # of LRU keys: blocks of busy programs are set aside and used only if the idle
+        # programs' blocks run out (then in LRU order), and pushed back otherwise
+        heap, idle = self._heap, self._idle
+        gone: list[BlockHash] = []
+        busy: list[tuple[tuple[float, int, int], BlockHash]] = []
+        while len(gone) < n and heap:
+            key, h = heapq.heappop(heap)
+            if idle.get(h) != key:
+                continue  # re-referenced or evicted since it was pushed
+            if self._busy(self._owner[h]):
+                busy.append((key, h))
+            else:
+                gone.append(h)
+        if len(gone) < n:
+            take, busy = busy[:n - len(gone)], busy[n - len(gone):]
+            gone += [h for _, h in take]
+        for item in busy:
+            heapq.heappush(heap, item)
+        if len(heap) > 2 * len(idle) + 4096:  # drop stale entries now and then
+            out = set(gone)
+            self._heap = [(k, h) for h, k in idle.items() if h not in out]
+            heapq.heapify(self._heap)
         for h in gone:
             del self._idle[h], self._refs[h], self._owner[h]
         self.num_evicted += len(gone)

@@ -105,6 +105,8 @@ def _table(path: Path, rows_to_table: Callable[[list[dict]], pd.DataFrame],
             raise
         raise InputError(f"not a readable table ({str(exc)[:120]})",
                          source=str(path)) from None
+    if "replica" in columns and "replica" not in df.columns:
+        df["replica"] = 0  # written before replicas existed: one replica
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise InputError("missing column", source=str(path), field=missing[0])
@@ -148,8 +150,15 @@ def read_run(run_dir: str | Path) -> Run:
 
 
 def _same_input(a: object, b: object) -> bool:
-    """Trace sources match by file name (one run may name it by another path)."""
-    return Path(str(a)).name == Path(str(b)).name
+    """Trace sources match by file name (one run may name it by another path); a
+    recorded run's trace is ``recorded:NAME`` or its export ``recorded-NAME.jsonl``."""
+    def name(x: object) -> str:
+        text = str(x)
+        if text.startswith("recorded:"):
+            return f"recorded-{text.removeprefix('recorded:')}.jsonl"
+        return Path(text).name
+
+    return name(a) == name(b)
 
 
 def check_same_runs(sim: Run, real: Run, m: pd.DataFrame) -> None:

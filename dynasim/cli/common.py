@@ -98,7 +98,8 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
 
 
 def trace_from_args(args: argparse.Namespace) -> Trace:
-    """The trace of ``--trace``, cut to ``--num-prompts`` and re-timed by
+    """The trace of ``--trace`` (a path, a public trace name, or ``recorded:RUN``, a
+    recorded vLLM run of :mod:`dynasim.runs`), cut to ``--num-prompts`` and re-timed by
     ``--request-rate`` / ``--burstiness`` / ``--seed`` (``simulate`` and ``replay``
     read the same requests at the same times from the same flags).
 
@@ -108,7 +109,12 @@ def trace_from_args(args: argparse.Namespace) -> Trace:
     from dynasim import arrivals
     from dynasim import trace as trace_mod
 
-    tr = trace_mod.read_trace(args.trace)
+    if args.trace.startswith("recorded:"):  # a recorded vLLM run (dynasim.runs)
+        from dynasim.runs import load_run
+
+        tr = load_run(args.trace).trace
+    else:
+        tr = trace_mod.read_trace(args.trace)
     if args.num_prompts is not None:
         if args.num_prompts < 1:
             raise InputError(f"--num-prompts must be >= 1, got {args.num_prompts}",

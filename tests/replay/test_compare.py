@@ -262,3 +262,11 @@ def test_compare_figure_shares_the_style_and_empty_panels_say_why():
     fig = compare_figure(full, {"compared": 2})
     assert not [a for a in fig.layout.annotations if "no " in a.text]
     assert fig.data[0].y[-1] == 100  # CDF in percent of requests, as the plot CDFs
+
+
+def test_a_simulated_run_written_before_replicas_is_read_as_one_replica(tmp_path, capsys):
+    s = sim_run(tmp_path / "s", _rows())
+    df = pd.read_parquet(s / "requests.parquet").drop(columns=["replica"])
+    df.to_parquet(s / "requests.parquet", index=False)  # an older run: no replica column
+    rc, err, out = compare(tmp_path, capsys, s, real_run(tmp_path / "r", _rows()))
+    assert rc == 0 and err == [] and "6 requests compared" in out

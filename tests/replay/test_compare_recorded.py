@@ -42,3 +42,15 @@ def test_another_recorded_run_is_refused(simulated, capsys):
 def test_unknown_recorded_run_is_one_line(simulated, capsys):
     assert main(["compare", str(simulated), "recorded:nope"]) == 2
     assert "unknown recorded run" in capsys.readouterr().err
+
+
+def test_simulate_reads_a_recorded_run_by_name(data_dir, tmp_path):
+    """``simulate --trace recorded:NAME`` reads the run directly (no export), and the
+    result compares with the run itself."""
+    sim = tmp_path / "direct"
+    assert main(["simulate", "--trace", f"recorded:{RUN}", "--profile",
+                 "vllm019-llama3.1-8b-rtx4090", "--output-dir", str(sim),
+                 "--no-progress"]) == 0
+    assert main(["compare", str(sim), f"recorded:{RUN}"]) == 0
+    result = json.loads((sim / "compare.json").read_text())
+    assert result["matched"] == 300 and result["e2e_error"]["median"] < 0.10
