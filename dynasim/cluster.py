@@ -91,6 +91,7 @@ class Cluster:
         router: the :class:`~dynasim.routers.base.Router` choosing each replica.
         on_finish: called with each request when it finishes or is rejected (on any
             replica; ``req.replica`` says which).
+        on_progress: the engines' ``on_progress`` (a request reached its ``watch``).
 
     Raises:
         ValueError: no profiles.
@@ -98,14 +99,15 @@ class Cluster:
 
     def __init__(self, env: simpy.Environment, profiles: Sequence[Profile],
                  policy_factory: Callable[[], Policy], router: Router,
-                 on_finish: Callable[[Request], None] | None = None) -> None:
+                 on_finish: Callable[[Request], None] | None = None,
+                 on_progress: Callable[[Request], None] | None = None) -> None:
         if not profiles:
             raise ValueError("a cluster needs at least one replica profile")
         self.env = env
         self.router = router
         self.profiles = list(profiles)
-        self.engines = [Engine(env, p, policy_factory(), on_finish=on_finish)
-                        for p in self.profiles]
+        self.engines = [Engine(env, p, policy_factory(), on_finish=on_finish,
+                               on_progress=on_progress) for p in self.profiles]
         self.views = [EngineView(e) for e in self.engines]
         fe = [p.frontend_latency_ms / 1000.0 for p in self.profiles]
         #: seconds from sending to the router (the fleet's least front-end latency)
@@ -166,6 +168,16 @@ class Cluster:
         if abort is None:
             raise NotImplementedError("this Engine has no abort()")
         abort(req)
+
+    def sync(self, req: Request) -> None:
+        """:meth:`Engine.sync` on the request's engine."""
+        if req not in self._in_transit:
+            self.engines[req.replica].sync(req)
+
+    def cache_generated(self, req: Request) -> None:
+        """:meth:`Engine.cache_generated` on the request's engine."""
+        if req not in self._in_transit:
+            self.engines[req.replica].cache_generated(req)
 
     # ----------------------------------------------------- fleet counters
     @property
@@ -238,3 +250,61 @@ def simulate_cluster(trace: Trace, profiles: Sequence[Profile],
         raise RuntimeError(f"simulation ended with {len(trace) - len(done)} requests "
                            "unfinished")
     return records_frame(done), cluster
+
+
+class FleetPolicy:
+    """The program-level face of a fleet's per-replica policies for
+    :func:`~dynasim.simulation.simulate_programs`: program arrivals and finishes reach
+    every replica's policy (a program's calls may land on any replica), a request's
+    priority comes from the first replica's policy (all of them know every program),
+    and the intra-program policy is the first replica's."""
+
+    def __init__(self, policies: Sequence[Policy]) -> None:
+        self.policies = list(policies)
+        self.intra = self.policies[0].intra
+
+    def priority(self, req: Request) -> int:
+        """vLLM priority of ``req`` (:meth:`Policy.priority` of replica 0)."""
+        return self.policies[0].priority(req)
+
+    def on_program_arrival(self, program: object, now: float) -> None:
+        """Register the program with every replica's policy."""
+        for p in self.policies:
+            p.on_program_arrival(program, now)  # type: ignore[arg-type]
+
+    def on_program_finish(self, program: object, now: float) -> None:
+        """Tell every replica's policy the program finished."""
+        for p in self.policies:
+            p.on_program_finish(program, now)  # type: ignore[arg-type]
+
+
+def simulate_cluster_programs(specs: Sequence, arrival_times: Sequence[float],
+                              profiles: Sequence[Profile],
+                              policy_factory: Callable[[], Policy], router: Router,
+                              deadlines: Sequence[float] | None = None,
+                              max_decode_run: int | None = None
+                              ) -> tuple[pd.DataFrame, pd.DataFrame, Cluster]:
+    """:func:`~dynasim.simulation.simulate_programs` on a fleet behind ``router``: each
+    replica orders its own queue with its own policy instance (gang, SJF and PLAS
+    keep working per replica), every call is routed on its own (``program-affinity``
+    keeps a program's calls on one replica). Deterministic; one profile gives the
+    records of ``simulate_programs`` on that profile.
+
+    Returns:
+        (requests, programs, cluster); requests carry ``replica``.
+    """
+    from dynasim.simulation import simulate_programs
+
+    policies = [policy_factory() for _ in profiles]
+    fleet = FleetPolicy(policies)
+    made = iter(policies)
+
+    def make_engine(env: simpy.Environment, on_finish: Callable, on_progress: Callable
+                    ) -> Cluster:
+        return Cluster(env, profiles, made.__next__, router, on_finish=on_finish,
+                       on_progress=on_progress)
+
+    first = min(profiles, key=lambda p: p.frontend_latency_ms)  # sends reach the router
+    return simulate_programs(specs, arrival_times, first, fleet,  # type: ignore
+                             deadlines, max_decode_run=max_decode_run,
+                             make_engine=make_engine)

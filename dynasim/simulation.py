@@ -166,7 +166,8 @@ def simulate_programs(specs: Sequence[ProgramSpec], arrival_times: Sequence[floa
                       profile: Profile, policy: Policy,
                       deadlines: Sequence[float] | np.ndarray | None = None,
                       progress: Callable[[int], None] | None = None,
-                      max_decode_run: int | None = None
+                      max_decode_run: int | None = None,
+                      make_engine: Callable[..., Engine] | None = None
                       ) -> tuple[pd.DataFrame, pd.DataFrame, Engine]:
     """Simulate reasoning programs arriving at ``arrival_times`` (seconds, one per spec).
 
@@ -182,6 +183,11 @@ def simulate_programs(specs: Sequence[ProgramSpec], arrival_times: Sequence[floa
         max_decode_run: the engine's cap on decode steps per timeout
             (:attr:`~dynasim.engine.Engine.max_decode_run`; 1 is the step-by-step
             reference the tests compare the default against).
+        make_engine: ``make_engine(env, on_finish=..., on_progress=...)`` builds what
+            the requests go to instead of one :class:`Engine` on ``profile`` (a fleet:
+            :func:`dynasim.cluster.simulate_cluster_programs`); it must offer
+            ``submit``, ``abort``, ``sync``, ``cache_generated`` and
+            ``max_decode_run``.
 
     Returns:
         (requests, programs, engine): the request and program record tables
@@ -271,7 +277,10 @@ def simulate_programs(specs: Sequence[ProgramSpec], arrival_times: Sequence[floa
         policy.on_program_arrival(prog, env.now)
         start_wave(prog, prog.start())
 
-    engine = Engine(env, profile, policy, on_finish=on_finish, on_progress=on_progress)
+    if make_engine is None:
+        engine = Engine(env, profile, policy, on_finish=on_finish, on_progress=on_progress)
+    else:
+        engine = make_engine(env, on_finish=on_finish, on_progress=on_progress)
     engine.max_decode_run = max_decode_run
     programs = []
     for i, (spec, t) in enumerate(zip(specs, arrival_times)):

@@ -57,7 +57,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "--output-dir (removes its requests.*, programs.*, summary.json, "
                    "compare.*)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = p.add_argument_group("a fleet of replicas behind a router (--trace only for now)")
+    g = p.add_argument_group("a fleet of replicas behind a router")
     g.add_argument("--replicas", type=int, default=None, metavar="N",
                    help="number of replicas (default 1, or one per --replica-profile)")
     g.add_argument("--replica-profile", nargs="+", metavar="P",
@@ -133,10 +133,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         raise InputError("give exactly one of --trace and --workload", field="trace")
     fleet = fleet_profiles(args, profile)
     if args.workload is not None:
-        if len(fleet) > 1 or args.replica_profile:
-            raise InputError("several replicas are not yet supported with --workload "
-                             "(program runs); use --trace", field="replicas")
-        return simulate_workload(args, profile)
+        return simulate_workload(args, profile, fleet)
     policy = make_policy(args.policy)
     knobs = router_knobs(args.router_knob)
     router = make_router(args.router, **knobs)
@@ -217,8 +214,11 @@ def fleet_profiles(args: argparse.Namespace, profile: Profile) -> list[Profile]:
     return [loaded[names[i % len(names)]] for i in range(n)]
 
 
-def simulate_workload(args: argparse.Namespace, profile: Profile) -> None:
-    """``dynasim simulate --workload W``: Poisson program arrivals on one replica."""
+def simulate_workload(args: argparse.Namespace, profile: Profile,
+                      fleet: list[Profile] | None = None) -> None:
+    """``dynasim simulate --workload W``: Poisson program arrivals on one replica, or
+    on a fleet behind ``--router`` (:func:`dynasim.cluster.simulate_cluster_programs`)
+    when ``fleet`` holds several profiles."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -229,8 +229,13 @@ def simulate_workload(args: argparse.Namespace, profile: Profile) -> None:
     from dynasim.workloads.catalog import load_workload
 
     profile = online_profile(args, profile)
-    policy = make_policy(args.policy, inter=args.inter_program, aging_s=args.sjf_aging,
-                         **intra_args(args))
+    fleet = [online_profile(args, p) for p in fleet] if fleet and len(fleet) > 1 else None
+
+    def new_policy():
+        return make_policy(args.policy, inter=args.inter_program, aging_s=args.sjf_aging,
+                           **intra_args(args))
+
+    policy = new_policy()
     workload = load_workload(args.workload)
     out = prepare_output_dir(args.output_dir, args.overwrite, "simulate")
     specs, times, deadlines, base = online_programs(
@@ -243,10 +248,18 @@ def simulate_workload(args: argparse.Namespace, profile: Profile) -> None:
                   console=Console(stderr=True), transient=True,
                   disable=args.no_progress) as bar:
         task = bar.add_task("sim", total=len(specs))
-        requests, programs, engine = simulate_programs(
-            specs, times, profile, policy, deadlines,
-            progress=lambda n: bar.update(task, completed=n))
-    summary = summarize(requests)
+        if fleet is None:
+            requests, programs, engine = simulate_programs(
+                specs, times, profile, policy, deadlines,
+                progress=lambda n: bar.update(task, completed=n))
+        else:
+            from dynasim.cluster import simulate_cluster_programs
+            from dynasim.routers import make_router
+
+            requests, programs, engine = simulate_cluster_programs(
+                specs, times, fleet, new_policy,
+                make_router(args.router, **router_knobs(args.router_knob)), deadlines)
+    summary = summarize(requests, num_replicas=len(fleet or [profile]))
     window = {"warmup": args.warmup_programs, "cooldown": args.cooldown_programs}
     summary.update(summarize_programs(programs, **window))
     summary["deadline_protocol"] = deadline_protocol(args.base_deadline,

@@ -89,18 +89,19 @@ def test_bad_fleet_flags_are_one_line_errors(trace, tmp_path, capsys, flags, fie
     assert not (tmp_path / "bad" / "requests.parquet").exists()
 
 
-def test_workload_with_replicas_is_not_yet(tmp_path, capsys):
-    code = main(["simulate", "--workload", "game24-sc", "--profile", PROFILE,
-                 "--request-rate", "1", "--replicas", "2", "--output-dir",
-                 str(tmp_path / "w"), "--no-progress"])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert "not yet" in err and "replicas" in err
+def test_workload_on_replicas_with_program_affinity(tmp_path, data_dir):
+    """Programs on a fleet: every call routed, each program's calls on one replica."""
+    import json
 
+    import pandas as pd
 
-def test_one_replica_profile_replaces_profile(trace, tmp_path):
-    out = tmp_path / "one"
-    assert _simulate(trace, out, "--replica-profile", "vidur-llama3-8b-a100") == 0
+    out = tmp_path / "w"
+    assert main(["simulate", "--workload", "game24-sc", "--profile", PROFILE,
+                 "--request-rate", "4", "--num-programs", "40", "--replicas", "2",
+                 "--router", "program-affinity", "--output-dir", str(out),
+                 "--no-progress"]) == 0
+    req = pd.read_parquet(out / "requests.parquet")
+    assert set(req["replica"]) == {0, 1}
+    assert (req.groupby("program_id")["replica"].nunique() == 1).all()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["profile"] == "vidur-llama3-8b-a100" and summary["num_replicas"] == 1
-    assert summary["scheduling"] == "v1"  # the vidur profile's, not opt-13b's v0
+    assert summary["num_programs"] == 40 and summary["num_replicas"] == 2
