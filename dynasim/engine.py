@@ -46,9 +46,31 @@ Rules, each with its vLLM source:
 * **CPU overheads** (V1 ``EngineCore.step``: ``Scheduler.schedule``, the forward pass,
   ``Scheduler.update_from_output``; the API server detokenizes and streams in another
   process): a step pays the model's per-step term (``step_ms`` / ``step_overhead_ms``)
-  and per-sequence term (``seq_ms`` / ``overhead_ms_per_seq``) on top of the GPU work;
+  and per-sequence term (``seq_ms`` / ``overhead_ms_per_seq``) on top of the GPU work
+  (overlapping it under async scheduling, below);
   a request reaches the waiting queue ``frontend_latency_ms`` after it was sent (HTTP,
   tokenization, the hop to the engine core; :mod:`dynasim.simulation`).
+* **Async scheduling** (profile ``async_scheduling``, V1 ``--async-scheduling``:
+  ``vllm/v1/core/sched/async_scheduler.py`` ``AsyncScheduler`` and
+  ``EngineCore.step_with_batch_queue``): step N+1 is scheduled while step N runs on
+  the GPU and step N's output is processed while step N+1 runs, so a step takes
+  ``max(GPU, CPU)`` of the model's split (:meth:`StepTimeModel.split`: the per-step and
+  per-sequence overhead terms are the CPU part) instead of their sum; and a request
+  that finishes in step N stays in ``running`` with its blocks until
+  ``update_from_output`` of step N, which comes after step N+1 was scheduled: its seat
+  and blocks are released only after the next schedule (a waiting request cannot take
+  them in that step).
+* **Full-prompt admission** (profile ``admit_full_prompt``; newer V1's full-sequence
+  reservation in ``KVCacheManager.allocate_slots`` called from the waiting loop of
+  ``Scheduler.schedule``): a waiting request is admitted only if the blocks for its
+  whole known tokens (prompt + generated) fit beside the cached ones it hits, not only
+  those of its first chunk; only the first chunk's blocks are allocated.
+* **Client timeouts** (profile ``client_timeouts``; inference-perf's request timeout;
+  the OpenAI server aborts a request whose client disconnected,
+  ``EngineCore.abort_requests``): a request with a finite ``timeout_s`` is aborted
+  (:meth:`Engine.abort`) ``timeout_s`` after its arrival if it is still waiting or
+  running; unlike a caller's abort, the engine's ``on_finish`` is called for it (its
+  record has error ``client timeout (T s)``).
 * **Rejection.** A request with prompt + output > ``max_model_len`` is rejected at arrival
   (the OpenAI server's HTTP 400), as is one that could never fit the KV cache.
 * **Abort** (V1 ``Scheduler.finish_requests`` with ``FINISHED_ABORTED``, called by
@@ -69,29 +91,20 @@ work is done per token.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable, Generator, Sequence
 
 import simpy
 
+from dynasim.decode_set import DecodeSet, _cdiv
 from dynasim.policies.base import Policy
 from dynasim.prefix_cache import PrefixCache, block_hashes
 from dynasim.profiles import Profile
 from dynasim.request import ABORTED, FINISHED, REJECTED, RUNNING, WAITING, Request
-
-#: Seconds within which an arrival (or abort) after the start of a decode run counts as
-#: coming at its start: the run's end is a closed-form sum whose float rounding differs
-#: from step-by-step sums by ~1e-16 s, so an arrival exactly on a step boundary must not
-#: depend on which side the rounding falls.
-TIE_S = 1e-9
+from dynasim.schedule_v0 import V0Scheduler
 
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-class Engine:
+class Engine(DecodeSet, V0Scheduler):
     """One vLLM replica in a SimPy environment.
 
     Args:
@@ -152,6 +165,13 @@ class Engine:
         self.num_preemptions = 0
         self.num_aborted = 0
         self._aborts: list[Request] = []  # running requests to abort at the next boundary
+        # async scheduling (module docstring): finished requests holding seat + blocks
+        # until the next schedule, and whether releasing them may let a waiting one in
+        self.async_scheduling = self.v1 and profile.async_scheduling
+        self.admit_full_prompt = self.v1 and profile.admit_full_prompt
+        self._lingering: list[Request] = []
+        self._late_release = False
+        self._timed_out: set[Request] = set()  # aborted by their client timeout
         self.process = env.process(self.run())
 
     # ----------------------------------------------------------------- public
@@ -185,6 +205,8 @@ class Engine:
         self.policy.on_arrival(req, now)
         req.status = WAITING
         self.waiting.push(req)
+        if self.profile.client_timeouts and math.isfinite(req.timeout_s):
+            self.env.process(self._client_timeout(req))
         if self._idle is not None:
             if not self._idle.triggered:
                 self._idle.succeed()
@@ -220,6 +242,14 @@ class Engine:
                 self._leaping = False
                 self.process.interrupt()
 
+    def _client_timeout(self, req: Request) -> Generator[simpy.Event, object, None]:
+        """SimPy process: abort ``req`` ``timeout_s`` after its arrival (module
+        docstring, client timeouts) unless it has left by then."""
+        yield self.env.timeout(max(0.0, req.arrival_time + req.timeout_s - self.env.now))
+        if req.status in (WAITING, RUNNING) and req not in self._aborts:
+            self._timed_out.add(req)
+            self.abort(req)
+
     def _apply_aborts(self) -> None:
         """Take aborted running requests out of the batch (at a step boundary)."""
         aborts, self._aborts = self._aborts, []
@@ -244,21 +274,11 @@ class Engine:
         req.finish_time = self.env.now
         self.num_aborted += 1
         self.policy.on_finish(req, self.env.now)
-
-    def sum_decode_ctx(self) -> int:
-        """Sum over decoding requests of (computed tokens + 1), at the current clock."""
-        return self._ctx_base + self.num_decoding * self.clock
-
-    def sync(self, req: Request) -> None:
-        """Bring a decoding request's ``num_computed``/``num_generated``/``num_blocks``
-        (private blocks: all but the ``_shared`` cached ones) up to the current clock
-        (they are kept as aggregates while decoding)."""
-        if req._decoding:
-            d = self.clock - req._clock0
-            req.num_computed += d
-            req.num_generated += d
-            req._clock0 = self.clock
-            req.num_blocks = _cdiv(req.num_computed, self.block_size) - req._shared
+        if req in self._timed_out:  # the server saw the client go: report it
+            self._timed_out.discard(req)
+            req.error = f"client timeout ({req.timeout_s:g} s)"
+            if self.on_finish is not None:
+                self.on_finish(req)
 
     def used_blocks(self) -> int:
         """KV blocks referenced by requests now (cached-but-idle blocks count as free)."""
@@ -326,19 +346,26 @@ class Engine:
         while True:
             if self._aborts:
                 self._apply_aborts()
+            if self._lingering and not self.running and not len(self.waiting):
+                self._release_lingering()  # no next step to schedule: output processed
             if not self.running and not len(self.waiting):
                 self._idle = env.event()
                 yield self._idle
                 self._idle = None
                 continue
             self._preempted = False
+            self._late_release = False
             self.policy.on_step(env.now)
             if self._refresh is not None:
                 self._refresh()
             chunks, decode = self._schedule_v1() if self.v1 else self._schedule_v0()
+            released = bool(self._lingering)
+            if released:  # step N's output processed after step N+1 was scheduled
+                self._release_lingering()
+                self._late_release = len(self.waiting) > 0
             if not chunks and not decode:
                 stalls += 1
-                if stalls > 10_000 or not self.running:
+                if stalls > 10_000 or (not self.running and not released):
                     group = self.waiting.peek()
                     raise RuntimeError(f"engine stalled: cannot admit request "
                                        f"{group[0].request_id} (group of {len(group)}) with "
@@ -349,8 +376,8 @@ class Engine:
                 yield from self._decode_run()
                 continue
             n_dec = self.num_decoding if decode else 0
-            dt = self.model.step_time(self._prefill_shape(chunks), n_dec,
-                                      self.sum_decode_ctx() if n_dec else 0)
+            dt = self._step_time(self._prefill_shape(chunks), n_dec,
+                                 self.sum_decode_ctx() if n_dec else 0)
             yield env.timeout(dt)
             self.num_steps += 1
             if decode:
@@ -359,6 +386,21 @@ class Engine:
                     self._collect_watches()
             self._apply_chunks(chunks)
             self._collect_finished()
+
+    def _step_time(self, prefill: list[tuple[int, int]], num_decode: int,
+                   sum_decode_ctx: int) -> float:
+        """Seconds of one step: the model's time, or with async scheduling the larger
+        of its GPU and CPU parts (module docstring)."""
+        if not self.async_scheduling:
+            return self.model.step_time(prefill, num_decode, sum_decode_ctx)
+        return max(self.model.split(prefill, num_decode, sum_decode_ctx))
+
+    def _release_lingering(self) -> None:
+        """Free the seats and blocks of requests that finished in the previous step
+        (async scheduling)."""
+        for req in self._lingering:
+            self._release(req)
+        self._lingering = []
 
     # -------------------------------------------------------------- schedule
     def _schedule_v1(self) -> tuple[dict[Request, int], bool]:
@@ -400,7 +442,7 @@ class Engine:
         while len(self.waiting) and budget > 0:
             group = self.waiting.peek()
             fits = False
-            if len(self.running) + len(group) <= self.max_num_seqs:
+            if len(self.running) + len(self._lingering) + len(group) <= self.max_num_seqs:
                 plan, need, left = self._plan_v1(group, budget)
                 fits = need <= self._free() - self._due_blocks()
             if fits:
@@ -429,24 +471,33 @@ class Engine:
         for req in group:
             hit, n, blocks, idle = self._plan(req, budget, pending)
             budget -= n
-            need += blocks + idle
+            need += self._admit_need(req, hit, blocks) + idle
             plan.append((req, hit, n, blocks))
         return plan, need, budget
+
+    def _admit_need(self, req: Request, hit: int, blocks: int) -> int:
+        """New blocks that must fit to admit ``req`` with ``hit`` cached blocks and a
+        first chunk of ``blocks`` new ones: those, or with ``admit_full_prompt`` the
+        blocks of all its known tokens (module docstring)."""
+        if self.admit_full_prompt:
+            return max(blocks, _cdiv(req.num_known_tokens, self.block_size) - hit)
+        return blocks
 
     def _piece_v1(self, group: Sequence[Request], budget: int
                   ) -> tuple[list[tuple[Request, int, int, int]], int]:
         """The leading members of ``group`` that fit now, as (plan, budget left)."""
         plan, need, pending = [], 0, set()
         free = self._free() - self._due_blocks()
-        seats = self.max_num_seqs - len(self.running)
+        seats = self.max_num_seqs - len(self.running) - len(self._lingering)
         for req in group[:seats]:
             if budget <= 0:
                 break
             hit, n, blocks, idle = self._plan(req, budget, set(pending))
-            if need + blocks + idle > free:
+            want = self._admit_need(req, hit, blocks) + idle
+            if need + want > free:
                 break
             self._plan(req, budget, pending)
-            need += blocks + idle
+            need += want
             budget -= n
             plan.append((req, hit, n, blocks))
         return plan, budget
@@ -474,73 +525,6 @@ class Engine:
         elif sum(known) > self.max_num_batched_tokens:
             blocks_ok = False  # cached prefixes may still bring it within the budget
         return blocks_ok or self._v0_check(group, 0, [], self.max_num_seqs, room) is not None
-
-    def _v0_check(self, group: Sequence[Request], tokens: int, lens: list[int],
-                  seats: int, free: int) -> list[tuple[int, int, int, int]] | None:
-        """The v0 plans of ``group`` if it fits whole next to a prefill batch of
-        ``tokens`` tokens and whole lengths ``lens``, with ``seats`` seats and ``free``
-        blocks above the watermark; ``None`` if it does not.
-
-        With ``max_paddings`` the batch is padded: vLLM 0.2/0.3 ``Scheduler._schedule``
-        measures ``len(seq_lens) * max(seq_lens)`` and the padding over whole sequence
-        lengths (``seq.get_len()``), prefix-cached tokens included, so a gang of equal
-        prompts never counts as padding however much of it the cache holds."""
-        if len(group) > seats:
-            return None
-        pending: set = set()
-        plan = [self._plan(req, req.num_known_tokens, pending) for req in group]
-        if self.max_paddings is None:
-            if tokens + sum(p[1] for p in plan) > self.max_num_batched_tokens:
-                return None
-        else:
-            new = [*lens, *(r.num_known_tokens for r in group)]
-            padded = len(new) * max(new)
-            if padded > self.max_num_batched_tokens or padded - sum(new) > self.max_paddings:
-                return None
-        if sum(p[2] + p[3] for p in plan) > free:
-            return None
-        return plan
-
-    def _schedule_v0(self) -> tuple[dict[Request, int], bool]:
-        chunks: dict[Request, int] = {}
-        tokens, lens = 0, []
-        while len(self.waiting):
-            group = self.waiting.peek()
-            whole = self._v0_take(group, tokens, lens)
-            if whole is not None:
-                self.waiting.pop()
-                self._v0_start(group, whole, chunks)
-                tokens += sum(p[1] for p in whole)
-                lens.extend(r.num_known_tokens for r in group)
-                continue
-            if len(group) > 1 and not self._fits_empty(group):
-                for req in group:  # admit the leading members that fit, one by one
-                    plan = self._v0_take((req,), tokens, lens)
-                    if plan is None:
-                        break
-                    self.waiting.remove(req)
-                    self._v0_start((req,), plan, chunks)
-                    tokens += plan[0][1]
-                    lens.append(req.num_known_tokens)
-            break
-        if chunks:
-            return chunks, False
-        self._reserve_decode_blocks()
-        return chunks, self.num_decoding > 0
-
-    def _v0_take(self, group: Sequence[Request], tokens: int, lens: list[int]
-                 ) -> list[tuple[int, int, int, int]] | None:
-        """:meth:`_v0_check` against this step's batch so far and the engine's state."""
-        seats = self.max_num_seqs - len(self.running)
-        if len(group) > seats:
-            return None
-        return self._v0_check(group, tokens, lens, seats, self._free() - self.watermark_blocks)
-
-    def _v0_start(self, group: Sequence[Request], plan: list[tuple[int, int, int, int]],
-                  chunks: dict[Request, int]) -> None:
-        for req, (hit, n, blocks, _) in zip(group, plan):
-            self._start(req, hit, blocks, n)
-            chunks[req] = n
 
     def _prefill_shape(self, chunks: dict[Request, int]) -> list[tuple[int, int]]:
         """The step's prefill chunks as the step-time model sees them: ``(new tokens,
@@ -625,35 +609,6 @@ class Engine:
         self._preempted = True
         self.waiting.prepend(req)
 
-    def _join_decode(self, req: Request) -> None:
-        req._decoding = True
-        req._clock0 = self.clock
-        self.num_decoding += 1
-        self._ctx_base += req.num_computed + 1 - self.clock
-        self._phase[(self.clock - req.num_computed) % self.block_size] += 1
-        finish_at = self.clock + req.output_tokens - req.num_generated
-        self._seq += 1
-        heapq.heappush(self._finish_heap, (finish_at, self._seq, req._epoch, req))
-        self._push_watch(req)
-
-    def _push_watch(self, req: Request) -> None:
-        if req.num_generated < req.watch < req.output_tokens and self.on_progress:
-            heapq.heappush(self._watch_heap, (self.clock + req.watch - req.num_generated,
-                                              self._seq, req._epoch, req))
-
-    def _collect_watches(self) -> None:
-        """Call ``on_progress`` for the decoding requests that reached their watch."""
-        heap = self._watch_heap
-        while heap and heap[0][0] <= self.clock:
-            _, _, epoch, req = heapq.heappop(heap)
-            if epoch != req._epoch or not req._decoding:
-                continue
-            self.sync(req)
-            if req.num_generated == req.watch:
-                self.on_progress(req)  # type: ignore[misc]
-                self._seq += 1
-                self._push_watch(req)
-
     def cache_generated(self, req: Request) -> None:
         """Register the full blocks a running request has computed so far in the prefix
         cache (its prompt blocks are registered at admission; blocks of generated
@@ -665,35 +620,6 @@ class Engine:
             return
         self.sync(req)
         self._register(req, req.num_computed)
-
-    def _leave_decode(self, req: Request) -> None:
-        self.sync(req)
-        req._decoding = False
-        req._epoch += 1
-        self.num_decoding -= 1
-        self._ctx_base -= req.num_computed + 1 - self.clock
-        self._phase[(self.clock - req.num_computed) % self.block_size] -= 1
-
-    def _blocks_due(self, k: int) -> int:
-        """New blocks the decoding requests need over the next ``k`` steps."""
-        bs = self.block_size
-        full, rest = divmod(k, bs)
-        return full * self.num_decoding + sum(self._phase[(self.clock + i) % bs]
-                                              for i in range(rest))
-
-    def _steps_fitting(self, free: int) -> int:
-        """Largest number of decode steps whose new blocks fit in ``free`` blocks."""
-        n, bs = self.num_decoding, self.block_size
-        full = free // n
-        k, used = full * bs, full * n
-        while used + self._phase[(self.clock + k) % bs] <= free:
-            used += self._phase[(self.clock + k) % bs]
-            k += 1
-        return k
-
-    def _advance_decode(self, k: int) -> None:
-        self._alloc(self._blocks_due(k))
-        self.clock += k
 
     def _apply_chunks(self, chunks: dict[Request, int]) -> None:
         now = self.env.now
@@ -709,17 +635,12 @@ class Engine:
                 else:
                     self._join_decode(req)
 
-    def _collect_finished(self) -> None:
-        heap = self._finish_heap
-        while heap and heap[0][0] <= self.clock:
-            _, _, epoch, req = heapq.heappop(heap)
-            if epoch == req._epoch:
-                self._leave_decode(req)
-                self._finish(req)
-
     def _finish(self, req: Request) -> None:
         del self.running[req]
-        self._release(req)
+        if self.async_scheduling:  # seat and blocks held until the next schedule
+            self._lingering.append(req)
+        else:
+            self._release(req)
         if self._aborts and req in self._aborts:  # the client gave up first: no answer
             self._aborts.remove(req)
             return self._aborted(req)
@@ -737,79 +658,3 @@ class Engine:
         if self.on_finish is not None:
             self.on_finish(req)
 
-    # ---------------------------------------------------------- decode runs
-    def _decode_run(self):
-        """Advance up to the next finish or KV exhaustion in one timeout (see module
-        docstring); an admissible arrival interrupts at the next step boundary. After a
-        preemption only one step is taken, since the victim may be readmitted then;
-        otherwise a waiting group that could not be admitted at the start of the run
-        cannot be admitted during it (seats and budget are unchanged, free blocks only
-        shrink, a head's need never shrinks as its cached blocks are evicted) as long
-        as the queue's head stays the same: the run therefore also ends at the first
-        step boundary at or after ``policy.order_changes_at(now)`` (SJF aging) and, when
-        the order reads the prefix cache (LPM), after the first step that evicts."""
-        heap = self._finish_heap
-        while heap[0][2] != heap[0][3]._epoch:
-            heapq.heappop(heap)
-        k = heap[0][0] - self.clock
-        watches = self._watch_heap
-        while watches and watches[0][2] != watches[0][3]._epoch:
-            heapq.heappop(watches)
-        if watches:  # stop where a request reaches its watch
-            k = max(1, min(k, watches[0][0] - self.clock))
-        if self._preempted:  # the victim may be readmitted at the next step boundary
-            k = 1
-        if self.max_decode_run is not None:
-            k = min(k, self.max_decode_run)
-        n = self.num_decoding
-        free = self._free()
-        if self._blocks_due(k) > free:  # largest k whose new blocks fit
-            k = self._steps_fitting(free)
-        if self._cache_orders and self.cache is not None:
-            # LPM re-matches every step: stop after the first step that evicts
-            k = min(k, self._steps_fitting(self.free_blocks) + 1)
-        s0 = self.sum_decode_ctx()
-        alpha = self.model.step_time([], n, s0)
-        beta = self.model.step_time([], n, s0 + n) - alpha
-        total = k * alpha + beta * k * (k - 1) / 2
-        change = self.policy.order_changes_at(self.env.now)
-        if change is not None and self.env.now + total > change:
-            # the order may change with time alone: stop at the first step boundary
-            # at or after that time (where a step-by-step engine would see it)
-            k = _steps_covering(alpha, beta, change - self.env.now, k)
-            total = k * alpha + beta * k * (k - 1) / 2
-        start = self.env.now
-        self._leaping = True
-        try:
-            yield self.env.timeout(total)
-            self._leaping = False
-        except simpy.Interrupt:
-            elapsed = self.env.now - start
-            if elapsed < TIE_S:  # it came at the run's start: schedule again with it
-                return  # (the same tie resolved the same way step by step)
-            j = _steps_covering(alpha, beta, elapsed - TIE_S, k)  # a boundary tie: at it
-            rest = j * alpha + beta * j * (j - 1) / 2 - elapsed
-            yield self.env.timeout(max(rest, 0.0))
-            k = j
-        self.num_steps += k
-        self._advance_decode(k)
-        if self._watch_heap:
-            self._collect_watches()
-        self._collect_finished()
-
-
-def _steps_covering(alpha: float, beta: float, elapsed: float, kmax: int) -> int:
-    """Smallest j in [1, kmax] with j*alpha + beta*j*(j-1)/2 >= elapsed (steps of time
-    alpha + beta*i): the step in progress at ``elapsed`` always completes."""
-    if beta == 0:
-        j = math.ceil(elapsed / alpha)
-    else:
-        a, b = beta / 2, alpha - beta / 2
-        disc = b * b + 4 * a * elapsed
-        j = math.ceil((-b + math.sqrt(max(disc, 0.0))) / (2 * a))
-    j = min(max(j, 1), kmax)
-    while j > 1 and (j - 1) * alpha + beta * (j - 1) * (j - 2) / 2 >= elapsed:
-        j -= 1
-    while j < kmax and j * alpha + beta * j * (j - 1) / 2 < elapsed:
-        j += 1
-    return j

@@ -47,6 +47,9 @@ class Request:
             generated tokens, ``KVCacheManager.cache_blocks``).
         watch: tokens generated at which the engine calls its ``on_progress`` callback
             (0: never); the callback may set the next one.
+        timeout_s: the client gives up this many seconds after ``arrival_time``
+            (inference-perf's request timeout; ``inf``: never); an engine whose profile
+            has ``client_timeouts`` then aborts it (error ``client timeout``).
     """
 
     request_id: int
@@ -69,6 +72,7 @@ class Request:
     replica: int = 0
     output_key: str | None = None
     watch: int = 0
+    timeout_s: float = math.inf
     # prefix-cache bookkeeping owned by the engine: identities of the full prompt
     # blocks, and how many leading ones this request references in the cache
     _hashes: tuple = field(default=(), repr=False)

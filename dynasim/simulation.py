@@ -5,6 +5,7 @@ Data flows one way: trace -> requests -> policy + engine -> records (-> metrics)
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -29,15 +30,23 @@ if TYPE_CHECKING:
 
 
 def requests_from_trace(trace: Trace) -> list[Request]:
-    """One :class:`Request` per trace row, ids = trace ids, in arrival order."""
+    """One :class:`Request` per trace row, ids = trace ids, in arrival order.
+
+    A ``client_timeout_s`` column (recorded runs, :mod:`dynasim.runs.common`; NaN or
+    absent: none) becomes each request's ``timeout_s`` (seconds after its arrival);
+    the engine honours it only under a profile with ``client_timeouts``."""
     f = trace.frame
     hashes = f["hash_ids"] if "hash_ids" in f.columns else None
+    timeouts = (f["client_timeout_s"].to_numpy(float) if "client_timeout_s" in f.columns
+                else np.full(len(f), np.nan))
     out = []
     for i, (rid, t, p, o) in enumerate(zip(f.index, f["arrival_time"], f["prompt_tokens"],
                                             f["output_tokens"])):
         h = hashes.iloc[i] if hashes is not None else None
+        limit = float(timeouts[i])
         out.append(Request(int(rid), float(t), int(p), int(o),
-                           hash_ids=tuple(h) if isinstance(h, list) else None))
+                           hash_ids=tuple(h) if isinstance(h, list) else None,
+                           timeout_s=limit if limit > 0 else math.inf))
     out.sort(key=lambda r: (r.arrival_time, r.request_id))
     return out
 

@@ -238,3 +238,111 @@ def new_session(max_connections: int | None = None,
     return aiohttp.ClientSession(connector=connector,
                                  timeout=aiohttp.ClientTimeout(total=None),
                                  cookie_jar=aiohttp.DummyCookieJar())
+
+
+PREFIX_BLOCK = 16
+"""Tokens per block of the router-side prefix index (vLLM's default KV block size)."""
+
+
+class ServerView:
+    """The client's read-only :class:`~dynasim.routers.base.ReplicaView` of one live
+    server, built from what a client in front of vLLM can know, so that the simulator's
+    router objects (:mod:`dynasim.routers`) route live requests unchanged:
+
+    * ``num_outstanding()``: requests this client sent to the server and has not seen
+      finish (counted client-side: :meth:`sent` / :meth:`done`); other clients' load is
+      invisible, as it is to any router that counts its own requests (Vidur's LOR).
+    * ``kv_blocks_used()`` / ``kv_blocks_total()``: when the server's ``/metrics``
+      exports a KV usage gauge (vLLM V1 ``vllm:kv_cache_usage_perc``, V0
+      ``vllm:gpu_cache_usage_perc``), the last value the replay's periodic KV task read
+      (:meth:`set_kv_usage`; a scrape per routing decision would cost a round trip per
+      request), as parts per million of a nominal cache of :data:`KV_SCALE` blocks.
+      Without the gauge (e.g. the stub server) the proxy is the client's own in-flight
+      tokens: the prompt + ``max_tokens`` of the requests in flight, in
+      :data:`PREFIX_BLOCK`-token blocks, over the same nominal :data:`KV_SCALE`; so
+      ``least-kv`` then routes by in-flight tokens (fractions compare fairly across
+      servers only when every server reports the gauge or none does).
+    * ``prefix_match(req)``: a router-side estimate, as SGLang's cache-aware router keeps
+      an approximate tree per worker: the token ids of every prompt sent to this server
+      are indexed by chained hashes of their full :data:`PREFIX_BLOCK`-token blocks; the
+      match is the longest run of leading blocks of ``req``'s prompt found in that index
+      (capped at ``prompt_tokens - 1``, as vLLM's prefix cache never serves the last
+      prompt token). Evictions on the server are not seen: the index forgets the least
+      recently sent blocks beyond ``max_blocks``. The prompt ids of ``req`` come from
+      ``prompt_ids`` (the replay's builder); a request without them matches 0.
+
+    Args:
+        prompt_ids: the token ids that ``req`` will be (or was) sent with, or ``None``.
+        max_blocks: most prefix blocks remembered (least recently sent forgotten first).
+    """
+
+    KV_SCALE = 1_000_000
+
+    def __init__(self, prompt_ids: Callable[[object], list[int] | None] = lambda r: None,
+                 max_blocks: int = 200_000) -> None:
+        from collections import OrderedDict
+
+        self.outstanding = 0
+        self.tokens_in_flight = 0
+        self.kv_fraction: float | None = None  # from the gauge; None: not reported
+        self._prompt_ids = prompt_ids
+        self._blocks: OrderedDict[int, None] = OrderedDict()
+        self._max_blocks = max_blocks
+
+    # ---------------------------------------------------------------- updates
+    def sent(self, tokens: int, ids: list[int] | None) -> None:
+        """A request of ``tokens`` (prompt + max_tokens) with prompt ``ids`` was routed
+        here: count it in flight and index its prompt blocks."""
+        self.outstanding += 1
+        self.tokens_in_flight += tokens
+        for h in _block_hashes(ids or ()):
+            self._blocks[h] = None
+            self._blocks.move_to_end(h)
+        while len(self._blocks) > self._max_blocks:
+            self._blocks.popitem(last=False)
+
+    def done(self, tokens: int) -> None:
+        """A request routed here with ``tokens`` (as given to :meth:`sent`) finished."""
+        self.outstanding -= 1
+        self.tokens_in_flight -= tokens
+
+    def set_kv_usage(self, fraction: float | None) -> None:
+        """The server's KV usage gauge in [0, 1] (``None``: it reports none)."""
+        self.kv_fraction = None if fraction is None else min(1.0, max(0.0, fraction))
+
+    # ------------------------------------------------------------ ReplicaView
+    def num_outstanding(self) -> int:
+        """Requests in flight to this server (class docstring)."""
+        return self.outstanding
+
+    def kv_blocks_used(self) -> int:
+        """KV use in nominal blocks of :data:`KV_SCALE` (class docstring)."""
+        if self.kv_fraction is not None:
+            return round(self.kv_fraction * self.KV_SCALE)
+        return -(-self.tokens_in_flight // PREFIX_BLOCK)
+
+    def kv_blocks_total(self) -> int:
+        """The nominal cache size :data:`KV_SCALE` (class docstring)."""
+        return self.KV_SCALE
+
+    def prefix_match(self, req: object) -> int:
+        """Estimated cached prompt tokens of ``req`` here (class docstring)."""
+        ids = self._prompt_ids(req)
+        if not ids:
+            return 0
+        n = 0
+        for h in _block_hashes(ids):
+            if h not in self._blocks:
+                break
+            n += PREFIX_BLOCK
+        return min(n, len(ids) - 1)
+
+
+def _block_hashes(ids: list[int] | tuple) -> list[int]:
+    """Chained hashes of the full :data:`PREFIX_BLOCK`-token blocks of ``ids`` (a block's
+    hash covers every token before it, as vLLM's prefix-cache block hash does)."""
+    out, h = [], 0
+    for k in range(0, len(ids) - PREFIX_BLOCK + 1, PREFIX_BLOCK):
+        h = hash((h, tuple(ids[k:k + PREFIX_BLOCK])))
+        out.append(h)
+    return out

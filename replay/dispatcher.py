@@ -11,7 +11,8 @@ orders the client's sends here (Dynasor's scheduling is program-level, App. D.3)
   engine's head-of-line rule; without ``--max-concurrency`` everything is sent when due;
 * **in-engine order** is the policy's integer priority (``policy.priority(req)``,
   computed at send time), sent as vLLM's ``priority`` field, which vLLM honours when it
-  runs ``--scheduling-policy priority`` (lower first); :func:`probe_priority` checks that
+  runs ``--scheduling-policy priority`` (lower first);
+  :func:`replay.server_checks.probe_priority` checks that
   before the run, and priorities are left out when the server does not honour them;
 * **programs** are the simulator's :class:`~dynasim.workloads.program.Program` state machines: a
   wave is sent when the previous one has finished; the intra-program policy (certaindex,
@@ -21,6 +22,13 @@ orders the client's sends here (Dynasor's scheduling is program-level, App. D.3)
   needs after its detect step are aborted (queued ones dropped, in-flight streams
   closed, which makes vLLM abort the request), as the simulator's ``Engine.abort``;
   :meth:`Replay.cancel_program` aborts all of a program's queued and in-flight requests.
+
+**Several servers** (``base_url`` a list): each request is routed, at the moment it is
+sent, by a :mod:`dynasim.routers` router -- the very objects ``dynasim simulate
+--replicas N --router R`` uses -- over one :class:`~replay.client.ServerView` per server
+(in-flight counts, KV usage and prefix matches as a client can know them; see that
+class), and its row's ``replica`` is the index of its server in the list. With one
+server no router is consulted and every row has replica 0, as before.
 
 LPM needs the server's prefix-tree state (SGLang's scheduler); vLLM exposes none, so it
 cannot be replayed here and :func:`check_policy` says so.
@@ -40,15 +48,16 @@ import aiohttp
 
 from dynasim.errors import InputError
 from dynasim.request import Request
-from replay.client import Outcome, new_session, post_json, stream_completion
+from replay.client import Outcome, ServerView, new_session, stream_completion
 from replay.journal import Journal
 from replay.prompts import PromptBuilder, trace_segments
-from replay.vllm_metrics import try_scrape
+from replay.vllm_metrics import kv_usage, try_scrape
 
 if TYPE_CHECKING:
     import numpy as np
 
     from dynasim.policies.base import Policy
+    from dynasim.routers.base import Router
     from dynasim.workloads.call import Call
     from dynasim.workloads.program import Program, ProgramSpec
 
@@ -66,48 +75,6 @@ def check_policy(policy: Policy) -> None:
                          "so it cannot be replayed (run it on SGLang, whose default "
                          "policy is LPM, or simulate it with dynasim simulate)",
                          field="policy", source=policy.label)
-
-
-async def probe_priority(session: aiohttp.ClientSession, base_url: str, model: str,
-                         headers: dict, token: int) -> bool:
-    """Whether the server honours vLLM's ``priority`` field: one 1-token request with
-    ``priority=1``. vLLM started without ``--scheduling-policy priority`` answers
-    HTTP 400 ("Priority scheduling is not enabled"); with it, 200.
-
-    Raises:
-        RuntimeError: the server is unreachable or fails the probe for another reason
-            (wrong model name, ...), with its answer.
-    """
-    url = base_url.rstrip("/") + "/v1/completions"
-    body = {"model": model, "prompt": [token] * 4, "max_tokens": 1, "priority": 1}
-    status, doc = 0, ""
-    for attempt in range(3):  # a transient 5xx must not abort a long run
-        try:
-            status, doc = await post_json(session, url, body, dict(
-                headers, **{"X-Request-Id": f"dynasim-probe-{attempt}"}))
-        except (aiohttp.ClientError, OSError) as exc:
-            status, doc = 0, f"cannot reach the server ({exc})"
-            continue
-        if status == 200:
-            return True
-        if status == 400 and "riority" in str(doc):
-            return False
-        if status < 500:
-            break
-    raise RuntimeError(f"{url}: probe request failed (HTTP {status}): {str(doc)[:300]}")
-
-
-async def scrape_metrics(session: aiohttp.ClientSession, base_url: str,
-                         headers: dict | None = None) -> dict[str, float]:
-    """Counters from vLLM's Prometheus ``/metrics`` (summed over label sets):
-    ``generation_tokens``, ``prompt_tokens``, ``num_preemptions``; ``{}`` if absent."""
-    names = {"vllm:generation_tokens_total": "generation_tokens",
-             "vllm:prompt_tokens_total": "prompt_tokens",
-             "vllm:num_preemptions_total": "num_preemptions"}
-    s = await try_scrape(session, base_url, headers)
-    if s is None:
-        return {}
-    return {short: s.total(full) for full, short in names.items() if full in s.samples}
 
 
 def _dynasor_columns(report: dict | None) -> dict:
@@ -133,10 +100,11 @@ def too_long(req: Request, max_model_len: int | None) -> str:
 
 
 class Replay:
-    """One live run: a policy, a server, a journal.
+    """One live run: a policy, one or several servers (and a router), a journal.
 
     Args:
-        base_url: server root, e.g. ``http://127.0.0.1:8000``.
+        base_url: server root, e.g. ``http://127.0.0.1:8000``, or a list of them (a
+            fleet behind ``router``; module docstring).
         model: the served model name.
         policy: a dynasim policy (:func:`dynasim.policies.make_policy`), not LPM.
         journal: where rows go (:class:`~replay.journal.Journal`).
@@ -155,22 +123,48 @@ class Replay:
             reason ``dynasim simulate`` gives (:func:`too_long`).
         warn: called once with a line for the user when the run finds something it
             cannot fix (a ``dynasor`` object but no proxy report); default: ignored.
+        router: with several servers, the router (:func:`dynasim.routers.make_router`;
+            default ``least-outstanding``, as ``dynasim simulate``); unused with one.
+        kv_every: seconds between the reads of each server's KV usage gauge
+            (``/metrics``) that feed ``least-kv`` and ``prefix-affinity``
+            (:class:`~replay.client.ServerView`); only these routers read it.
+
+    Raises:
+        InputError: LPM (:func:`check_policy`); an empty ``base_url`` list.
     """
 
-    def __init__(self, base_url: str, model: str, policy: Policy, journal: Journal,
-                 prompts: PromptBuilder, api_key: str | None = None,
+    def __init__(self, base_url: str | Sequence[str], model: str, policy: Policy,
+                 journal: Journal, prompts: PromptBuilder, api_key: str | None = None,
                  max_concurrency: int | None = None, timeout: float | None = None,
                  send_priority: bool = True,
                  progress: Callable[[int, int], None] | None = None,
                  dynasor: dict | None = None, max_model_len: int | None = None,
-                 warn: Callable[[str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None,
+                 router: Router | None = None, kv_every: float = 1.0) -> None:
         check_policy(policy)
+        bases = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not bases:
+            raise InputError("no server given", field="base_url")
+        self.base_urls = [b.rstrip("/") for b in bases]
+        self.urls = [b + "/v1/completions" for b in self.base_urls]
+        if router is None and len(bases) > 1:
+            from dynasim.routers import make_router
+
+            router = make_router("least-outstanding")
+        self.router = router
+        self.kv_every = kv_every
+        self._routing: tuple[Request, list[int]] | None = None  # the request being routed
+        self.views = [ServerView(self._routing_ids) for _ in bases]
+        self._index_prefixes = router is not None and router.name == "prefix-affinity"
+        self._replica: dict[Request, tuple[int, int]] = {}  # in flight: (server, tokens)
+        if len(bases) > 1:
+            journal.num_replicas = len(bases)
         self.dynasor = dynasor
         self.max_model_len = max_model_len
         self.warn = warn
         #: whether a proxy's dynasor report came back (None: no successful request yet)
         self.dynasor_reported: bool | None = None
-        self.url = base_url.rstrip("/") + "/v1/completions"
+        self.url = self.urls[0]
         self.model = model
         self.policy = policy
         self.journal = journal
@@ -257,7 +251,8 @@ class Replay:
             if self.dynasor is not None:
                 payload["dynasor"] = self.dynasor
             headers = dict(self.headers, **{"X-Request-Id": f"dynasim-{req.request_id}"})
-            await stream_completion(self._client, self.url, payload, headers,
+            url = self.urls[self._route(req, payload["prompt"])]
+            await stream_completion(self._client, url, payload, headers,
                                     self.timeout, self.clock, out, on_tokens)
         except asyncio.CancelledError:
             if req in self._aborting:  # eager dispatch: the program no longer needs it
@@ -272,6 +267,34 @@ class Replay:
         self._record(req, out, scheduled, queued_at, dispatched, priority)
         self._check_dynasor(out)
         self._finished(req, out)
+
+    def _routing_ids(self, req: object) -> list[int] | None:
+        """The prompt token ids of the request being routed (for prefix matches)."""
+        r = self._routing
+        return r[1] if r is not None and r[0] is req else None
+
+    def _route(self, req: Request, ids: list[int]) -> int:
+        """The server of ``req`` (its index), chosen by the router from the servers'
+        views when there are several; counted in flight there until :meth:`_record`.
+
+        Raises:
+            RuntimeError: the router returned an index outside the server list.
+        """
+        i = 0
+        if len(self.views) > 1:
+            self._routing = (req, ids)
+            try:
+                i = self.router.route(req, self.views)
+            finally:
+                self._routing = None
+            if not 0 <= i < len(self.views):
+                raise RuntimeError(f"router {self.router.name} chose server {i} of "
+                                   f"{len(self.views)}")
+        req.replica = i
+        tokens = req.prompt_tokens + req.output_tokens
+        self.views[i].sent(tokens, ids if self._index_prefixes else None)
+        self._replica[req] = (i, tokens)
+        return i
 
     def _chain_progress(self, req: Request, n: int, out: Outcome) -> None:
         """A long chain of thought (a ``cot-*`` program's main request) has streamed
@@ -334,6 +357,12 @@ class Replay:
     def _record(self, req: Request, out: Outcome, scheduled: float, queued_at: float,
                 dispatched: float, priority: int | None) -> None:
         self.in_flight.pop(req, None)
+        routed = self._replica.pop(req, None)
+        if routed is not None:
+            self.views[routed[0]].done(routed[1])
+        # one server: every row on replica 0, as before; several: -1 for a request
+        # never routed (unsendable, cancelled or aborted before it was sent)
+        replica = routed[0] if routed is not None else (0 if len(self.views) == 1 else -1)
         queue_time = max(0.0, dispatched - queued_at)
         send = out.send_time if not math.isnan(out.send_time) else dispatched
         times = out.chunk_times
@@ -350,7 +379,8 @@ class Replay:
             "asked_output_tokens": req.output_tokens,
             "usage_prompt_tokens": out.prompt_tokens,
             "priority": -1 if priority is None else priority,
-            "http_status": out.http_status, **_dynasor_columns(out.dynasor)})
+            "http_status": out.http_status, "replica": replica,
+            **_dynasor_columns(out.dynasor)})
         self.done += 1
 
     def _finished(self, req: Request, out: Outcome) -> None:
@@ -455,6 +485,20 @@ class Replay:
             await asyncio.sleep(every)
             await asyncio.to_thread(self.journal.write, False)
 
+    async def _refresh_kv(self, session: aiohttp.ClientSession) -> None:
+        """Read every server's KV usage gauge into its view (``None`` where absent)."""
+        scrapes = await asyncio.gather(*(try_scrape(session, b, self.headers)
+                                         for b in self.base_urls), return_exceptions=True)
+        for view, s in zip(self.views, scrapes):
+            view.set_kv_usage(None if isinstance(s, BaseException) else kv_usage(s))
+
+    async def _watch_kv(self, session: aiohttp.ClientSession) -> None:
+        """Refresh the KV gauges every ``kv_every`` seconds (a scrape per routing
+        decision would cost a round trip per request)."""
+        while True:
+            await asyncio.sleep(self.kv_every)
+            await self._refresh_kv(session)
+
     async def _cancel_all(self) -> None:
         self._interrupted = True
         tasks = list(self.in_flight.values())
@@ -480,9 +524,13 @@ class Replay:
         from dynasim.workloads.program import Program
 
         await self._open()
-        writer = None
+        writer = kv_watcher = kv_session = None
         interrupted = False
         try:
+            if len(self.views) > 1 and self.router.name in ("least-kv", "prefix-affinity"):
+                kv_session = new_session()  # not behind --max-concurrency's connections
+                await self._refresh_kv(kv_session)
+                kv_watcher = asyncio.ensure_future(self._watch_kv(kv_session))
             if requests is not None:  # build prompts before the clock starts
                 for req in requests:
                     if too_long(req, self.max_model_len):
@@ -525,6 +573,10 @@ class Replay:
             gc.unfreeze()
             if writer is not None:
                 writer.cancel()
+            if kv_watcher is not None:
+                kv_watcher.cancel()
+            if kv_session is not None:
+                await kv_session.close()
             await self._client.close()
             extra = {"interrupted": interrupted}
             if self.dynasor is not None:

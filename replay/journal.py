@@ -10,6 +10,8 @@ half-written file. :func:`read_records` reads a run directory, preferring the JS
 Request columns: the simulator's (:data:`dynasim.data_record.COLUMNS`, same units and
 definitions, ``arrival_time`` being the time the request was handed to the client's
 sender: its send time unless the client-side policy queued it) plus :data:`EXTRA`.
+``replica`` is the index of the server in ``--base-url``'s list (0 with one server; -1
+for a request of a several-server run that was never sent to any server).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from dynasim.data_record import COLUMNS, PROGRAM_COLUMNS, json_default, with_latencies, write_atomic
-from dynasim.metrics import summarize, summarize_programs
+from dynasim.metrics import replica_load, summarize, summarize_programs
 
 #: Replay-only request columns (seconds on the run clock unless said):
 #: ``scheduled_time`` when the trace (or the program's previous wave) made the request
@@ -82,10 +84,14 @@ class Journal:
         meta: configuration keys copied into ``summary.json``.
         goodput: SLOs in seconds (``dynasim.metrics.parse_goodput``) or ``None``.
         programs: whether the run has programs (writes ``programs.*``).
+        num_replicas: servers of the run, for the summary's per-replica keys
+            (:func:`dynasim.metrics.replica_load`; ``None``: highest index + 1);
+            :class:`~replay.dispatcher.Replay` sets it for several servers.
     """
 
     def __init__(self, out_dir: str | Path, meta: dict, goodput: dict[str, float] | None = None,
-                 programs: bool = False) -> None:
+                 programs: bool = False, num_replicas: int | None = None) -> None:
+        self.num_replicas = num_replicas
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.meta = meta
@@ -118,7 +124,12 @@ class Journal:
         ``None``: a client cannot see a request's preemptions (vLLM's per-request output
         has none); the caller puts the server's ``/metrics`` delta in ``extra``."""
         df = requests_table(self.requests if rows is None else rows)
-        out = summarize(df, self.goodput)
+        sent = df["replica"] >= 0  # -1: never sent to any server (several servers)
+        if sent.all():
+            out = summarize(df, self.goodput, self.num_replicas)
+        else:
+            out = summarize(df.drop(columns="replica"), self.goodput)
+            out.update(replica_load(df[sent], self.num_replicas))
         out["num_preemptions"] = None
         if self.has_programs:
             out.update(summarize_programs(programs_table(

@@ -306,3 +306,21 @@ async def wait_idle(session: aiohttp.ClientSession, base_url: str, headers: dict
         if s.total("vllm:num_requests_running") + s.total("vllm:num_requests_waiting") == 0:
             return
         await asyncio.sleep(0.05)
+
+
+KV_USAGE_GAUGES = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+"""vLLM's KV-cache usage gauge, a fraction in [0, 1] despite the name: V1
+(``vllm/v1/metrics/loggers.py``) and V0 (``vllm/engine/metrics.py``)."""
+
+
+def kv_usage(s: Scrape | None) -> float | None:
+    """The server's KV-cache usage fraction in [0, 1] from a scrape (the first gauge of
+    :data:`KV_USAGE_GAUGES` present, averaged over its label sets, e.g. data-parallel
+    engines), or ``None`` when there is no scrape or no such gauge."""
+    if s is None:
+        return None
+    for name in KV_USAGE_GAUGES:
+        got = s.samples.get(name)
+        if got:
+            return sum(v for _, v in got) / len(got)
+    return None

@@ -9,7 +9,8 @@ import simpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dynasim.engine import Engine, _steps_covering
+from dynasim.decode_set import _steps_covering
+from dynasim.engine import Engine
 from dynasim.policies import FCFS, Gang, make_policy
 from dynasim.policies.lpm import LPM
 from dynasim.policies.sjf import SJF

@@ -1,21 +1,30 @@
-"""``dynasim replay``, ``compare``, ``calibrate``, ``fidelity`` and ``proxy``: the commands
-that talk to live OpenAI-compatible servers (vLLM).
+"""``dynasim replay`` and ``compare``, and the registration of the other commands that
+talk to live OpenAI-compatible servers (vLLM): ``calibrate``
+(:mod:`dynasim.cli.calibrate`), ``fidelity`` (:mod:`dynasim.cli.fidelity`) and ``proxy``
+(:mod:`dynasim.cli.proxy`).
 
 Flag names follow ``vllm bench serve`` (``--base-url``, ``--model``, ``--request-rate``,
 ``--burstiness``, ``--seed``, ``--num-prompts``, ``--max-concurrency``, ``--goodput``)
 and ``dynasim simulate`` (``--trace`` / ``--workload``, ``--policy`` and the program
 flags), so that the same command line with ``simulate`` swapped for ``replay`` runs the
-same trace, programs and seed against a live server.
+same trace, programs and seed against a live server. ``--base-url URL1,URL2,...`` replays
+against several servers, each request routed by ``--router`` / ``--router-knob`` (the
+routers and flags of ``dynasim simulate --replicas``; :mod:`replay.dispatcher`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import uuid
 from typing import TYPE_CHECKING
 
+from dynasim.cli.calibrate import (
+    add_calibrate_flags,
+    add_from_runs_flags,
+    add_server_flags,
+    cmd_calibrate,
+)
 from dynasim.cli.common import (
     add_program_flags,
     check_online_flags,
@@ -27,15 +36,16 @@ from dynasim.cli.common import (
     trace_from_args,
 )
 from dynasim.cli.fidelity import add_fidelity_flags, cmd_fidelity
+from dynasim.cli.proxy import add_proxy_command
 from dynasim.errors import InputError
 
 if TYPE_CHECKING:
+    import aiohttp
     import numpy as np
     from rich.progress import Progress, TaskID
 
     from dynasim.request import Request
     from dynasim.workloads.program import ProgramSpec
-    from replay.proxy.config import DynasorConfig
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,154 +76,23 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                        "and simulate them with its calibrated profile")
     add_fidelity_flags(p)
     p.set_defaults(func=cmd_fidelity)
-    _add_proxy_command(sub)
-
-
-def add_server_flags(p: argparse.ArgumentParser) -> None:
-    """``--base-url``, ``--model`` and ``--api-key`` (default ``$OPENAI_API_KEY``, as
-    the openai SDK reads it): the live server of ``dynasim calibrate`` and ``replay``."""
-    p.add_argument("--base-url", required=True, help="server root, e.g. "
-                   "http://127.0.0.1:8000")
-    p.add_argument("--model", required=True, help="served model name")
-    p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"),
-                   help="bearer token (default: $OPENAI_API_KEY)")
-
-
-def add_calibrate_flags(p: argparse.ArgumentParser) -> None:
-    """The flags of ``dynasim calibrate`` (see :mod:`replay.calibrate.run`)."""
-    add_server_flags(p)
-    p.add_argument("--output", required=True, help="profile JSON to write")
-    p.add_argument("--report", help="HTML report to write (measured vs fitted)")
-    p.add_argument("--name", help="profile name (default calibrated-MODEL)")
-    p.add_argument("--gpu", default="unknown", help="what the server runs on, for the "
-                   "profile (vLLM does not report it)")
-    p.add_argument("--tensor-parallel-size", type=int, default=1)
-    p.add_argument("--quick", action="store_true", help="fewer sizes and repeats "
-                   "(about 20 s on the tiny CPU model instead of about a minute)")
-    for flag in ("max-num-seqs", "max-num-batched-tokens", "max-model-len",
-                 "kv-capacity-tokens", "block-size"):
-        p.add_argument(f"--{flag}", type=int, help="the server's value, when it cannot "
-                       "be read from it" + (" (default 2048)" if "batched" in flag else ""))
-    p.add_argument("--scheduling", choices=("v1", "v0"), help="default: v1 for vLLM >= 0.8")
-    p.add_argument("--probe-seqs", type=int, default=256, help="requests sent at once to "
-                   "find max_num_seqs (when --max-num-seqs is not given)")
-    p.add_argument("--no-progress", action="store_true")
-
-
-def add_from_runs_flags(p: argparse.ArgumentParser) -> None:
-    """``--from-runs RUN...`` and its options: calibrate from recorded runs instead of
-    a live server (:mod:`dynasim.profiles.fit_runs`); ``--base-url``/``--model`` are
-    then not needed."""
-    for action in p._actions:  # required only for a live calibration (checked there)
-        if action.dest in ("base_url", "model"):
-            action.required = False
-    p.add_argument("--from-runs", nargs="+", metavar="RUN", help="fit on these recorded "
-                   "vLLM runs (names: dynasim validate --list-runs) by simulating them")
-    p.add_argument("--held-out", nargs="*", default=[], metavar="RUN",
-                   help="with --from-runs: runs to report, not fit")
-    p.add_argument("--max-evals", type=int, default=60, help="with --from-runs: "
-                   "simulations of the fitting runs (default 60)")
-    p.add_argument("--max-requests", type=int, default=3000, help="with --from-runs: "
-                   "requests per simulated window of a fitting run (default 3000)")
-
-
-def cmd_calibrate_from_runs(args: argparse.Namespace) -> None:
-    """``dynasim calibrate --from-runs``: fit, print the per-run errors, write."""
-    import json
-    from pathlib import Path
-
-    from dynasim.profiles.fit_runs import fit_from_runs
-
-    if args.max_evals < 1 or args.max_requests < 1:
-        raise InputError("must be >= 1", field="max_evals/max_requests")
-    name = args.name or f"calibrated-{args.from_runs[0]}"
-    try:
-        profile, report = fit_from_runs(args.from_runs, args.held_out, name,
-                                        max_requests=args.max_requests,
-                                        max_evals=args.max_evals)
-    except ValueError as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(str(exc), field="from_runs") from None
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(profile.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    print(f"fitted on {', '.join(args.from_runs)} in {report['fit_seconds']:.0f} s "
-          f"({report['evaluations']} simulations, objective {report['cost']:.4f}); "
-          f"decode rows {report['decode_rows']} from "
-          + ("chunk times" if report["decode_rows_from_chunks"] else "request windows"))
-    print(json.dumps(profile.step_time.model_dump()) +
-          f" frontend_latency_ms {profile.frontend_latency_ms}")
-    for r in report["runs"]:
-        print(f"  {r['run']:36s} {'fitted  ' if r['fitted'] else 'held out'} "
-              f"E2E median {r['median_e2e_error']:.1%} p90 {r['p90_e2e_error']:.1%} "
-              f"mean {r['mean_e2e_error']:.1%} | TTFT median {r['median_ttft_error']:.1%}"
-              f" p90 {r['p90_ttft_error']:.1%} mean {r['mean_ttft_error']:.1%}")
-    print(f"wrote {out}")
-
-
-def cmd_calibrate(args: argparse.Namespace) -> None:
-    """``dynasim calibrate``: measure, fit, write the profile (and the report); with
-    ``--from-runs``, fit on recorded runs instead (:func:`cmd_calibrate_from_runs`)."""
-    from pathlib import Path
-
-    if getattr(args, "from_runs", None):
-        return cmd_calibrate_from_runs(args)
-    for flag in ("base_url", "model"):
-        if not getattr(args, flag):
-            raise InputError("required (or give --from-runs RUN...)", field=flag)
-
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from replay.calibrate.run import calibrate
-
-    limits = {"max_num_seqs": args.max_num_seqs, "max_model_len": args.max_model_len,
-              "max_num_batched_tokens": args.max_num_batched_tokens,
-              "kv_capacity_tokens": args.kv_capacity_tokens, "block_size": args.block_size}
-    for key, value in limits.items():
-        if value is not None and value < 1:
-            raise InputError(f"must be >= 1, got {value}", field=key)
-    console = Console(stderr=True)
-    with Progress(TextColumn("calibrating"), BarColumn(), TextColumn(
-            "{task.completed}/{task.total} {task.description}"), TimeElapsedColumn(),
-            console=console, transient=True, disable=args.no_progress) as bar:
-        task = bar.add_task("connecting", total=None)
-
-        def progress(what: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description=what)
-
-        cal = calibrate(args.base_url, args.model, quick=args.quick, api_key=args.api_key,
-                        limits=limits, name=args.name, gpu=args.gpu,
-                        tensor_parallel_size=args.tensor_parallel_size,
-                        scheduling=args.scheduling, probe_seqs=args.probe_seqs,
-                        progress=progress)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(cal.profile.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    p, f = cal.profile, cal.profile.fit
-    console.print(f"step time ({p.step_time.form}): " + ", ".join(
-        f"{k} {v:.4g}" for k, v in p.step_time.model_dump().items() if k != "form"))
-    console.print(f"fit: {f.rows} rows, {f.held_out_rows} held out; held-out median "
-                  f"error {f.held_out_median_error:.1%}, p90 {f.held_out_p90_error:.1%}; "
-                  f"frontend latency {p.frontend_latency_ms:.2f} ms")
-    console.print("limits: " + ", ".join(f"{k} {getattr(p, k)} ({src})" for k, src in
-                                         p.provenance["limits"].items()))
-    if p.provenance["discarded_measurements"]:
-        console.print(f"[yellow]{p.provenance['discarded_measurements']} measurements "
-                      "discarded: requests did not run as planned (e.g. the server let new "
-                      "requests in or tokens out only when idle: a CPU-starved API server "
-                      "or engine core)")
-    print(f"wrote {out} ({cal.seconds:.0f} s of measurements)")
-    if args.report:
-        from replay.calibrate.report import write_report
-
-        print("report: " + ", ".join(write_report(cal, args.report)))
+    add_proxy_command(sub)
 
 
 def add_replay_flags(p: argparse.ArgumentParser) -> None:
     """The flags of ``dynasim replay`` other than the program flags."""
     add_server_flags(p)
+    for action in p._actions:
+        if action.dest == "base_url":
+            action.help = ("server root, e.g. http://127.0.0.1:8000, or several, comma-"
+                           "separated, routed by --router")
+    p.add_argument("--router", default="least-outstanding",
+                   help="with several --base-url servers: round-robin, least-outstanding,"
+                        " least-kv, prefix-affinity or program-affinity (default "
+                        "least-outstanding), the routers of dynasim simulate --replicas")
+    p.add_argument("--router-knob", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="router knobs, e.g. cache_threshold=0.5 balance_abs_threshold=32 "
+                        "balance_rel_threshold=1.5 (dynasim/routers/affinity.py)")
     p.add_argument("--trace", help="dataset name or trace file (.jsonl Mooncake, .csv "
                    "Azure 2023)")
     p.add_argument("--workload", help="reasoning workload name or per-sample CSV")
@@ -331,6 +210,75 @@ def _dynasor_arg(text: str | None) -> dict | None:
     return obj
 
 
+def parse_base_urls(text: str) -> list[str]:
+    """The servers of ``--base-url``: one root or several, comma-separated, each
+    ``http://`` or ``https://`` with a host, none repeated; trailing ``/`` dropped.
+
+    Raises:
+        InputError: (field ``base_url``) an empty item, another scheme or no host, or a
+            server given twice, naming the item.
+    """
+    from urllib.parse import urlparse
+
+    urls = [u.strip().rstrip("/") for u in text.split(",")]
+    for k, url in enumerate(urls):
+        where = f"item {k + 1} of {len(urls)}"
+        if not url:
+            raise InputError(f"{where} is empty (give URL1,URL2,... without blanks)",
+                             source=text, field="base_url")
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise InputError(f"{where}, {url!r}, is not an http:// or https:// server "
+                             "root", source=text, field="base_url")
+        if url in urls[:k]:
+            raise InputError(f"{where}, {url!r}, repeats an earlier server",
+                             source=text, field="base_url")
+    return urls
+
+
+async def check_servers(client: aiohttp.ClientSession, urls: list[str], model: str,
+                        headers: dict) -> tuple[list[int], bool, int | None]:
+    """Start-up checks of every server of a replay: the model is served (its token pool
+    read from the first server, :func:`replay.prompts.fetch_token_pool`), priority
+    probing (:func:`replay.server_checks.probe_priority`) and ``max_model_len``
+    (:func:`replay.vllm_metrics.served_max_model_len`) per server. Returns (token pool,
+    whether every server honours ``priority``, the smallest ``max_model_len`` or
+    ``None`` when none reports one): a request must fit whichever server it is routed to.
+
+    Raises:
+        InputError: (field ``base_url``) a server fails a check, named with its error.
+    """
+    from replay.prompts import fetch_token_pool
+    from replay.server_checks import probe_priority
+    from replay.vllm_metrics import served_max_model_len
+
+    honoured, lens = True, []
+    pool: list[int] = []
+    for k, url in enumerate(urls):
+        try:
+            if k == 0:
+                pool = await fetch_token_pool(client, url, model, headers)
+            honoured = await probe_priority(client, url, model, headers, pool[0]) \
+                and honoured
+            lens.append(await served_max_model_len(client, url, model, headers))
+        except RuntimeError as exc:
+            raise InputError(str(exc), field="base_url") from exc
+    known = [n for n in lens if n is not None]
+    return pool, honoured, min(known) if known else None
+
+
+def server_deltas(before: list[dict[str, float]],
+                  after: list[dict[str, float]]) -> dict[str, float]:
+    """``server_<counter>``: each ``/metrics`` counter's change over the run
+    (:func:`replay.server_checks.scrape_metrics`, one dict per server before and after),
+    summed over the servers; a counter a server does not export adds nothing."""
+    out: dict[str, float] = {}
+    for b, a in zip(before, after):
+        for k, v in a.items():
+            out[f"server_{k}"] = out.get(f"server_{k}", 0.0) + v - b.get(k, 0.0)
+    return out
+
+
 def _check_failures(summary: dict, limit: float, out_dir: str) -> None:
     """Print the failed requests per reason; refuse the run as a result when more than
     ``limit`` of its requests failed.
@@ -356,18 +304,24 @@ def cmd_replay(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from dynasim.cli.simulate import router_knobs
     from dynasim.metrics import parse_goodput
     from dynasim.policies import make_policy
+    from dynasim.routers import make_router
     from replay.client import new_session
-    from replay.dispatcher import Replay, check_policy, probe_priority, scrape_metrics
+    from replay.dispatcher import Replay, check_policy
     from replay.journal import Journal
-    from replay.prompts import PromptBuilder, fetch_token_pool
-    from replay.vllm_metrics import served_max_model_len
+    from replay.prompts import PromptBuilder
+    from replay.server_checks import scrape_metrics
 
     goodput = parse_goodput(args.goodput)
     policy = make_policy(args.policy, inter=args.inter_program, aging_s=args.sjf_aging,
                          **intra_args(args))
     check_policy(policy)
+    urls = parse_base_urls(args.base_url)
+    knobs = router_knobs(args.router_knob)
+    router = make_router(args.router, **knobs)  # checked even for one server, unused
+    router = router if len(urls) > 1 else None
     requests, specs, times, deadlines, meta = _inputs(args)
     dynasor = _dynasor_arg(args.dynasor)
     prepare_output_dir(args.output_dir, args.overwrite, "replay")  # flags checked first
@@ -378,40 +332,39 @@ def cmd_replay(args: argparse.Namespace) -> None:
                  "intra_program": repr(policy.intra), "max_concurrency":
                  args.max_concurrency, "timeout": args.timeout, "prefix_salt": salt,
                  "dynasor": dynasor})
-    journal = Journal(args.output_dir, meta, goodput, programs=specs is not None)
+    if router is not None:
+        meta.update({"base_urls": urls, "router": router.name, "router_knobs": knobs})
+    journal = Journal(args.output_dir, meta, goodput, programs=specs is not None,
+                      num_replicas=len(urls))
     total = len(requests) if requests is not None else len(specs)
     unit = "requests" if requests is not None else "programs"
 
     async def main(bar: Progress, task: TaskID) -> dict:
         async with new_session() as client:
-            try:
-                pool = await fetch_token_pool(client, args.base_url, args.model, headers)
-                honoured = await probe_priority(client, args.base_url, args.model,
-                                                headers, pool[0])
-                max_len = await served_max_model_len(client, args.base_url, args.model,
-                                                     headers)
-            except RuntimeError as exc:
-                raise InputError(str(exc), field="base_url") from exc
+            pool, honoured, max_len = await check_servers(client, urls, args.model,
+                                                          headers)
             if not honoured:
-                console.print("[yellow]the server does not honour vLLM's priority field "
+                console.print("[yellow]the server" + ("s do" if len(urls) > 1 else
+                              " does") + " not honour vLLM's priority field "
                               "(start vLLM with --scheduling-policy priority): priorities "
                               "are not sent; in-engine order is the server's FCFS")
             meta.update({"server_priority_scheduling": honoured,
                          "priority_sent": honoured, "server_max_model_len": max_len})
-            before = await scrape_metrics(client, args.base_url, headers)
+            before = [await scrape_metrics(client, u, headers) for u in urls]
 
             def progress(n_req: int, n_prog: int) -> None:
                 bar.update(task, completed=n_req if requests is not None else n_prog)
 
-            rep = Replay(args.base_url, args.model, policy, journal,
+            rep = Replay(urls if len(urls) > 1 else urls[0], args.model, policy, journal,
                          PromptBuilder(pool, salt), api_key=args.api_key,
                          max_concurrency=args.max_concurrency, timeout=args.timeout,
                          send_priority=honoured, progress=progress, dynasor=dynasor,
                          max_model_len=max_len,
-                         warn=lambda msg: console.print(f"[yellow]{msg}", soft_wrap=True))
+                         warn=lambda msg: console.print(f"[yellow]{msg}", soft_wrap=True),
+                         router=router)
             await rep.run(requests, specs, times, deadlines)
-            after = await scrape_metrics(client, args.base_url, headers)
-            extra = {f"server_{k}": after[k] - before.get(k, 0.0) for k in after}
+            after = [await scrape_metrics(client, u, headers) for u in urls]
+            extra = server_deltas(before, after)
             extra["interrupted"] = False
             if dynasor is not None:
                 extra["dynasor_reported"] = rep.dynasor_reported
@@ -474,95 +427,3 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print_comparison(result)
 
 
-def _defaults_from_args(args: argparse.Namespace) -> DynasorConfig:
-    """The proxy's server-wide :class:`DynasorConfig` from its flags."""
-    from dataclasses import fields
-
-    from replay.proxy.config import DynasorConfig
-
-    kw = {f.name: getattr(args, f.name) for f in fields(DynasorConfig)
-          if getattr(args, f.name, None) is not None}
-    if "hesitation_words" in kw:
-        kw["hesitation_words"] = tuple(w for w in kw["hesitation_words"].split(",") if w)
-    return DynasorConfig(**kw)
-
-
-def _add_proxy_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``dynasim proxy`` (its defaults read from :class:`DynasorConfig`)."""
-    from replay.proxy.config import DynasorConfig
-
-    p = sub.add_parser("proxy", help="OpenAI-compatible proxy with Dynasor-CoT early "
-                       "exit (certaindex probing) in front of a vLLM server")
-    p.add_argument("--target-base-url", required=True,
-                   help="upstream server root, e.g. http://127.0.0.1:8000")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default "
-                   "127.0.0.1: loopback only)")
-    p.add_argument("--port", type=int, default=8001, help="TCP port (default 8001)")
-    p.add_argument("--probe-timeout", type=float, default=60.0,
-                   help="seconds per probe before it counts as failed (default 60)")
-    g = p.add_argument_group("server-wide defaults of the per-request dynasor object")
-    d = DynasorConfig()
-    g.add_argument("--probe-interval", type=int, help=f"T tokens (default {d.probe_interval})")
-    g.add_argument("--certainty-window", type=int,
-                   help=f"w probes (default {d.certainty_window})")
-    g.add_argument("--threshold", type=float, help=f"tau (default {d.threshold:g})")
-    g.add_argument("--probe-text", help="text appended for a probe (default Dynasor's)")
-    g.add_argument("--probe-max-tokens", type=int,
-                   help=f"tokens per probe (default {d.probe_max_tokens})")
-    g.add_argument("--probe-temperature", type=float,
-                   help=f"(default {d.probe_temperature:g})")
-    g.add_argument("--probe-top-p", type=float, help=f"(default {d.probe_top_p:g})")
-    g.add_argument("--hesitation-words", help="comma-separated (default: "
-                   + ",".join(d.hesitation_words) + ")")
-    p.set_defaults(func=cmd_proxy)
-
-
-def _log_to_stderr() -> None:
-    """The proxy's access log and warnings (``replay.proxy`` loggers) on stderr."""
-    import logging
-    import sys
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger = logging.getLogger("replay.proxy")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
-def cmd_proxy(args: argparse.Namespace) -> None:
-    """``dynasim proxy``: serve until Ctrl-C or SIGTERM."""
-    import signal
-
-    from replay.proxy.config import BadField
-    from replay.proxy.server import make_app, serve
-
-    try:
-        defaults = _defaults_from_args(args).validated("defaults")
-    except BadField as exc:
-        raise InputError(exc.message, field=exc.field.replace("defaults.", "")) from exc
-    if not args.target_base_url.startswith(("http://", "https://")):
-        raise InputError("must start with http:// or https://", field="target_base_url")
-    if not 1 <= args.port <= 65535:
-        raise InputError(f"must be a TCP port 1-65535, got {args.port}", field="port")
-    _log_to_stderr()
-    app = make_app(args.target_base_url, defaults, args.probe_timeout)
-
-    async def main() -> None:
-        try:
-            runner = await serve(app, args.host, args.port)
-        except (OSError, OverflowError) as exc:  # the session is closed by serve
-            raise InputError(f"cannot listen on {args.host}:{args.port}: "
-                             f"{getattr(exc, 'strerror', None) or exc}",
-                             field="port") from None
-        print(f"dynasor proxy on http://{args.host}:{args.port} -> "
-              f"{args.target_base_url}; Ctrl-C stops", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
-
-    asyncio.run(main())

@@ -94,7 +94,10 @@ def windows(run: RecordedRun, max_requests: int | None = 3000, k: int = 2,
         if e <= s:
             continue
         end_prev = e
-        sub = f.iloc[s:e][["arrival_time", "prompt_tokens", "output_tokens"]].copy()
+        cols = ["arrival_time", "prompt_tokens", "output_tokens"]
+        if "client_timeout_s" in f.columns:  # the client's timeouts (profile switch)
+            cols.append("client_timeout_s")
+        sub = f.iloc[s:e][cols].copy()
         t0 = float(sub["arrival_time"].iloc[0])
         sub["arrival_time"] -= t0
         sub = sub.reset_index(drop=True)  # request ids 0.. in the window, as in ``real``

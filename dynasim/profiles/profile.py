@@ -22,6 +22,17 @@ key                          meaning
 ``max_paddings``             v0 only: pad a prefill step's prompts to the longest and cap
                              the padding (vLLM 0.2.x ``--max-paddings``, default 256);
                              null: no padding (V1, and v0 from vLLM 0.4 on)
+``async_scheduling``         V1 only: vLLM ``--async-scheduling`` (``AsyncScheduler``): the
+                             CPU overheads overlap the GPU step (step time = max(GPU,
+                             CPU) instead of their sum) and a finished request keeps its
+                             seat and blocks while the next step is scheduled; default
+                             false
+``admit_full_prompt``        V1 only: admit a waiting request only if blocks for its whole
+                             prompt fit, not only for its first chunk (newer vLLM's
+                             full-sequence reservation in ``allocate_slots``); default false
+``client_timeouts``          honour the requests' client timeouts (``Request.timeout_s``,
+                             a trace's ``client_timeout_s``): the server aborts a request
+                             its client gave up on; default false
 ``frontend_latency_ms``      time from the client's send to the engine's queue (HTTP,
                              tokenization, API-server hop); added to TTFT and E2E
 ``step_time``                the step-time model: ``form`` plus its coefficients
@@ -41,7 +52,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from dynasim.errors import InputError, from_validation_error, read_text
 from dynasim.profiles.step_time import StepTime
@@ -50,6 +69,9 @@ from dynasim.profiles.step_time import StepTime
 #: ``limits``; :meth:`Profile.with_overrides`), by their field names.
 LIMITS = ("max_num_seqs", "max_num_batched_tokens", "kv_capacity_tokens", "block_size",
           "max_model_len", "scheduling")
+
+#: Engine rule switches (off by default; the module table), omitted from a dump when off.
+SWITCHES = ("async_scheduling", "admit_full_prompt", "client_timeouts")
 
 
 class StepTimeFit(BaseModel):
@@ -91,6 +113,9 @@ class Profile(BaseModel):
     scheduling: Literal["v1", "v0"]
     enable_prefix_caching: bool = False
     max_paddings: int | None = Field(default=None, ge=0)
+    async_scheduling: bool = False
+    admit_full_prompt: bool = False
+    client_timeouts: bool = False
     frontend_latency_ms: float = Field(default=0.0, ge=0)
     step_time: StepTime
     fit: StepTimeFit | None = None
@@ -109,7 +134,20 @@ class Profile(BaseModel):
             raise ValueError(f"with v0 scheduling (no chunked prefill) "
                              f"max_num_batched_tokens ({self.max_num_batched_tokens}) must "
                              f"be >= max_model_len ({self.max_model_len})")
+        if self.scheduling == "v0" and (self.async_scheduling or self.admit_full_prompt):
+            raise ValueError("async_scheduling and admit_full_prompt are V1 scheduler "
+                             "rules: they need scheduling \"v1\"")
         return self
+
+    @model_serializer(mode="wrap")
+    def _drop_default_switches(self, handler: SerializerFunctionWrapHandler) -> dict:
+        # the engine switches are written only when on, so every profile JSON written
+        # before they existed is still what its builder writes
+        data = handler(self)
+        for key in SWITCHES:
+            if data.get(key) is False:
+                del data[key]
+        return data
 
     @property
     def num_gpu_blocks(self) -> int:

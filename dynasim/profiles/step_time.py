@@ -37,6 +37,12 @@ class StepTimeModel(Protocol):
         """Seconds for one step (see module docstring for the arguments)."""
         ...
 
+    def split(self, prefill: list[tuple[int, int]], num_decode: int,
+              sum_decode_ctx: int) -> tuple[float, float]:
+        """``(gpu, cpu)`` seconds of one step, summing to :meth:`step_time`; the CPU
+        part does not depend on ``sum_decode_ctx``."""
+        ...
+
 
 class DistServeStepTime(BaseModel):
     """DistServe simdistserve's step-time form, coefficients in milliseconds.
@@ -91,6 +97,18 @@ class DistServeStepTime(BaseModel):
         ms += self.overhead_ms_per_seq * (num_decode + len(prefill))
         return ms / 1000.0
 
+    def split(self, prefill: list[tuple[int, int]], num_decode: int,
+              sum_decode_ctx: int) -> tuple[float, float]:
+        """``(gpu, cpu)`` seconds of one step, summing to :meth:`step_time`: the CPU
+        part is the per-step and per-sequence overheads (``step_overhead_ms +
+        overhead_ms_per_seq * sequences``, independent of ``sum_decode_ctx``); the
+        per-context-token overhead stays with the GPU part. Used by async scheduling
+        (:class:`~dynasim.profiles.profile.Profile` ``async_scheduling``)."""
+        total = self.step_time(prefill, num_decode, sum_decode_ctx)
+        cpu = (self.step_overhead_ms
+               + self.overhead_ms_per_seq * (num_decode + len(prefill))) / 1000.0
+        return total - cpu, cpu
+
 
 class TokensStepTime(BaseModel):
     """Step time from the tokens of the step, coefficients in milliseconds.
@@ -133,6 +151,16 @@ class TokensStepTime(BaseModel):
               + self.prefill_attention_ms_per_pair * pairs
               + self.decode_attention_ms_per_token * ctx + self.seq_ms * seqs)
         return ms / 1000.0
+
+    def split(self, prefill: list[tuple[int, int]], num_decode: int,
+              sum_decode_ctx: int) -> tuple[float, float]:
+        """``(gpu, cpu)`` seconds of one step, summing to :meth:`step_time`: the CPU
+        part is ``step_ms + seq_ms * S`` (scheduler, sampling, output processing;
+        independent of ``sum_decode_ctx``), the GPU part the rest. Used by async
+        scheduling (:class:`~dynasim.profiles.profile.Profile` ``async_scheduling``)."""
+        total = self.step_time(prefill, num_decode, sum_decode_ctx)
+        cpu = (self.step_ms + self.seq_ms * (num_decode + len(prefill))) / 1000.0
+        return total - cpu, cpu
 
     @staticmethod
     def features(prefill: Sequence[tuple[int, int]], num_decode: int,

@@ -216,9 +216,11 @@ def test_cancel_program_aborts_its_requests_only(tmp_path):
     assert cancelled == 4 and len(df) == 6
     p1, p2 = df[df["program_id"] == 1], df[df["program_id"] == 2]
     assert p1["error"].str.startswith("cancelled").all()
+    assert (p1["output_tokens"] < 100).all()  # their streams were cut mid-way
     assert (p2["error"] == "").all() and (p2["output_tokens"] == 100).all()
     # the 6th request found the 5 seats taken and waited for the cancel to free one
-    assert p2["client_queue_time"].max() >= 0.25 and wall < 1.5
+    # (wall: a hang guard only; on 2 loaded cores the stub's pace stretches)
+    assert p2["client_queue_time"].max() >= 0.25 and wall < 10
 
 
 def test_replay_rejects_a_non_positive_base_deadline(tmp_path, capsys, data_dir):

@@ -1,0 +1,220 @@
+"""The decoding requests as aggregates, and runs of decode steps in one SimPy timeout:
+the half of :class:`dynasim.engine.Engine` that makes it fast (a mixin it inherits).
+
+A pure decode step changes nothing but counters, so the engine keeps the decoding
+requests as aggregates: their count, the sum of their contexts (``_ctx_base`` + count ×
+``clock``), how many need a new KV block at each step phase (``_phase``), and heaps of
+the decode steps at which each finishes (``_finish_heap``) or reaches its ``watch``
+(``_watch_heap``), so that :meth:`DecodeSet._decode_run` advances a whole run of steps up
+to the next finish, watch or KV exhaustion in one timeout, with no Python work per token.
+An arrival or abort that may change the batch interrupts the run at the next step
+boundary (:func:`_steps_covering`). Everything here is exactly equal to taking one step
+per timeout (``Engine.max_decode_run = 1``; the tests compare the two).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from typing import TYPE_CHECKING
+
+import simpy
+
+if TYPE_CHECKING:
+    from dynasim.request import Request
+
+#: Seconds within which an arrival (or abort) after the start of a decode run counts as
+#: coming at its start: the run's end is a closed-form sum whose float rounding differs
+#: from step-by-step sums by ~1e-16 s, so an arrival exactly on a step boundary must not
+#: depend on which side the rounding falls.
+TIE_S = 1e-9
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class DecodeSet:
+    """Decode-set bookkeeping and decode runs of :class:`dynasim.engine.Engine` (module
+    docstring); it reads and writes the engine's attributes and calls its ``_alloc``,
+    ``_free``, ``_finish`` and ``_release_lingering``."""
+
+    def sum_decode_ctx(self) -> int:
+        """Sum over decoding requests of (computed tokens + 1), at the current clock."""
+        return self._ctx_base + self.num_decoding * self.clock
+
+    def sync(self, req: Request) -> None:
+        """Bring a decoding request's ``num_computed``/``num_generated``/``num_blocks``
+        (private blocks: all but the ``_shared`` cached ones) up to the current clock
+        (they are kept as aggregates while decoding)."""
+        if req._decoding:
+            d = self.clock - req._clock0
+            req.num_computed += d
+            req.num_generated += d
+            req._clock0 = self.clock
+            req.num_blocks = _cdiv(req.num_computed, self.block_size) - req._shared
+
+    def _join_decode(self, req: Request) -> None:
+        req._decoding = True
+        req._clock0 = self.clock
+        self.num_decoding += 1
+        self._ctx_base += req.num_computed + 1 - self.clock
+        self._phase[(self.clock - req.num_computed) % self.block_size] += 1
+        finish_at = self.clock + req.output_tokens - req.num_generated
+        self._seq += 1
+        heapq.heappush(self._finish_heap, (finish_at, self._seq, req._epoch, req))
+        self._push_watch(req)
+
+    def _push_watch(self, req: Request) -> None:
+        if req.num_generated < req.watch < req.output_tokens and self.on_progress:
+            heapq.heappush(self._watch_heap, (self.clock + req.watch - req.num_generated,
+                                              self._seq, req._epoch, req))
+
+    def _collect_watches(self) -> None:
+        """Call ``on_progress`` for the decoding requests that reached their watch."""
+        heap = self._watch_heap
+        while heap and heap[0][0] <= self.clock:
+            _, _, epoch, req = heapq.heappop(heap)
+            if epoch != req._epoch or not req._decoding:
+                continue
+            self.sync(req)
+            if req.num_generated == req.watch:
+                self.on_progress(req)  # type: ignore[misc]
+                self._seq += 1
+                self._push_watch(req)
+
+    def _leave_decode(self, req: Request) -> None:
+        self.sync(req)
+        req._decoding = False
+        req._epoch += 1
+        self.num_decoding -= 1
+        self._ctx_base -= req.num_computed + 1 - self.clock
+        self._phase[(self.clock - req.num_computed) % self.block_size] -= 1
+
+    def _blocks_due(self, k: int) -> int:
+        """New blocks the decoding requests need over the next ``k`` steps."""
+        bs = self.block_size
+        full, rest = divmod(k, bs)
+        return full * self.num_decoding + sum(self._phase[(self.clock + i) % bs]
+                                              for i in range(rest))
+
+    def _steps_fitting(self, free: int) -> int:
+        """Largest number of decode steps whose new blocks fit in ``free`` blocks."""
+        n, bs = self.num_decoding, self.block_size
+        full = free // n
+        k, used = full * bs, full * n
+        while used + self._phase[(self.clock + k) % bs] <= free:
+            used += self._phase[(self.clock + k) % bs]
+            k += 1
+        return k
+
+    def _advance_decode(self, k: int) -> None:
+        self._alloc(self._blocks_due(k))
+        self.clock += k
+
+    def _async_piece(self, n: int, s0: int, k: int) -> tuple[float, float, int]:
+        """``(alpha, beta, k)`` of a decode run under async scheduling: each step takes
+        ``max(GPU, CPU)``, affine only on one side of where the growing GPU time
+        crosses the (constant) CPU time, so the run stops at the crossing."""
+        g0, cpu = self.model.split([], n, s0)
+        g1, _ = self.model.split([], n, s0 + n)
+        return _max_piece(g0, g1 - g0, cpu, k)
+
+    def _collect_finished(self) -> None:
+        heap = self._finish_heap
+        while heap and heap[0][0] <= self.clock:
+            _, _, epoch, req = heapq.heappop(heap)
+            if epoch == req._epoch:
+                self._leave_decode(req)
+                self._finish(req)
+
+    def _decode_run(self):
+        """Advance up to the next finish or KV exhaustion in one timeout (see module
+        docstring); an admissible arrival interrupts at the next step boundary. After a
+        preemption only one step is taken, since the victim may be readmitted then;
+        otherwise a waiting group that could not be admitted at the start of the run
+        cannot be admitted during it (seats and budget are unchanged, free blocks only
+        shrink, a head's need never shrinks as its cached blocks are evicted) as long
+        as the queue's head stays the same: the run therefore also ends at the first
+        step boundary at or after ``policy.order_changes_at(now)`` (SJF aging) and, when
+        the order reads the prefix cache (LPM), after the first step that evicts."""
+        heap = self._finish_heap
+        while heap[0][2] != heap[0][3]._epoch:
+            heapq.heappop(heap)
+        k = heap[0][0] - self.clock
+        watches = self._watch_heap
+        while watches and watches[0][2] != watches[0][3]._epoch:
+            heapq.heappop(watches)
+        if watches:  # stop where a request reaches its watch
+            k = max(1, min(k, watches[0][0] - self.clock))
+        if self._preempted or self._late_release:
+            k = 1  # the victim or a waiting request may be admitted at the next boundary
+        if self.max_decode_run is not None:
+            k = min(k, self.max_decode_run)
+        n = self.num_decoding
+        free = self._free()
+        if self._blocks_due(k) > free:  # largest k whose new blocks fit
+            k = self._steps_fitting(free)
+        if self._cache_orders and self.cache is not None:
+            # LPM re-matches every step: stop after the first step that evicts
+            k = min(k, self._steps_fitting(self.free_blocks) + 1)
+        s0 = self.sum_decode_ctx()
+        if self.async_scheduling:
+            alpha, beta, k = self._async_piece(n, s0, k)
+        else:
+            alpha = self.model.step_time([], n, s0)
+            beta = self.model.step_time([], n, s0 + n) - alpha
+        total = k * alpha + beta * k * (k - 1) / 2
+        change = self.policy.order_changes_at(self.env.now)
+        if change is not None and self.env.now + total > change:
+            # the order may change with time alone: stop at the first step boundary
+            # at or after that time (where a step-by-step engine would see it)
+            k = _steps_covering(alpha, beta, change - self.env.now, k)
+            total = k * alpha + beta * k * (k - 1) / 2
+        start = self.env.now
+        self._leaping = True
+        try:
+            yield self.env.timeout(total)
+            self._leaping = False
+        except simpy.Interrupt:
+            elapsed = self.env.now - start
+            if elapsed < TIE_S:  # it came at the run's start: schedule again with it
+                return  # (the same tie resolved the same way step by step)
+            j = _steps_covering(alpha, beta, elapsed - TIE_S, k)  # a boundary tie: at it
+            rest = j * alpha + beta * j * (j - 1) / 2 - elapsed
+            yield self.env.timeout(max(rest, 0.0))
+            k = j
+        self.num_steps += k
+        self._advance_decode(k)
+        if self._watch_heap:
+            self._collect_watches()
+        self._collect_finished()
+
+
+def _max_piece(a: float, b: float, c: float, k: int) -> tuple[float, float, int]:
+    """Steps ``i = 0..k-1`` take ``max(a + b*i, c)``: the leading steps on one side of
+    the crossing, as ``(alpha, beta, steps)`` with step ``i`` taking ``alpha + beta*i``."""
+    if a >= c:
+        if b < 0:
+            k = min(k, int((a - c) / -b) + 1)
+        return a, b, max(k, 1)
+    if b > 0:
+        k = min(k, int((c - a) / b) + 1)
+    return c, 0.0, max(k, 1)
+
+
+def _steps_covering(alpha: float, beta: float, elapsed: float, kmax: int) -> int:
+    """Smallest j in [1, kmax] with j*alpha + beta*j*(j-1)/2 >= elapsed (steps of time
+    alpha + beta*i): the step in progress at ``elapsed`` always completes."""
+    if beta == 0:
+        j = math.ceil(elapsed / alpha)
+    else:
+        a, b = beta / 2, alpha - beta / 2
+        disc = b * b + 4 * a * elapsed
+        j = math.ceil((-b + math.sqrt(max(disc, 0.0))) / (2 * a))
+    j = min(max(j, 1), kmax)
+    while j > 1 and (j - 1) * alpha + beta * (j - 1) * (j - 2) / 2 >= elapsed:
+        j -= 1
+    while j < kmax and j * alpha + beta * j * (j - 1) / 2 < elapsed:
+        j += 1
+    return j
