@@ -24,14 +24,13 @@ from collections.abc import Callable, Generator, Sequence
 import pandas as pd
 import simpy
 
-from dynasim.data_record import records_frame
 from dynasim.engine import Engine
 from dynasim.policies.base import Policy
 from dynasim.prefix_cache import block_hashes
 from dynasim.profiles import Profile
 from dynasim.request import Request
 from dynasim.routers.base import Router
-from dynasim.simulation import arrival_node, requests_from_trace
+from dynasim.simulation import simulate, simulate_programs
 from dynasim.trace import Trace
 
 
@@ -230,26 +229,15 @@ def simulate_cluster(trace: Trace, profiles: Sequence[Profile],
     Raises:
         RuntimeError: a request left unfinished (a bug, never silent).
     """
-    env = simpy.Environment()
-    done: list[Request] = []
-    every = max(1, len(trace) // 200)
+    if not profiles:
+        raise ValueError("a cluster needs at least one replica profile")
 
-    def on_finish(req: Request) -> None:
-        done.append(req)
-        if progress is not None and len(done) % every == 0:
-            progress(len(done))
+    def make_engine(env: simpy.Environment, on_finish: Callable) -> Cluster:
+        return Cluster(env, profiles, policy_factory, router, on_finish=on_finish)
 
-    cluster = Cluster(env, profiles, policy_factory, router, on_finish=on_finish)
-    cluster.max_decode_run = max_decode_run
-    env.process(arrival_node(env, cluster, requests_from_trace(trace),  # type: ignore[arg-type]
-                             cluster.frontend_latency))
-    env.run()
-    if progress is not None:
-        progress(len(done))
-    if len(done) != len(trace):
-        raise RuntimeError(f"simulation ended with {len(trace) - len(done)} requests "
-                           "unfinished")
-    return records_frame(done), cluster
+    first = min(profiles, key=lambda p: p.frontend_latency_ms)  # sends reach the router
+    return simulate(trace, first, None, progress, max_decode_run,  # type: ignore
+                    make_engine=make_engine)
 
 
 class FleetPolicy:
@@ -293,8 +281,6 @@ def simulate_cluster_programs(specs: Sequence, arrival_times: Sequence[float],
     Returns:
         (requests, programs, cluster); requests carry ``replica``.
     """
-    from dynasim.simulation import simulate_programs
-
     policies = [policy_factory() for _ in profiles]
     fleet = FleetPolicy(policies)
     made = iter(policies)

@@ -62,12 +62,20 @@ def arrival_node(env: simpy.Environment, engine: Engine, requests: list[Request]
         engine.submit(req)
 
 
-def simulate(trace: Trace, profile: Profile, policy: Policy,
-             progress: Callable[[int], None] | None = None) -> tuple[pd.DataFrame, Engine]:
+def simulate(trace: Trace, profile: Profile, policy: Policy | None,
+             progress: Callable[[int], None] | None = None,
+             max_decode_run: int | None = None,
+             make_engine: Callable[..., Engine] | None = None
+             ) -> tuple[pd.DataFrame, Engine]:
     """Simulate ``trace`` on one replica; deterministic for the same inputs.
 
     Args:
         progress: called with the number of requests done, now and then.
+        max_decode_run: the engine's cap on decode steps per timeout (1: step by step).
+        make_engine: ``make_engine(env, on_finish=...)`` builds what the requests go to
+            instead of one :class:`Engine` on ``profile`` under ``policy`` (a fleet:
+            :func:`dynasim.cluster.simulate_cluster`); requests reach it after
+            ``profile``'s front-end latency.
 
     Returns:
         (records, engine): the record table (:mod:`dynasim.data_record`) and the engine
@@ -82,7 +90,11 @@ def simulate(trace: Trace, profile: Profile, policy: Policy,
         if progress is not None and len(done) % every == 0:
             progress(len(done))
 
-    engine = Engine(env, profile, policy, on_finish=on_finish)
+    if make_engine is None:
+        engine = Engine(env, profile, policy, on_finish=on_finish)  # type: ignore[arg-type]
+    else:
+        engine = make_engine(env, on_finish=on_finish)
+    engine.max_decode_run = max_decode_run
     env.process(arrival_node(env, engine, requests_from_trace(trace),
                              profile.frontend_latency_ms / 1000.0))
     env.run()
