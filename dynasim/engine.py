@@ -169,6 +169,7 @@ class Engine(DecodeSet, V0Scheduler):
         # until the next schedule, and whether releasing them may let a waiting one in
         self.async_scheduling = self.v1 and profile.async_scheduling
         self.admit_full_prompt = self.v1 and profile.admit_full_prompt
+        self.client_timeouts = profile.client_timeouts
         self._lingering: list[Request] = []
         self._late_release = False
         self._timed_out: set[Request] = set()  # aborted by their client timeout
@@ -205,7 +206,7 @@ class Engine(DecodeSet, V0Scheduler):
         self.policy.on_arrival(req, now)
         req.status = WAITING
         self.waiting.push(req)
-        if self.profile.client_timeouts and math.isfinite(req.timeout_s):
+        if self.client_timeouts and math.isfinite(req.timeout_s):
             self.env.process(self._client_timeout(req))
         if self._idle is not None:
             if not self._idle.triggered:
