@@ -129,8 +129,8 @@ class Engine(DecodeSet, V0Scheduler):
         self.model = profile.step_time
         self.policy = policy
         self.on_finish = on_finish
-        self.cache = PrefixCache(self._program_busy) if profile.enable_prefix_caching \
-            else None
+        self.cache = PrefixCache(self._program_busy if policy.eviction == "program" else None) \
+            if profile.enable_prefix_caching else None
         self._program_running: dict[int, int] = {}
         #: prompt tokens looked up in / found in the prefix cache at first admission
         self.prefix_query_tokens = 0

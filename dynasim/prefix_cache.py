@@ -14,9 +14,14 @@ cache for the eviction order):
   caches blocks as they are allocated for computed tokens, so a request admitted later in
   the same step already hits them).
 * A block nobody references stays cached and counts as free: it is evicted only when an
-  allocation needs it. Eviction order: blocks of programs with no running request first
-  (SGLang's LPM setting, issue 3), then least recently used, deepest block first (a radix
-  tree evicts leaves before their parents).
+  allocation needs it. Eviction order, plain LRU (the default): least recently released
+  first, and of one release the deepest block first (vLLM's free-block queue,
+  ``vllm/v1/core/block_pool.py``: a finished request's blocks are freed in reverse order,
+  so its tail goes before its head, as a radix tree evicts leaves before their parents).
+  Program-aware (Dynasor's prefix-cache manager, ``busy`` given): blocks of programs with
+  no running request first, then that LRU order.
+* Identical blocks computed concurrently are not de-duplicated (vLLM keeps both): the
+  second copy stays private to its request (:meth:`PrefixCache.insert`).
 """
 
 from __future__ import annotations
@@ -62,16 +67,18 @@ def block_hashes(prompt: Sequence[Segment] | None, hash_ids: Sequence[int] | Non
 
 
 class PrefixCache:
-    """Reference-counted cached blocks with program-aware LRU eviction.
+    """Reference-counted cached blocks with LRU or program-aware eviction.
 
     Args:
-        busy: ``busy(program_id) -> bool``, True while the program has a running request.
+        busy: ``busy(program_id) -> bool``, True while the program has a running request;
+            given, eviction is program-aware; ``None`` (default): plain LRU (module
+            docstring).
 
     Counts are in blocks. ``num_evictable`` blocks are cached but unreferenced (free to
     reuse); referenced blocks are in use.
     """
 
-    def __init__(self, busy: Callable[[int | None], bool] = lambda p: False) -> None:
+    def __init__(self, busy: Callable[[int | None], bool] | None = None) -> None:
         self._refs: dict[BlockHash, int] = {}
         self._owner: dict[BlockHash, int | None] = {}
         self._idle: dict[BlockHash, tuple[float, int, int]] = {}  # hash -> LRU key
@@ -135,14 +142,14 @@ class PrefixCache:
         # the order of sorted(idle, key=(busy(owner), LRU key)), taken from a lazy heap
         # of LRU keys: blocks of busy programs are set aside and used only if the idle
         # programs' blocks run out (then in LRU order), and pushed back otherwise
-        heap, idle = self._heap, self._idle
+        heap, idle, busy_of = self._heap, self._idle, self._busy
         gone: list[BlockHash] = []
         busy: list[tuple[tuple[float, int, int], BlockHash]] = []
         while len(gone) < n and heap:
             key, h = heapq.heappop(heap)
             if idle.get(h) != key:
                 continue  # re-referenced or evicted since it was pushed
-            if self._busy(self._owner[h]):
+            if busy_of is not None and busy_of(self._owner[h]):
                 busy.append((key, h))
             else:
                 gone.append(h)

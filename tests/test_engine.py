@@ -311,14 +311,18 @@ def lpm_eviction_case(max_decode_run):
     # tokens: 1 new block) waits behind it. R's new blocks first take the 18 free ones,
     # then evict "a" (its program is idle): A's match drops to 0 and B (16 tokens of R's
     # busy block) becomes the head, fitting in the "c" blocks (R's program is busy).
+    # The eviction order is program-aware (LPM's default is plain LRU, which would evict
+    # the older "c" first).
     prof = make_profile("v1", kv_capacity_tokens=512).model_copy(
         update={"enable_prefix_caching": True})
+    lpm = LPM()
+    lpm.eviction = "program"
     reqs = [Request(0, 0.0, 64, 1, prompt=(("a", 64),)),
             Request(1, 0.0, 128, 1, program_id=7, prompt=(("c", 128),)),
             Request(2, 0.05, 32, 385, program_id=7, prompt=(("r", 32),)),
             Request(3, 0.1, 496, 1, prompt=(("a", 64), ("qa", 432))),
             Request(4, 0.1, 17, 2, prompt=(("r", 16), ("qb", 1)))]
-    run_requests(prof, reqs, max_decode_run=max_decode_run, policy=LPM())
+    run_requests(prof, reqs, max_decode_run=max_decode_run, policy=lpm)
     return reqs
 
 

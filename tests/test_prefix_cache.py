@@ -1,5 +1,7 @@
-"""The prefix cache's eviction order: idle programs' blocks first, least recently used
-first (ties: deeper blocks first), busy programs' blocks only when those run out."""
+"""The prefix cache's eviction orders: plain LRU (vLLM's free-block queue: least recently
+released first, ties deeper blocks first), and program-aware (Dynasor: idle programs'
+blocks first, busy programs' blocks only when those run out); which one an engine uses is
+its policy's."""
 
 from __future__ import annotations
 
@@ -10,13 +12,15 @@ import pytest
 from dynasim.prefix_cache import PrefixCache
 
 
-@pytest.mark.parametrize("trial", range(200))
-def test_eviction_picks_what_the_sorted_rule_picks(trial):
+@pytest.mark.parametrize("aware", [True, False], ids=["program-aware", "lru"])
+@pytest.mark.parametrize("trial", range(100))
+def test_eviction_picks_what_the_sorted_rule_picks(trial, aware):
     """The lazy heap evicts exactly the blocks ``sorted(idle, key=(busy, LRU key))[:n]``
-    names, through random releases, re-references and evictions."""
+    names (plain LRU: ``key=LRU key``), through random releases, re-references and
+    evictions."""
     rng = random.Random(trial)
     busy = set(rng.sample(range(6), rng.randint(0, 5)))
-    cache = PrefixCache(lambda p: p in busy)
+    cache = PrefixCache((lambda p: p in busy) if aware else None)
     for i in range(60):
         cache.insert((("k", i), i), rng.randrange(6))
     t = 0.0
@@ -30,9 +34,28 @@ def test_eviction_picks_what_the_sorted_rule_picks(trial):
             cache.acquire([rng.choice(sorted(cache._idle))])
         else:
             n = rng.randint(1, 6)
-            want = sorted(cache._idle, key=lambda h: (cache._busy(cache._owner[h]),
+            want = sorted(cache._idle, key=lambda h: (aware and cache._owner[h] in busy,
                                                       cache._idle[h]))[:n]
             before = set(cache._idle)
             assert cache.evict(n) == len(want)
             assert before - set(cache._idle) == set(want)
             assert set(cache._idle) <= set(cache._refs)
+
+
+def test_engine_eviction_order_is_the_policy_s():
+    """FCFS and LPM engines evict plain LRU (vLLM, SGLang); gang, SJF and PLAS use
+    Dynasor's program-aware order; an instance may switch."""
+    import simpy
+
+    from dynasim.engine import Engine
+    from dynasim.policies import make_policy
+    from tests.helpers import make_profile
+
+    prof = make_profile("v1").model_copy(update={"enable_prefix_caching": True})
+    for name, aware in (("fcfs", False), ("lpm", False), ("gang", True), ("sjf", True),
+                        ("plas", True), ("priority", False), ("sjf+certaindex", True)):
+        eng = Engine(simpy.Environment(), prof, make_policy(name))
+        assert (eng.cache._busy is not None) == aware, name
+    pol = make_policy("fcfs")
+    pol.eviction = "program"
+    assert Engine(simpy.Environment(), prof, pol).cache._busy is not None

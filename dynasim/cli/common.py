@@ -170,7 +170,7 @@ def add_program_flags(p: argparse.ArgumentParser, online: bool = True) -> None:
     """Flags naming a workload and the intra-program policy's knobs."""
     g = p.add_argument_group("reasoning programs (Dynasor App. D.2)")
     if online:
-        g.add_argument("--inter-program", choices=("fcfs", "lpm", "gang", "sjf", "plas"),
+        g.add_argument("--inter-program", choices=("fcfs", "lpm", "gang", "sjf", "plas", "priority"),
                        help="queue order when --policy names only an intra-program "
                             "policy (certaindex or two-sided alone means +sjf)")
         g.add_argument("--num-programs", type=int, help="programs to run (default: every "

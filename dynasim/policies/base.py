@@ -147,6 +147,14 @@ class Policy:
     def on_step(self, now: float) -> None:
         """Called by the engine before it schedules a step; ``now`` in seconds."""
 
+    #: Eviction order of the engine's prefix cache under this policy
+    #: (:class:`~dynasim.prefix_cache.PrefixCache`): ``"lru"``, vLLM's free-block queue
+    #: (``vllm/v1/core/block_pool.py``: least recently freed first, a request's tail
+    #: blocks before its head), the baseline; ``"program"``, Dynasor's program-aware
+    #: manager (blocks of programs with no running request first, then LRU), which the
+    #: program policies (gang, SJF, PLAS) use. Set it on an instance to compare the two.
+    eviction = "lru"
+
     #: True when the waiting order depends on the engine's prefix cache (LPM), so it
     #: may change when a decode step evicts a cached block.
     order_depends_on_cache = False

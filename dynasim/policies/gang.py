@@ -114,6 +114,7 @@ class Gang(Policy):
     """
 
     name = "gang"
+    eviction = "program"  # Dynasor's program-aware prefix-cache manager (Policy.eviction)
 
     def _program_order(self, req: Request) -> tuple:
         prog = self.programs.get(req.program_id) if req.program_id is not None else None

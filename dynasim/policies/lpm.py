@@ -5,8 +5,8 @@ Each scheduling round, SGLang (``python/sglang/srt/managers/schedule_policy.py``
 ``SchedulePolicy.calc_priority``) matches every waiting request against its radix cache
 and serves the longest cached prefix first; ties keep arrival order. With more than 128
 waiting requests it falls back to FCFS, since matching them all costs too much; dynasim
-does the same. The cache itself is the engine's (:mod:`dynasim.prefix_cache`), whose
-eviction already prefers blocks of programs with no running request.
+does the same. The cache itself is the engine's (:mod:`dynasim.prefix_cache`), with
+SGLang's and vLLM's plain LRU eviction.
 
 Requests are admitted one by one (no gang); preempted requests go to the head.
 """

@@ -34,11 +34,13 @@ from dynasim.policies.intra_program import (
 )
 from dynasim.policies.lpm import LPM
 from dynasim.policies.plas import PLAS
+from dynasim.policies.priority import Priority
 from dynasim.policies.sjf import SJF
 
 INTER: dict[str, type[Policy]] = {"fcfs": FCFS, "lpm": LPM, "gang": Gang, "sjf": SJF,
-                                  "plas": PLAS}
-"""Inter-program policies by CLI name (Dynasor App. D.3; ``plas``: Autellix §4.2)."""
+                                  "plas": PLAS, "priority": Priority}
+"""Inter-program policies by CLI name (Dynasor App. D.3; ``plas``: Autellix §4.2;
+``priority``: vLLM's ``--scheduling-policy priority``)."""
 
 
 INTRA = ("even", "certaindex", "two-sided", "curve", "length", "esc", "adaptive-consistency",

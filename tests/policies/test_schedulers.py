@@ -307,7 +307,7 @@ def test_eviction_under_pressure_frees_idle_blocks():
 
 # --------------------------------------------------------- no SimPy there
 POLICY_MODULES = ("policies/base", "policies/fcfs", "policies/gang", "policies/sjf",
-                  "policies/lpm", "policies/plas", "policies/intra_program", "policies/registry",
+                  "policies/lpm", "policies/plas", "policies/priority", "policies/intra_program", "policies/registry",
                   "certaindex",
                   "workloads/program", "workloads/call", "experiments/calibration",
                   "experiments/batch")
