@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dynasim.cli import experiments, live, programs, serve, simulate
+from dynasim.cli import experiments, live, profiles, programs, serve, simulate
 from dynasim.errors import InputError
 
 
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dynasim`` command (every subcommand registered)."""
     parser = argparse.ArgumentParser(prog="dynasim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (simulate, programs, experiments, live, serve):
+    for module in (simulate, profiles, programs, experiments, live, serve):
         module.add_commands(sub)
     return parser
 

@@ -1,13 +1,11 @@
-"""``dynasim simulate``, ``trace generate``, ``profiles`` and ``benchmark``: one
-simulated replica, the traces and profiles it runs on, and how fast it runs."""
+"""``dynasim simulate``, ``trace generate`` and ``benchmark``: one simulated replica,
+the traces it runs on, and how fast it runs (``profiles``: :mod:`dynasim.cli.profiles`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dynasim.cli.common import (
@@ -29,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``simulate``, ``trace``, ``profiles`` and ``benchmark``."""
+    """Register ``simulate``, ``trace`` and ``benchmark``."""
     p = sub.add_parser("simulate", help="simulate a trace on one vLLM replica or a fleet "
                        "behind a router")
     p.add_argument("--trace", help="dataset name or trace file "
@@ -83,11 +81,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--output", required=True, help="Mooncake JSONL file to write")
     g.set_defaults(func=cmd_trace_generate)
-
-    p = sub.add_parser("profiles", help="list shipped profiles or build one")
-    p.add_argument("--build", metavar="NAME", help="rebuild a profile from its sources")
-    p.add_argument("--output", help="file for --build (default stdout)")
-    p.set_defaults(func=cmd_profiles)
 
     p = sub.add_parser("benchmark", help="simulator speed on a real trace")
     p.add_argument("--trace", default="azure-conv-2023")
@@ -291,41 +284,6 @@ def cmd_trace_generate(args: argparse.Namespace) -> None:
                            args.seed)
     trace_mod.write_mooncake(tr, args.output)
     print(f"wrote {len(tr)} requests to {args.output} ({tr.source})")
-
-
-def cmd_profiles(args: argparse.Namespace) -> None:
-    """``dynasim profiles``: list shipped profiles, or build one from its sources."""
-    from dynasim.profiles import load_profile, shipped_profiles
-    from dynasim.profiles.builders import BUILDERS
-
-    if args.build:
-        if args.build not in BUILDERS:
-            raise InputError(f"no builder (buildable: {', '.join(BUILDERS)})",
-                             source=args.build)
-        prof = BUILDERS[args.build]()
-        text = prof.model_dump_json(indent=2) + "\n"
-        if args.output:
-            Path(args.output).write_text(text)
-            print(f"wrote {args.output}")
-        else:
-            sys.stdout.write(text)
-        return
-    header = ("name", "model", "gpu", "TP", "KV tokens", "seqs", "batched", "max len",
-              "sched", "form", "held-out median")
-    rows = []
-    for name in shipped_profiles():
-        p = load_profile(name)
-        rows.append((name, p.model, p.gpu, str(p.tensor_parallel_size),
-                     str(p.kv_capacity_tokens), str(p.max_num_seqs),
-                     str(p.max_num_batched_tokens),
-                     "-" if p.max_model_len is None else str(p.max_model_len),
-                     p.scheduling, p.step_time.form,
-                     "-" if p.fit is None else f"{100 * p.fit.held_out_median_error:.1f}%"))
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    left = {0, 1, 2, 8, 9}  # text columns; numbers are right-aligned
-    for r in [header, *rows]:
-        print("  ".join(c.ljust(w) if i in left else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(r, widths))).rstrip())
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:

@@ -1,0 +1,99 @@
+"""GPU specifications for roofline profiles (:mod:`dynasim.profiles.roofline`).
+
+Each entry is the vendor's public datasheet figure (the source is in the entry):
+
+* ``bf16_tflops``: dense BF16 tensor-core peak (TFLOP/s). Datasheets print the figure
+  *with sparsity* (2:4) for Hopper; the dense peak is half of it;
+* ``mem_bandwidth_gbs``: memory bandwidth (GB/s, 10^9 B/s);
+* ``memory_gib``: memory size as marketed (``80GB``); HBM and GDDR stacks are binary
+  sizes, so it is read as GiB (vLLM sees ``torch.cuda.mem_get_info`` total, ~1% less);
+* ``link_gbs``: GPU-to-GPU bandwidth *per direction* (GB/s) that a ring all-reduce
+  uses: half the bidirectional NVLink figure of the datasheet, or the PCIe link's
+  per-direction rate for cards without NVLink.
+
+The H100 figures are the ``datasheets/`` of the BLIS training data
+(``blis_training_h100/datasheets/h100-{sxm,nvl}.json``, NVIDIA datasheet 2430615).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dynasim.errors import InputError
+
+
+@dataclass(frozen=True)
+class GPU:
+    """One GPU's roofline ceilings (module docstring for units) and the source."""
+
+    name: str
+    bf16_tflops: float
+    mem_bandwidth_gbs: float
+    memory_gib: float
+    link_gbs: float
+    source: str
+
+    @property
+    def flops(self) -> float:
+        """Dense BF16 peak in FLOP/s."""
+        return self.bf16_tflops * 1e12
+
+    @property
+    def bandwidth(self) -> float:
+        """Memory bandwidth in B/s."""
+        return self.mem_bandwidth_gbs * 1e9
+
+    @property
+    def memory_bytes(self) -> float:
+        """Memory size in bytes (``memory_gib`` GiB)."""
+        return self.memory_gib * 2**30
+
+    @property
+    def link(self) -> float:
+        """Per-direction GPU-to-GPU bandwidth in B/s."""
+        return self.link_gbs * 1e9
+
+
+_HOPPER = "NVIDIA H100 datasheet 2430615 (blis_training_h100/datasheets/{}.json)"
+GPUS: dict[str, GPU] = {g.name: g for g in (
+    GPU("h100-sxm", 1979 / 2, 3350, 80, 900 / 2, _HOPPER.format("h100-sxm")),
+    GPU("h100-nvl", 1671 / 2, 3900, 94, 600 / 2, _HOPPER.format("h100-nvl")),
+    GPU("h200", 1979 / 2, 4800, 141, 900 / 2,
+        "NVIDIA H200 Tensor Core GPU datasheet (H200 SXM: 1,979 TFLOPS BF16 with "
+        "sparsity, 4.8 TB/s, 141 GB, NVLink 900 GB/s)"),
+    GPU("a100-80gb", 312, 2039, 80, 600 / 2,
+        "NVIDIA A100 Tensor Core GPU datasheet (A100 80GB SXM: 312 TFLOPS BF16 dense, "
+        "2,039 GB/s, NVLink 600 GB/s)"),
+    GPU("a100-40gb", 312, 1555, 40, 600 / 2,
+        "NVIDIA A100 Tensor Core GPU datasheet (A100 40GB SXM: 312 TFLOPS BF16 dense, "
+        "1,555 GB/s, NVLink 600 GB/s)"),
+    GPU("l40s", 733 / 2, 864, 48, 32,
+        "NVIDIA L40S datasheet (733 TFLOPS BF16 with sparsity, 864 GB/s, 48 GB; PCIe "
+        "Gen4 x16: 32 GB/s per direction)"),
+    GPU("rtx4090", 165.2, 1008, 24, 32,
+        "NVIDIA Ada GPU architecture whitepaper, appendix (RTX 4090: 165.2 TFLOPS "
+        "FP16/BF16 tensor with FP32 accumulate, 1,008 GB/s, 24 GB; PCIe Gen4 x16)"),
+    GPU("rtxpro6000", 503.8, 1597, 96, 64,
+        "NVIDIA RTX PRO 6000 Blackwell Server Edition datasheet (96 GB GDDR7, 1,597 "
+        "GB/s; PCIe Gen5 x16: 64 GB/s per direction) and RTX Blackwell architecture "
+        "whitepaper (503.8 TFLOPS FP16/BF16 tensor with FP32 accumulate, dense)"),
+)}
+
+#: GPU names as the recorded runs and shipped profiles spell them -> table key
+ALIASES = {"h100-80gb": "h100-sxm", "h100-sxm-80gb": "h100-sxm", "h100": "h100-sxm",
+           "rtx-4090-24gb": "rtx4090", "rtx-pro-6000-blackwell-96gb": "rtxpro6000",
+           "a100-80gb-sxm": "a100-80gb", "a100": "a100-80gb"}
+
+
+def get_gpu(name: str) -> GPU:
+    """The :class:`GPU` named ``name`` (a :data:`GPUS` key or an :data:`ALIASES` key,
+    case-insensitive).
+
+    Raises:
+        InputError: an unknown GPU (the message lists the known ones).
+    """
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in GPUS:
+        raise InputError(f"unknown GPU {name!r} (known: {', '.join(GPUS)})", field="gpu")
+    return GPUS[key]

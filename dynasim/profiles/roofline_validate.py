@@ -1,0 +1,131 @@
+"""Leave-one-model-out error of roofline profiles (:mod:`dynasim.profiles.roofline`).
+
+For each recorded server of :data:`dynasim.profiles.builders.RUN_PROFILES` (one model
+each): learn the roofline coefficients from the *other* servers' run-fitted profiles,
+build the held-out model's roofline profile from its architecture
+(:data:`~dynasim.profiles.model_config.KNOWN_MODELS`), its GPU's datasheet and its
+recorded engine limits (KV blocks, ``max_num_seqs``, ``max_num_batched_tokens``, as
+``--kv-blocks`` etc. would give them), simulate every recorded run of that model
+(:func:`dynasim.profiles.fit_runs.windows`: up to ``max_requests`` requests from each
+of two starts per run) and report the median per-request E2E and TTFT error pooled over
+them (:func:`dynasim.profiles.fit_runs.errors`), beside the error of the run-fitted
+profile itself on the same requests (what a measured profile achieves) and the KV
+blocks vLLM's memory rule derives against the recorded ones.
+
+Prints its table::
+
+    python -m dynasim.profiles.roofline_validate [--max-requests 1000]
+    dynasim profiles --roofline-validate
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from dynasim.profiles.builders import RUN_PROFILES
+from dynasim.profiles.fit_runs import profile_for, window_errors, windows
+from dynasim.profiles.gpus import GPU, get_gpu
+from dynasim.profiles.model_config import ModelConfig, load_model_config
+from dynasim.profiles.profile import Profile, load_profile
+from dynasim.profiles.roofline import (
+    Coefficients,
+    derive_kv_blocks,
+    fields_of,
+    learn_coefficients,
+    step_time_coefficients,
+)
+from dynasim.runs import load_run
+
+
+def server(name: str) -> tuple[Profile, ModelConfig, GPU]:
+    """The run-fitted profile ``name`` with its model's shape and its GPU."""
+    prof = load_profile(name)
+    return prof, load_model_config(prof.model), get_gpu(prof.gpu)
+
+
+def learn_all() -> Coefficients:
+    """The coefficients learned from every run-fitted server (the CLI's default,
+    :data:`~dynasim.profiles.roofline.LEARNED`)."""
+    return learn_coefficients([server(n) for n in RUN_PROFILES])
+
+
+def leave_one_model_out(max_requests: int | None = 1000,
+                        only: list[str] | None = None) -> list[dict]:
+    """One row per held-out server (``only``: these names of :data:`RUN_PROFILES`):
+    ``server``, ``model``, ``gpu``, ``tp``, ``runs``, ``scored`` (requests),
+    ``e2e`` / ``ttft`` (median per-request error of the roofline profile, fractions),
+    ``fitted_e2e`` / ``fitted_ttft`` (the run-fitted profile's), ``kv_blocks``
+    (recorded) and ``derived_kv_blocks``, ``coefficients`` (learned without it),
+    ``seconds``."""
+    names = list(RUN_PROFILES)
+    rows = []
+    for held in only or names:
+        t0 = time.perf_counter()
+        coef = learn_coefficients([server(n) for n in names if n != held])
+        fitted, model, gpu = server(held)
+        runs = [load_run(r) for group in RUN_PROFILES[held] for r in group]
+        engine = runs[0].engine
+        tp = fitted.tensor_parallel_size
+        st = step_time_coefficients(model, gpu, tp, coef)
+        prof = profile_for(engine, f"roofline-{held}", st, coef.frontend_latency_ms)
+        wins = [w for r in runs for w in windows(r, max_requests)]
+        got = window_errors(prof, wins)
+        ref = window_errors(fitted, wins)
+        rows.append({"server": held, "model": model.name, "gpu": gpu.name, "tp": tp,
+                     "runs": len(runs), "scored": got["scored"],
+                     "e2e": got["median_e2e_error"], "ttft": got["median_ttft_error"],
+                     "mean_e2e": got["mean_e2e_error"],
+                     "fitted_e2e": ref["median_e2e_error"],
+                     "fitted_ttft": ref["median_ttft_error"],
+                     "kv_blocks": engine["num_gpu_blocks"],
+                     "derived_kv_blocks": derive_kv_blocks(model, gpu, tp,
+                                                           engine["block_size"]),
+                     "coefficients": fields_of(coef),
+                     "seconds": time.perf_counter() - t0})
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    """The leave-one-model-out table, errors in %."""
+    header = ("held-out server", "gpu", "TP", "requests", "E2E med", "TTFT med",
+              "E2E mean", "fitted E2E", "fitted TTFT", "KV blocks", "derived")
+    table = [header]
+    for r in rows:
+        table.append((r["server"], r["gpu"], str(r["tp"]), str(r["scored"]),
+                      f"{100 * r['e2e']:.1f}%", f"{100 * r['ttft']:.1f}%",
+                      f"{100 * r['mean_e2e']:.1f}%", f"{100 * r['fitted_e2e']:.1f}%",
+                      f"{100 * r['fitted_ttft']:.1f}%", str(r["kv_blocks"]),
+                      str(r["derived_kv_blocks"])))
+    widths = [max(len(t[i]) for t in table) for i in range(len(header))]
+    for t in table:
+        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(t, widths))))
+    if rows:
+        e2e = sorted(r["e2e"] for r in rows)
+        ttft = sorted(r["ttft"] for r in rows)
+        mid = len(rows) // 2
+
+        def med(v: list[float]) -> float:
+            return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+        print(f"median over held-out servers: E2E {100 * med(e2e):.1f}%, "
+              f"TTFT {100 * med(ttft):.1f}%")
+    print("coefficients learned without each server:")
+    for r in rows:
+        c = r["coefficients"]
+        print(f"  {r['server']}: " + ", ".join(f"{k}={v:.4g}" for k, v in c.items()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dynasim.profiles.roofline_validate``: print the table."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--max-requests", type=int, default=1000,
+                   help="requests per window (two windows per run; 0: whole runs)")
+    p.add_argument("--only", nargs="+", choices=list(RUN_PROFILES), help="held-out servers")
+    args = p.parse_args(argv)
+    print_table(leave_one_model_out(args.max_requests or None, args.only))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
