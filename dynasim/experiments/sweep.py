@@ -113,6 +113,7 @@ def run_cell(cell: dict) -> dict:
 
     t0 = time.perf_counter()
     row = {k: cell.get(k) for k in CONFIG_COLUMNS}
+    row.update({k: cell[k] for k in ("replicas", "router") if k in cell})  # a fleet cell
     if isinstance(row["base_deadline_s"], dict):  # a mix: one base per workload
         row["base_deadline_by_workload"] = json.dumps(row["base_deadline_s"])
         row["base_deadline_s"] = float("nan")
@@ -128,8 +129,18 @@ def run_cell(cell: dict) -> dict:
             burstiness=cell["burstiness"], seed=cell["seed"],
             num_programs=cell["num_programs"], slo_scale=cell["slo_scale"],
             base=cell["base_deadline_s"], cap=cell["cap"])
-        requests, programs, engine = simulate_programs(specs, times, profile, policy,
-                                                      deadlines)
+        if "replicas" in cell:  # a fleet behind a router, a policy instance per replica
+            from dynasim.cluster import simulate_cluster_programs
+            from dynasim.routers import make_router
+
+            requests, programs, engine = simulate_cluster_programs(
+                specs, times, [profile] * cell["replicas"],
+                lambda: make_policy(cell["policy"], aging_s=cell["sjf_aging"],
+                                    **_intra_args(cell)),
+                make_router(cell["router"]), deadlines)
+        else:
+            requests, programs, engine = simulate_programs(specs, times, profile, policy,
+                                                          deadlines)
         program_summary = summarize_programs(programs, **window)
     except InputError as exc:
         row.update(error=str(exc), wall_seconds=time.perf_counter() - t0)
@@ -138,7 +149,8 @@ def run_cell(cell: dict) -> dict:
         row.update(error=f"{type(exc).__name__}: {exc}",
                    wall_seconds=time.perf_counter() - t0)
         return {"row": row, "records": None}
-    for summary in (summarize(requests), program_summary):
+    fleet = {"num_replicas": cell["replicas"]} if "replicas" in cell else {}
+    for summary in (summarize(requests, **fleet), program_summary):
         row.update({k: v for k, v in summary.items()
                     if isinstance(v, (int, float, bool)) and k not in row})
     for key in ("slo_attainment_by_workload", "accuracy_by_workload"):  # a mix
@@ -447,14 +459,38 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, scheduler: str = "processes"
     return df
 
 
+def fleet_view(df: pd.DataFrame, baseline: str = "lpm") -> tuple[pd.DataFrame, str]:
+    """A sweep table as the per-policy tables read it: rows of fleet cells (a
+    ``router`` column, :data:`~dynasim.experiments.sweep_config.FLEET_AXES`) get their
+    ``policy`` relabelled ``POLICY @ ROUTER`` (plus `` xN`` when replica counts vary), so
+    the tables compare routers; the baseline becomes ``round-robin`` under the first
+    policy swept. A table without fleet cells, and ``baseline``, are returned as given.
+    """
+    if "router" not in df or df["router"].isna().all():
+        return df, baseline
+    out = df.copy()
+    label = out["policy"].astype(str) + " @ " + out["router"].astype(str)
+    if out["replicas"].nunique() > 1:
+        label += " x" + out["replicas"].astype("Int64").astype(str)
+    first = str(df["policy"].iloc[0])
+    base = label[(out["policy"] == first) & (out["router"] == "round-robin")]
+    out["policy"] = label
+    return out, (str(base.iloc[0]) if len(base) else baseline)
+
+
 def rate_tables(df: pd.DataFrame) -> dict[tuple, dict[str, pd.DataFrame]]:
     """Per (workload, profile, SLO scale): for each of SLO attainment, mean program
-    latency (s) and accuracy, a table with a row per policy and a column per program rate
-    (programs/s), each value the mean over seeds of the cells that ran."""
+    latency (s), accuracy and, in a fleet sweep, prefix-cache hit rate, a table with a
+    row per policy (``POLICY @ ROUTER`` in a fleet sweep, :func:`fleet_view`) and a
+    column per program rate (programs/s), each value the mean over seeds of the cells
+    that ran."""
     from dynasim.experiments.results import ok_rows
 
     values = {"SLO attainment": "slo_attainment",
               "mean program latency (s)": "mean_program_latency_s", "accuracy": "accuracy"}
+    if "router" in df and df["router"].notna().any():
+        values["prefix-cache hit rate"] = "prefix_cache_hit_rate"
+    df, _ = fleet_view(df)
     out = {}
     for key, g in ok_rows(df).groupby(["workload", "profile", "slo_scale"], sort=True):
         out[key] = {name: g.pivot_table(index="policy", columns="program_rate", values=col,
@@ -469,9 +505,11 @@ def headline_table(df: pd.DataFrame, target: float = 0.9,
     attainment (:func:`dynasim.experiments.results.max_rate_at_attainment`), with its ratio to the
     ``baseline`` policy's rate in the same (workload, profile, SLO scale): Dynasor §4
     reports sjf+certaindex at 1.6-3.3x SGLang's LPM. ``ratio_to_<baseline>`` is NaN
-    when the baseline is absent or has no rate."""
+    when the baseline is absent or has no rate. A fleet sweep compares routers
+    (:func:`fleet_view`), against round-robin."""
     from dynasim.experiments.results import max_rate_at_attainment
 
+    df, baseline = fleet_view(df, baseline)
     t = max_rate_at_attainment(df, target=target)
     base = _baseline_values(t, ["workload", "profile", "slo_scale"], "max_rate", baseline)
     t[f"ratio_to_{baseline}"] = t["max_rate"].to_numpy() / base
@@ -488,6 +526,7 @@ def tightest_slo_table(df: pd.DataFrame, target: float = 0.9,
     upper bound, so the ratio is a lower bound)."""
     from dynasim.experiments.results import min_slo_scale_at_attainment
 
+    df, baseline = fleet_view(df, baseline)
     t = min_slo_scale_at_attainment(df, target=target)
     base = _baseline_values(t, ["workload", "profile", "program_rate"], "min_slo_scale",
                             baseline)

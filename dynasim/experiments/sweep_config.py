@@ -30,6 +30,14 @@ value; every key can also be given, or overridden, by the flag of the same name)
     enable_prefix_caching: true
     limits: {max_num_seqs: 256}       # engine limits overriding the profile's
     keep_records: false               # also keep each cell's program records
+    replicas: [4]                     # fleet axis: replicas behind a router (null: one
+    routers: [round-robin, program-affinity]  # engine, no router); router axis
+
+``replicas`` and ``routers`` (:mod:`dynasim.routers`) are two more axes, enumerated after
+the others; setting either runs every cell on a fleet of identical replicas of the cell's
+profile (:func:`dynasim.cluster.simulate_cluster_programs`; replicas default 1, router
+default ``round-robin``), each replica with its own instance of the cell's policy. Unset,
+they stay out of the cells (and their ids).
 
 The base deadline, when not given, is derived once per (workload, profile) by
 :func:`dynasim.simulation.base_deadline` (p90 isolated latency at the cap), so every
@@ -69,6 +77,9 @@ AXES = ("workloads", "profiles", "policies", "request_rates", "slo_scales", "see
 PROTOCOL_KEYS = ("base_deadline_multiple", "warmup_programs", "cooldown_programs")
 #: Long chain-of-thought knobs (:mod:`dynasim.policies.dynasor_cot`); left out when unset.
 COT_KEYS = ("probe_interval", "certainty_window", "token_budget")
+#: Fleet axes (replicas behind a router), enumerated after :data:`AXES`; left out when
+#: unset.
+FLEET_AXES = ("replicas", "routers")
 #: Engine limits a sweep may override (the profile keys of the same name).
 LIMIT_KEYS = LIMITS
 
@@ -103,11 +114,36 @@ class SweepConfig(BaseModel):
     enable_prefix_caching: bool = True
     limits: dict[str, Any] = Field(default_factory=dict)
     keep_records: bool = False
+    replicas: list[int] | None = None
+    routers: list[str] | None = None
 
     @field_validator(*AXES, mode="before")
     @classmethod
     def _listify(cls, v: object) -> list:
         return v if isinstance(v, list) else [v]
+
+    @field_validator(*FLEET_AXES, mode="before")
+    @classmethod
+    def _listify_fleet(cls, v: object) -> list | None:
+        return v if v is None or isinstance(v, list) else [v]
+
+    @field_validator("replicas")
+    @classmethod
+    def _at_least_one(cls, v: list[int] | None) -> list[int] | None:
+        for n in v or ():
+            if n < 1:
+                raise ValueError(f"{n} replicas: a fleet needs at least 1")
+        return v
+
+    @field_validator("routers")
+    @classmethod
+    def _known_routers(cls, v: list[str] | None) -> list[str] | None:
+        from dynasim.routers import ROUTERS
+
+        for name in v or ():
+            if name not in ROUTERS:
+                raise ValueError(f"unknown router {name!r} (routers: {', '.join(ROUTERS)})")
+        return v
 
     @field_validator("request_rates", "slo_scales")
     @classmethod
@@ -224,17 +260,22 @@ def cell_id(cell: dict) -> str:
 
 
 def expand(cfg: SweepConfig) -> list[dict]:
-    """The cells of ``cfg``, in axis order (:data:`AXES`). Each cell is a flat dict:
-    ``workload, profile, policy, program_rate, slo_scale, seed`` plus the shared keys,
-    and its ``cell_id``; ``base_deadline`` is filled in later when not configured."""
-    shared = cfg.model_dump(exclude={*AXES, "keep_records"})
+    """The cells of ``cfg``, in axis order (:data:`AXES`, then :data:`FLEET_AXES`). Each
+    cell is a flat dict: ``workload, profile, policy, program_rate, slo_scale, seed``
+    (and ``replicas, router`` when a fleet axis is set) plus the shared keys, and its
+    ``cell_id``; ``base_deadline`` is filled in later when not configured."""
+    shared = cfg.model_dump(exclude={*AXES, *FLEET_AXES, "keep_records"})
     for key in ("low_threshold", *PROTOCOL_KEYS, *COT_KEYS):  # unset: older cell ids hold
         if shared[key] is None:
             del shared[key]
+    fleet = cfg.replicas is not None or cfg.routers is not None
     cells = []
-    for w, p, pol, rate, scale, seed in itertools.product(
-            *(getattr(cfg, a) for a in AXES)):
+    for w, p, pol, rate, scale, seed, n, router in itertools.product(
+            *(getattr(cfg, a) for a in AXES), cfg.replicas or [1],
+            cfg.routers or ["round-robin"]):
         cell = {"workload": w, "profile": p, "policy": pol, "program_rate": float(rate),
                 "slo_scale": float(scale), "seed": int(seed), **shared}
+        if fleet:  # unset: one engine, and older cell ids hold
+            cell.update(replicas=int(n), router=router)
         cells.append(dict(cell, cell_id=cell_id(cell)))
     return cells
