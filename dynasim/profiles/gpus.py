@@ -13,6 +13,17 @@ Each entry is the vendor's public datasheet figure (the source is in the entry):
 
 The H100 figures are the ``datasheets/`` of the BLIS training data
 (``blis_training_h100/datasheets/h100-{sxm,nvl}.json``, NVIDIA datasheet 2430615).
+
+The RTX 4090 and RTX PRO 6000 entries are checked against the vLLM 0.19 per-layer
+timings recorded on those cards (``llmservingsim_vllm019_runs/profiler/perf/``, one
+layer, ``tp1/dense.csv``): RTX 4090 Llama-3.1-8B ``gate_up_proj`` reads its 235 MB in
+247 us at 1 token (950 GB/s, 94% of 1,008) and computes 2,048 tokens at 166 TFLOP/s
+(the whitepaper's 165.2 dense BF16 with FP32 accumulate, GeForce half rate); RTX PRO
+6000 *Server Edition* (the card named in ``meta.yaml``) Qwen3-32B ``down_proj`` reads
+262 MB in 182 us (1,440 GB/s: 90% of the Server Edition's 1,597 GB/s, 80% of the
+Workstation Edition's 1,792) and ``gate_up_proj`` at 2,048 tokens runs 408 TFLOP/s
+(81% of 503.8). The Server Edition's 1,597 GB/s is kept (the 4090's 94% makes 90% the
+plausible ratio); the A100, H200 and L40S entries are unverified here.
 """
 
 from __future__ import annotations

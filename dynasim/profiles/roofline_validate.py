@@ -21,10 +21,12 @@ Prints its table::
 from __future__ import annotations
 
 import argparse
+import functools
+import math
 import time
 
 from dynasim.profiles.builders import RUN_PROFILES
-from dynasim.profiles.fit_runs import profile_for, window_errors, windows
+from dynasim.profiles.fit_runs import profile_for, simulate_window, window_errors, windows
 from dynasim.profiles.gpus import GPU, get_gpu
 from dynasim.profiles.model_config import ModelConfig, load_model_config
 from dynasim.profiles.profile import Profile, load_profile
@@ -35,7 +37,53 @@ from dynasim.profiles.roofline import (
     learn_coefficients,
     step_time_coefficients,
 )
+from dynasim.profiles.step_time import TokensStepTime
 from dynasim.runs import load_run
+
+#: requests per window of the fitting runs replayed for :func:`occupied_steps`
+OCCUPIED_REQUESTS = 300
+#: step compositions kept per server
+OCCUPIED_STEPS = 600
+
+
+class _Recorder:
+    """A step-time model that delegates to ``inner`` and keeps every step composition
+    the engine asks it about (the engine's only view of the step-time model is
+    ``step_time`` and ``split``)."""
+
+    def __init__(self, inner: TokensStepTime) -> None:
+        self.inner = inner
+        self.seen: list[tuple[list[tuple[int, int]], int, int]] = []
+
+    def step_time(self, prefill: list[tuple[int, int]], num_decode: int,
+                  sum_decode_ctx: int) -> float:
+        self.seen.append((list(prefill), num_decode, int(sum_decode_ctx)))
+        return self.inner.step_time(prefill, num_decode, sum_decode_ctx)
+
+    def split(self, prefill: list[tuple[int, int]], num_decode: int,
+              sum_decode_ctx: int) -> tuple[float, float]:
+        self.seen.append((list(prefill), num_decode, int(sum_decode_ctx)))
+        return self.inner.split(prefill, num_decode, sum_decode_ctx)
+
+
+@functools.cache
+def occupied_steps(name: str, max_requests: int = OCCUPIED_REQUESTS,
+                   max_steps: int = OCCUPIED_STEPS) -> tuple:
+    """Step compositions ``(prefill chunks, num_decode, sum_decode_ctx)`` the engine
+    meets when it replays the *fitting* runs of the run-fitted server ``name``
+    (:data:`RUN_PROFILES` first entry; up to ``max_requests`` requests from each of two
+    windows per run) under that server's fitted profile: the region of step space the
+    recorded runs pinned down (module docstring of :mod:`dynasim.profiles.roofline`).
+    At most ``max_steps``, evenly strided (deterministic)."""
+    prof = load_profile(name)
+    rec = _Recorder(prof.step_time)
+    replay = prof.model_copy(update={"step_time": rec})
+    for run in RUN_PROFILES[name][0]:
+        for w in windows(load_run(run), max_requests):
+            simulate_window(replay, w)
+    seen = rec.seen
+    stride = max(1, math.ceil(len(seen) / max_steps))
+    return tuple(seen[::stride])
 
 
 def server(name: str) -> tuple[Profile, ModelConfig, GPU]:
@@ -47,25 +95,44 @@ def server(name: str) -> tuple[Profile, ModelConfig, GPU]:
 def learn_all() -> Coefficients:
     """The coefficients learned from every run-fitted server (the CLI's default,
     :data:`~dynasim.profiles.roofline.LEARNED`)."""
-    return learn_coefficients([server(n) for n in RUN_PROFILES])
+    return learn_coefficients(_training(list(RUN_PROFILES)))
+
+
+def version(name: str) -> str | None:
+    """The vLLM version of the recorded runs behind the run-fitted server ``name``."""
+    return load_run(RUN_PROFILES[name][0][0]).engine.get("vllm_version")
+
+
+def _training(names: list[str], occupied: bool = False
+              ) -> list[tuple[Profile, ModelConfig, GPU, list]]:
+    """``(profile, model, gpu, steps)`` of the servers ``names``: their
+    :func:`occupied_steps`, or none (the fit's grid) unless ``occupied``."""
+    return [(*server(n), list(occupied_steps(n)) if occupied else []) for n in names]
 
 
 def leave_one_model_out(max_requests: int | None = 1000,
-                        only: list[str] | None = None) -> list[dict]:
+                        only: list[str] | None = None, occupied: bool = False,
+                        per_version: bool = False) -> list[dict]:
     """One row per held-out server (``only``: these names of :data:`RUN_PROFILES`):
     ``server``, ``model``, ``gpu``, ``tp``, ``runs``, ``scored`` (requests),
     ``e2e`` / ``ttft`` (median per-request error of the roofline profile, fractions),
     ``fitted_e2e`` / ``fitted_ttft`` (the run-fitted profile's), ``kv_blocks``
     (recorded) and ``derived_kv_blocks``, ``coefficients`` (learned without it),
-    ``seconds``."""
+    ``seconds``. ``occupied``: fit over :func:`occupied_steps` instead of the grid;
+    ``per_version``: refit the overheads and front-end latency on the training servers
+    of the held-out server's vLLM version (:func:`learn_coefficients` ``family``); both
+    are the alternatives of the module docstring of :mod:`dynasim.profiles.roofline`,
+    off by default (they measured worse)."""
     names = list(RUN_PROFILES)
     rows = []
     for held in only or names:
         t0 = time.perf_counter()
-        coef = learn_coefficients([server(n) for n in names if n != held])
         fitted, model, gpu = server(held)
         runs = [load_run(r) for group in RUN_PROFILES[held] for r in group]
         engine = runs[0].engine
+        train = [n for n in names if n != held]
+        peers = [n for n in train if per_version and version(n) == engine.get("vllm_version")]
+        coef = learn_coefficients(_training(train, occupied), _training(peers, occupied))
         tp = fitted.tensor_parallel_size
         st = step_time_coefficients(model, gpu, tp, coef)
         prof = profile_for(engine, f"roofline-{held}", st, coef.frontend_latency_ms)
@@ -123,8 +190,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-requests", type=int, default=1000,
                    help="requests per window (two windows per run; 0: whole runs)")
     p.add_argument("--only", nargs="+", choices=list(RUN_PROFILES), help="held-out servers")
+    p.add_argument("--fit-target", choices=("grid", "occupied"), default="grid",
+                   help="step compositions fitted over (roofline module docstring)")
+    p.add_argument("--per-version", action="store_true",
+                   help="refit overheads and front-end latency per vLLM version")
     args = p.parse_args(argv)
-    print_table(leave_one_model_out(args.max_requests or None, args.only))
+    print_table(leave_one_model_out(args.max_requests or None, args.only,
+                                    args.fit_target == "occupied", args.per_version))
 
 
 if __name__ == "__main__":  # pragma: no cover

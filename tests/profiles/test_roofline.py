@@ -109,3 +109,21 @@ def test_leave_one_model_out_within_measured_bound(data_dir):
     assert r["e2e"] < 0.04 and r["ttft"] < 0.06
     r = rows["vllm019-qwen3-32b-rtxpro6000-tp2"]
     assert r["e2e"] < 0.5 and r["ttft"] < 0.6
+
+
+def test_per_version_refit_keeps_efficiencies_and_takes_family_front_end():
+    """``learn_coefficients(train, family)``: the efficiencies of the shared fit, the
+    overheads and front-end latency of the family (the ``--per-version`` option)."""
+    from dynasim.profiles.roofline import learn_coefficients
+    from dynasim.profiles.roofline_validate import server
+
+    train = [(*server(n), []) for n in ("vllm0151-llama2-7b-h100",
+                                         "vllm019-llama3.1-8b-rtx4090",
+                                         "vllm019-qwen3-32b-rtxpro6000-tp2")]
+    shared = learn_coefficients(train)
+    fam = learn_coefficients(train, train[1:2])
+    for k in shared.EFFICIENCIES:
+        assert getattr(fam, k) == getattr(shared, k)
+    assert fam.frontend_latency_ms == pytest.approx(train[1][0].frontend_latency_ms, abs=1e-3)
+    # the RTX 4090 server charges ~0.4 ms per sequence (host work), the shared fit less
+    assert fam.seq_ms > shared.seq_ms
