@@ -6,7 +6,9 @@ The profile's engine limits are the runs' recorded server settings (KV blocks, b
 size, ``max_num_seqs``, ``max_num_batched_tokens``, ``max_model_len``; scheduling V1);
 what is fitted is the step time (:class:`~dynasim.profiles.step_time.TokensStepTime`,
 six coefficients) and the per-request overhead ``frontend_latency_ms`` (HTTP,
-tokenisation and the API-server hop before the engine queue).
+tokenisation and the API-server hop before the engine queue). The engine's rule switches
+(:data:`~dynasim.profiles.profile.SWITCHES`) are those of the runs' vLLM version
+(:func:`~dynasim.profiles.run_switches.switches_for`), and the fit simulates with them on.
 
 Two stages, both deterministic:
 
@@ -17,7 +19,12 @@ Two stages, both deterministic:
    (:func:`chunk_step_rows`). Pure decode steps fix ``step_ms``,
    ``decode_attention_ms_per_token`` and ``seq_ms`` (:func:`fit_decode`); steps with a
    prompt in them give the start of ``dense_ms_per_token`` (their median extra time per
-   prompt token). Without chunk times the decode coefficients start from per-request
+   prompt token). Under async scheduling a step takes ``max(GPU, CPU)`` of the model's
+   split (:meth:`~dynasim.profiles.step_time.TokensStepTime.split`), which is not linear
+   in the coefficients: ``step_ms``, ``dense_ms_per_token``,
+   ``decode_attention_ms_per_token``, ``seq_ms`` and ``dense_floor_ms`` are then fitted together to every
+   chunk row by bounded least squares on relative residuals (:func:`fit_async_steps`),
+   started from the linear fit. Without chunk times the decode coefficients start from per-request
    windows (:func:`window_step_rows`: a request's TPOT against the mean batch and
    context during its decode) and stay free in stage 2.
 2. **Simulate and minimise per-request error**: :func:`scipy.optimize.minimize`
@@ -39,8 +46,11 @@ so are the fitting runs, whole. A fit of 100 evaluations on one to three runs ta
 15 s to 2 minutes on one core (the shipped fits:
 :data:`dynasim.profiles.builders.RUN_PROFILES`).
 
-``dense_floor_ms`` stays 0: the recorded runs cannot tell a roofline floor from the
-per-step constant.
+Without async scheduling ``dense_floor_ms`` stays 0: the recorded runs cannot tell a
+roofline floor from the per-step constant, both adding to the step. Under async
+scheduling they differ (the floor is GPU time, ``step_ms`` CPU time hidden under it), so
+``dense_floor_ms`` is fitted too, started at the additive fit's per-step constant
+(:func:`async_start`).
 """
 
 from __future__ import annotations
@@ -53,7 +63,8 @@ import numpy as np
 import pandas as pd
 
 from dynasim.profiles.fit import StepRow
-from dynasim.profiles.profile import Profile
+from dynasim.profiles.profile import SWITCHES, Profile
+from dynasim.profiles.run_switches import switches_for
 from dynasim.profiles.step_time import TokensStepTime
 from dynasim.runs import RecordedRun, load_run
 from dynasim.trace import Trace
@@ -113,9 +124,13 @@ def windows(run: RecordedRun, max_requests: int | None = 3000, k: int = 2,
 
 
 def profile_for(engine: dict, name: str, coefficients: dict[str, float],
-                frontend_latency_ms: float, provenance: dict | None = None) -> Profile:
+                frontend_latency_ms: float, provenance: dict | None = None,
+                switches: dict[str, bool] | None = None) -> Profile:
     """A V1 profile with ``engine``'s recorded limits (:class:`~dynasim.runs.RecordedRun`
-    ``engine``) and the given step-time coefficients (ms) and front-end latency (ms)."""
+    ``engine``), the given step-time coefficients (ms) and front-end latency (ms), and
+    the engine ``switches`` on (default: all off; :func:`fit_from_runs` passes
+    :func:`~dynasim.profiles.run_switches.switches_for` of the runs)."""
+    switches = switches or {}
     return Profile(
         name=name, model=engine.get("model", ""), gpu=engine.get("gpu", ""),
         tensor_parallel_size=engine.get("tensor_parallel_size", 1),
@@ -125,6 +140,7 @@ def profile_for(engine: dict, name: str, coefficients: dict[str, float],
         max_model_len=engine.get("max_model_len"), scheduling="v1",
         enable_prefix_caching=bool(engine.get("enable_prefix_caching", False)),
         frontend_latency_ms=round(float(frontend_latency_ms), 4),
+        **{k: bool(switches.get(k, False)) for k in SWITCHES},
         step_time={"form": "tokens", **{k: float(coefficients[k]) for k in NAMES}},
         provenance=provenance or {})
 
@@ -264,6 +280,44 @@ def fit_decode(rows: list[StepRow]) -> dict[str, float]:
     return dict(zip(DECODE_SIDE, (float(v) for v in x)))
 
 
+def fit_async_steps(rows: list[StepRow], start: dict[str, float]) -> dict[str, float]:
+    """``step_ms``, ``dense_floor_ms``, ``dense_ms_per_token``,
+    ``decode_attention_ms_per_token`` and ``seq_ms`` of chunk ``rows`` (decode and mixed
+    steps) under async scheduling, where a step takes ``max(GPU, CPU)`` of
+    :meth:`TokensStepTime.split` (``vllm/v1/engine/core.py`` ``step_with_batch_queue``:
+    step N+1 is scheduled and step N's output processed while the GPU runs). Bounded
+    least squares on relative residuals (:func:`scipy.optimize.least_squares`) from
+    :func:`async_start` of ``start`` (all coefficients, ms);
+    ``prefill_attention_ms_per_pair`` stays at ``start``."""
+    from scipy.optimize import least_squares
+
+    keys = ("step_ms", "dense_floor_ms", "dense_ms_per_token",
+            "decode_attention_ms_per_token", "seq_ms")
+    start = async_start(start)
+    feats = np.array([TokensStepTime.features(r.prefill, r.num_decode, r.sum_decode_ctx)
+                      for r in rows], float)  # tokens, pairs, ctx, seqs
+    y = np.array([r.ms for r in rows], float)
+    pair = start["prefill_attention_ms_per_pair"] * feats[:, 1]
+
+    def resid(x: np.ndarray) -> np.ndarray:
+        step, floor, dense, attn, seq = x
+        gpu = np.maximum(floor, dense * feats[:, 0]) + pair + attn * feats[:, 2]
+        return np.maximum(gpu, step + seq * feats[:, 3]) / y - 1.0
+
+    x0 = np.array([max(start[k], 1e-9) for k in keys])
+    res = least_squares(resid, x0, bounds=(0.0, np.inf), method="trf", x_scale=x0)
+    return {**start, **dict(zip(keys, (float(v) for v in res.x)))}
+
+
+def async_start(coef: dict[str, float]) -> dict[str, float]:
+    """An async-scheduling start from additive (sync) coefficients ``coef``: the
+    per-step constant of a small decode step is mostly reading the weights, GPU work
+    that async scheduling does not hide, so it moves to ``dense_floor_ms`` and a
+    quarter of it stays as the CPU ``step_ms`` (:meth:`TokensStepTime.split`)."""
+    return {**coef, "dense_floor_ms": max(coef["dense_floor_ms"], coef["step_ms"]),
+            "step_ms": 0.25 * coef["step_ms"]}
+
+
 def decode_rows(runs: list[RecordedRun]) -> tuple[list[StepRow], bool]:
     """Stage-1 rows: pure decode steps from chunk times where any run has them
     (``True``), else from request windows (``False``)."""
@@ -291,10 +345,13 @@ def start_point(runs: list[RecordedRun]) -> tuple[dict[str, float], float]:
 
 def fit_from_runs(fit_on: list[str], held_out: list[str], name: str, *,
                   max_requests: int = 3000, max_evals: int = 120,
-                  provenance: dict | None = None) -> tuple[Profile, dict]:
+                  provenance: dict | None = None,
+                  switches: dict[str, bool] | None = None) -> tuple[Profile, dict]:
     """Fit a profile named ``name`` on the recorded runs ``fit_on`` (names of
     :data:`dynasim.runs.RUNS`, one server: their engine settings must agree) and report
-    every run of ``fit_on + held_out`` simulated whole.
+    every run of ``fit_on + held_out`` simulated whole. The engine ``switches`` (default
+    :func:`switches_for` the runs' engine; a partial dict overrides only its keys) are
+    on while fitting and in the profile.
 
     Returns:
         ``(profile, report)``: ``report`` has ``fit_seconds``, ``evaluations``,
@@ -317,6 +374,7 @@ def fit_from_runs(fit_on: list[str], held_out: list[str], name: str, *,
             raise ValueError(f"{r.name} and {runs[0].name} differ in {diff}: one server "
                              "per profile")
     engine = runs[0].engine
+    switches = {**switches_for(engine), **(switches or {})}
     coef, front = start_point(runs)
     rows, from_chunks = decode_rows(runs)
     coef.update(fit_decode([r for r in rows if not r.prefill]))
@@ -328,9 +386,14 @@ def fit_from_runs(fit_on: list[str], held_out: list[str], name: str, *,
                         for r in mixed])
         tok = np.array([sum(n for n, _ in r.prefill) for r in mixed], float)
         coef["dense_ms_per_token"] = max(float(np.median((y - dec) / tok)), 1e-6)
+    if from_chunks and switches["async_scheduling"]:  # step = max(GPU, CPU): refit jointly
+        coef = fit_async_steps(rows, coef)
     # stage 2: prefill costs and front end; without chunk times the decode side too
     # (request windows blur it), started where stage 1 put it
     free = ["dense_ms_per_token", "prefill_attention_ms_per_pair"]
+    if switches["async_scheduling"] and not from_chunks:  # GPU floor and CPU step apart
+        coef = async_start(coef)
+        free.append("dense_floor_ms")
     if not from_chunks:
         free += list(DECODE_SIDE)
         for k, tiny in zip(DECODE_SIDE, (0.1, 1e-6, 1e-3)):  # a log-space start > 0
@@ -346,7 +409,7 @@ def fit_from_runs(fit_on: list[str], held_out: list[str], name: str, *,
 
     def cost(z: np.ndarray) -> float:
         c, fr = unpack(z)
-        prof = profile_for(engine, name, c, fr)
+        prof = profile_for(engine, name, c, fr, switches=switches)
         total = 0.0
         for r in runs:  # each window on its own: a pooled median hides one rate's error
             for w in wins[r.name]:
@@ -380,7 +443,9 @@ def fit_from_runs(fit_on: list[str], held_out: list[str], name: str, *,
             else "request windows",
             "engine": {k: v for k, v in engine.items() if k != "model_config"},
             **(provenance or {})}
-    profile = profile_for(engine, name, c, float(f"{fr:.6g}"), prov)
+    if any(switches.values()):  # absent when all off: the profiles fitted before them
+        prov["switches"] = "dynasim.profiles.run_switches.switches_for"
+    profile = profile_for(engine, name, c, float(f"{fr:.6g}"), prov, switches)
     report_rows = [{"run": n, "fitted": n in fit_on,
                     **window_errors(profile, windows(load_run(n), None))}
                    for n in [*fit_on, *held_out]]

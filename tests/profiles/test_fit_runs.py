@@ -17,6 +17,7 @@ from dynasim.profiles.fit_runs import (
     profile_for,
     windows,
 )
+from dynasim.profiles.step_time import TokensStepTime
 from dynasim.runs.common import RecordedRun, make_trace
 from dynasim.simulation import simulate
 
@@ -140,3 +141,49 @@ def test_calibrate_bad_input_is_one_line(argv, message, capsys, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("engine, on", [
+    ({}, set()),  # no version: nothing known
+    ({"vllm_version": "0.2.7"}, {"client_timeouts"}),
+    ({"vllm_version": "0.15.1"}, {"client_timeouts", "async_scheduling"}),
+    ({"vllm_version": "0.19.0"}, {"client_timeouts", "async_scheduling", "admit_full_prompt"}),
+    ({"vllm_version": "0.23.0rc1"}, {"client_timeouts", "async_scheduling",
+                                     "admit_full_prompt"}),
+    # a recorded config overrides the version's default
+    ({"vllm_version": "0.19.0", "async_scheduling": False,
+      "scheduler_reserve_full_isl": False}, {"client_timeouts"}),
+])
+def test_switches_follow_the_vllm_version_and_the_recorded_config(engine, on):
+    from dynasim.profiles.run_switches import switches_for
+
+    got = switches_for(engine)
+    assert {k for k, v in got.items() if v} == on
+    prof = profile_for({**ENGINE, **engine}, "p", TRUE, 15.0, switches=got)
+    assert {k for k in got if getattr(prof, k)} == on
+    assert not any(getattr(profile_for({**ENGINE, **engine}, "p", TRUE, 15.0), k)
+                   for k in got)  # profile_for alone: all off
+
+
+def test_async_step_fit_recovers_max_of_gpu_and_cpu():
+    # steps made by the async rule: max(dense*T + attn*ctx, step + seq*S); small
+    # batches are CPU bound, large ones GPU bound, so both sides are seen
+    rng = np.random.default_rng(1)
+    true = {**TRUE, "step_ms": 12.0, "seq_ms": 0.02}
+    rows = []
+    for _ in range(300):
+        n = int(rng.integers(1, 200))
+        ctx = float(n * rng.integers(200, 3000))
+        pre = ((int(rng.integers(100, 1500)), 0),) if rng.random() < 0.3 else ()
+        t, pairs, c, s = TokensStepTime.features(pre, n, ctx)
+        gpu = (true["dense_ms_per_token"] * t + true["prefill_attention_ms_per_pair"] * pairs
+               + true["decode_attention_ms_per_token"] * c)
+        rows.append(StepRow(pre, n, ctx, max(gpu, true["step_ms"] + true["seq_ms"] * s)))
+    start = {**true, "step_ms": 6.0, "dense_ms_per_token": 0.01,
+             "decode_attention_ms_per_token": 1e-4, "seq_ms": 0.1}
+    got = fit_runs.fit_async_steps(rows, start)
+    for k in ("step_ms", "dense_ms_per_token", "decode_attention_ms_per_token"):
+        assert got[k] == pytest.approx(true[k], rel=0.02), k
+    # the sync (additive) form cannot match these steps as well
+    lin = fit_decode([r for r in rows if not r.prefill])
+    assert abs(lin["step_ms"] - 12.0) > 0.5

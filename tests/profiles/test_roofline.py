@@ -100,13 +100,16 @@ def test_learned_coefficients_are_a_fresh_fit(data_dir):
 
 def test_leave_one_model_out_within_measured_bound(data_dir):
     """Bounds measured at build time (python -m dynasim.profiles.roofline_validate):
-    RTX 4090 Llama-3.1-8B 2.2% E2E / 3.1% TTFT, RTX PRO 6000 Qwen3-32B 41.8% / 51.4%."""
+    RTX 4090 Llama-3.1-8B 4.8% E2E / 4.7% TTFT, RTX PRO 6000 Qwen3-32B 30.7% / 39.2%
+    (2.2% / 3.1% and 41.8% / 51.4% before the Llama-2-7B and RTX 4090 profiles were
+    fitted with async scheduling: the roofline learns their additive step time and is
+    simulated without the switch)."""
     from dynasim.profiles.roofline_validate import leave_one_model_out
 
     rows = {r["server"]: r for r in leave_one_model_out(
         only=["vllm019-llama3.1-8b-rtx4090", "vllm019-qwen3-32b-rtxpro6000-tp2"])}
     r = rows["vllm019-llama3.1-8b-rtx4090"]
-    assert r["e2e"] < 0.04 and r["ttft"] < 0.06
+    assert r["e2e"] < 0.06 and r["ttft"] < 0.06
     r = rows["vllm019-qwen3-32b-rtxpro6000-tp2"]
     assert r["e2e"] < 0.5 and r["ttft"] < 0.6
 
