@@ -37,15 +37,14 @@ from dynasim.trace import Trace
 class EngineView:
     """The read-only :class:`~dynasim.routers.base.ReplicaView` of a simulated engine.
 
-    ``num_outstanding``: requests waiting or running on the engine plus those routed to
-    it and still in its front-end (``in_transit``). ``kv_blocks_used``: the engine's
-    ``used_blocks_now()`` where it has one, else
-    :meth:`~dynasim.engine.Engine.used_blocks`, which is as of the engine's last
-    applied step (during a run of decode steps taken in one timeout it lags by the
-    blocks of the steps done so far, so a KV-reading router may then choose otherwise
-    than against a step-by-step engine). ``prefix_match``: the engine's prefix-cache
-    hit for the request's prompt blocks, capped at ``prompt_tokens - 1`` as at
-    admission.
+    ``num_outstanding``: requests waiting or running on the engine
+    (:attr:`~dynasim.engine.Engine.num_in_flight`) plus those routed to it and still in
+    its front-end (``in_transit``). ``kv_blocks_used``: the engine's
+    :meth:`~dynasim.engine.Engine.used_blocks_now` where it has one (exact during a run
+    of decode steps taken in one timeout, so a KV-reading router chooses as against a
+    step-by-step engine), else ``used_blocks()``. ``prefix_match``: the engine's
+    prefix-cache hit for the request's prompt blocks, capped at ``prompt_tokens - 1``
+    as at admission.
     """
 
     __slots__ = ("engine", "in_transit")
@@ -56,8 +55,7 @@ class EngineView:
 
     def num_outstanding(self) -> int:
         """Requests in flight (see class docstring)."""
-        e = self.engine
-        return len(e.waiting) + len(e.running) + self.in_transit
+        return self.engine.num_in_flight + self.in_transit
 
     def kv_blocks_used(self) -> int:
         """KV blocks referenced now (see class docstring)."""

@@ -8,7 +8,9 @@ the decode steps at which each finishes (``_finish_heap``) or reaches its ``watc
 (``_watch_heap``), so that :meth:`DecodeSet._decode_run` advances a whole run of steps up
 to the next finish, watch or KV exhaustion in one timeout, with no Python work per token.
 An arrival or abort that may change the batch interrupts the run at the next step
-boundary (:func:`_steps_covering`). Everything here is exactly equal to taking one step
+boundary (:func:`_steps_covering`); a run that the next arrival (``next_arrival``, told by
+:func:`dynasim.simulation.start_arrivals`) will cut waits for it on an event instead.
+:meth:`DecodeSet.used_blocks_now` counts the blocks of the run's steps completed so far. Everything here is exactly equal to taking one step
 per timeout (``Engine.max_decode_run = 1``; the tests compare the two).
 """
 
@@ -71,11 +73,13 @@ class DecodeSet:
                                               self._seq, req._epoch, req))
 
     def _collect_watches(self) -> None:
-        """Call ``on_progress`` for the decoding requests that reached their watch."""
+        """Call ``on_progress`` for the decoding requests that reached their watch, except
+        those whose abort is pending (their client has gone; vLLM streams nothing to an
+        aborted request)."""
         heap = self._watch_heap
         while heap and heap[0][0] <= self.clock:
             _, _, epoch, req = heapq.heappop(heap)
-            if epoch != req._epoch or not req._decoding:
+            if epoch != req._epoch or not req._decoding or req in self._aborts:  # type: ignore[attr-defined]
                 continue
             self.sync(req)
             if req.num_generated == req.watch:
@@ -95,8 +99,32 @@ class DecodeSet:
         """New blocks the decoding requests need over the next ``k`` steps."""
         bs = self.block_size
         full, rest = divmod(k, bs)
-        return full * self.num_decoding + sum(self._phase[(self.clock + i) % bs]
-                                              for i in range(rest))
+        due = full * self.num_decoding
+        if rest:  # the phases of the next ``rest`` steps, a slice (wrapping around)
+            phase, c = self._phase, self.clock % bs
+            end = c + rest
+            due += sum(phase[c:end]) if end <= bs else sum(phase[c:]) + sum(phase[:end - bs])
+        return due
+
+    def used_blocks_now(self) -> int:
+        """KV blocks referenced by requests at the current simulated time, exactly as a
+        step-by-step engine has them (``max_decode_run = 1``): during a run of decode
+        steps taken in one timeout, :meth:`~dynasim.engine.Engine.used_blocks` is as of
+        the run's start; this adds the new blocks of the run's steps completed by now
+        (a step's blocks are taken when it completes; a time within :data:`TIE_S` of a
+        step boundary counts as before it, as an arrival there is scheduled with the
+        step that starts at it). Read by the ``least-kv`` router
+        (:class:`dynasim.cluster.EngineView`)."""
+        used = self.total_blocks - self._free()
+        run = self._run
+        if run is None:
+            return used
+        start, alpha, beta, k = run
+        elapsed = self.env.now - start
+        if elapsed < TIE_S:
+            return used
+        done = _steps_covering(alpha, beta, elapsed - TIE_S, k) - 1
+        return used + self._blocks_due(done) if done > 0 else used
 
     def _steps_fitting(self, free: int) -> int:
         """Largest number of decode steps whose new blocks fit in ``free`` blocks."""
@@ -108,8 +136,10 @@ class DecodeSet:
             k += 1
         return k
 
-    def _advance_decode(self, k: int) -> None:
-        self._alloc(self._blocks_due(k))
+    def _advance_decode(self, k: int, due: int | None = None) -> None:
+        """Take ``k`` decode steps' new blocks (``due``: :meth:`_blocks_due` of ``k``
+        when the caller has it) and move the clock."""
+        self._alloc(self._blocks_due(k) if due is None else due)
         self.clock += k
 
     def _async_piece(self, n: int, s0: int, k: int) -> tuple[float, float, int]:
@@ -153,42 +183,64 @@ class DecodeSet:
             k = min(k, self.max_decode_run)
         n = self.num_decoding
         free = self._free()
-        if self._blocks_due(k) > free:  # largest k whose new blocks fit
+        due = self._blocks_due(k)
+        if due > free:  # largest k whose new blocks fit
             k = self._steps_fitting(free)
+            due = self._blocks_due(k)
+        due_k = k
         if self._cache_orders and self.cache is not None:
             # LPM re-matches every step: stop after the first step that evicts
             k = min(k, self._steps_fitting(self.free_blocks) + 1)
-        s0 = self.sum_decode_ctx()
+        s0 = self._ctx_base + n * self.clock  # sum_decode_ctx()
         if self.async_scheduling:
             alpha, beta, k = self._async_piece(n, s0, k)
         else:
             alpha = self.model.step_time([], n, s0)
             beta = self.model.step_time([], n, s0 + n) - alpha
         total = k * alpha + beta * k * (k - 1) / 2
-        change = self.policy.order_changes_at(self.env.now)
-        if change is not None and self.env.now + total > change:
+        env = self.env
+        start = env.now
+        change = None if self._order_changes_at is None else self._order_changes_at(start)
+        if change is not None and start + total > change:
             # the order may change with time alone: stop at the first step boundary
             # at or after that time (where a step-by-step engine would see it)
-            k = _steps_covering(alpha, beta, change - self.env.now, k)
+            k = _steps_covering(alpha, beta, change - start, k)
             total = k * alpha + beta * k * (k - 1) / 2
-        start = self.env.now
         self._leaping = True
-        try:
-            yield self.env.timeout(total)
-            self._leaping = False
-        except simpy.Interrupt:
-            elapsed = self.env.now - start
+        self._run = (start, alpha, beta, k)
+        nxt = self.next_arrival
+        if (nxt is not None and nxt[0] < start + total
+                and len(self.running) < self.max_num_seqs and self._admissible(nxt[1])):
+            # the next arrival, already scheduled, will cut this run: wait for it
+            # instead of a timeout it would interrupt (the same instants, fewer events)
+            self._wake = simpy.Event(env)
+            yield self._wake
+            cut = True
+        else:
+            try:
+                yield env.timeout(total)
+                self._leaping = False
+                cut = False
+            except simpy.Interrupt:
+                cut = True
+        if cut:
+            elapsed = env.now - start
             if elapsed < TIE_S:  # it came at the run's start: schedule again with it
+                self._run = None
                 return  # (the same tie resolved the same way step by step)
             j = _steps_covering(alpha, beta, elapsed - TIE_S, k)  # a boundary tie: at it
             rest = j * alpha + beta * j * (j - 1) / 2 - elapsed
-            yield self.env.timeout(max(rest, 0.0))
+            self._run = (start, alpha, beta, j)
+            yield env.timeout(max(rest, 0.0))
             k = j
+        self._run = None
         self.num_steps += k
-        self._advance_decode(k)
+        self._advance_decode(k, due if k == due_k else None)
         if self._watch_heap:
             self._collect_watches()
-        self._collect_finished()
+        heap = self._finish_heap
+        if heap and heap[0][0] <= self.clock:
+            self._collect_finished()
 
 
 def _max_piece(a: float, b: float, c: float, k: int) -> tuple[float, float, int]:

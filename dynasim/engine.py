@@ -83,7 +83,9 @@ Speed: a pure decode step changes nothing but counters, so the engine keeps the 
 requests as aggregates (count, sum of context, blocks due per step phase, a heap of
 finish steps) and advances a whole run of decode steps in one SimPy timeout, up to the
 next finish or KV exhaustion. An arrival that could be admitted interrupts the run at the
-next step boundary; so does a change of the policy's order with time alone
+next step boundary (under :func:`~dynasim.simulation.simulate` the engine knows the next
+arrival's instant, :attr:`Engine.next_arrival`, and a run it will cut waits for it
+instead of a timeout, saving two SimPy events per arrival with the same instants); so does a change of the policy's order with time alone
 (:meth:`~dynasim.policies.base.Policy.order_changes_at`, SJF aging), and, for an order
 that reads the prefix cache (LPM), the first step that evicts a cached block. No Python
 work is done per token.
@@ -95,6 +97,7 @@ import math
 from collections.abc import Callable, Generator, Sequence
 
 import simpy
+from simpy.events import URGENT
 
 from dynasim.decode_set import DecodeSet, _cdiv
 from dynasim.policies.base import Policy
@@ -132,13 +135,23 @@ class Engine(DecodeSet, V0Scheduler):
         self.cache = PrefixCache(self._program_busy if policy.eviction == "program" else None) \
             if profile.enable_prefix_caching else None
         self._program_running: dict[int, int] = {}
+        self._hash_memo: dict[tuple, tuple] = {}
         #: prompt tokens looked up in / found in the prefix cache at first admission
         self.prefix_query_tokens = 0
         self.prefix_hit_tokens = 0
         self.waiting = policy.new_queue(prefix_match=self.prefix_match)
         self._refresh = getattr(self.waiting, "refresh", None)  # order may change per step
+        # the policy's per-step hooks, None where it keeps the base class's no-op
+        kind = type(policy)
+        self._on_step = None if getattr(kind, "on_step", None) is Policy.on_step \
+            else policy.on_step
+        self._order_changes_at = None if getattr(kind, "order_changes_at", None) is \
+            Policy.order_changes_at else policy.order_changes_at
         self._cache_orders = getattr(policy, "order_depends_on_cache", False)
         self.running: dict[Request, None] = {}  # admission order
+        #: requests waiting or running: len(waiting) + len(running), kept as a count
+        #: (a router reads it for every request on every replica)
+        self.num_in_flight = 0
         self.prefilling: list[Request] = []  # running, not decoding, admission order
         self.block_size = profile.block_size
         self.total_blocks = profile.num_gpu_blocks
@@ -157,6 +170,14 @@ class Engine(DecodeSet, V0Scheduler):
         self._seq = 0
         self._idle: simpy.Event | None = None
         self._leaping = False
+        #: the decode run in flight: (start time, alpha, beta, steps) (used_blocks_now)
+        self._run: tuple[float, float, float, int] | None = None
+        #: (instant, request) of the next arrival already scheduled, when the arrival
+        #: source tells (:func:`dynasim.simulation.start_arrivals`); a decode run that
+        #: this arrival will cut waits on ``_wake`` instead of a timeout
+        self.next_arrival: tuple[float, Request] | None = None
+        self._wake: simpy.Event | None = None
+        self._admissible_memo: tuple[Request | None, bool] = (None, False)
         self._preempted = False  # a preemption in this step's schedule
         #: cap on decode steps advanced in one timeout (None: no cap); 1 gives the
         #: step-by-step reference behaviour the tests compare against
@@ -183,37 +204,82 @@ class Engine(DecodeSet, V0Scheduler):
         its ``status`` is ``rejected`` and ``error`` says why.
         """
         now = self.env.now
-        p = self.profile
-        limit = p.max_model_len
-        if limit is not None and req.prompt_tokens + req.output_tokens > limit:
-            return self._reject(req, f"prompt + output = {req.prompt_tokens + req.output_tokens}"
-                                     f" tokens exceeds max_model_len {limit}")
-        need = _cdiv(req.prompt_tokens + req.output_tokens - 1, self.block_size)
-        if need > self.total_blocks - self.watermark_blocks:
-            return self._reject(req, f"needs {need} KV blocks, the cache has "
-                                     f"{self.total_blocks}")
-        if not self.v1 and req.prompt_tokens + req.output_tokens - 1 > self.max_num_batched_tokens:
-            return self._reject(req, "a recompute prefill would exceed "
-                                     "max_num_batched_tokens (v0 cannot chunk)")
+        if self._admissible_memo[0] is not req or not self._admissible_memo[1]:
+            why = self._rejection(req)
+            if why is not None:
+                return self._reject(req, why)
         if self.cache is not None:
-            if req.output_key is not None and req.prompt:  # output known: hash it too
-                req._hashes = block_hashes((*req.prompt, (req.output_key, req.output_tokens)),
-                                           None, req.prompt_tokens + req.output_tokens,
-                                           self.block_size)
-            else:
-                req._hashes = block_hashes(req.prompt, req.hash_ids, req.prompt_tokens,
-                                           self.block_size)
+            req._hashes = self._block_hashes(req)
         self.policy.on_arrival(req, now)
         req.status = WAITING
         self.waiting.push(req)
+        self.num_in_flight += 1
         if self.client_timeouts and math.isfinite(req.timeout_s):
             self.env.process(self._client_timeout(req))
         if self._idle is not None:
             if not self._idle.triggered:
                 self._idle.succeed()
         elif self._leaping and len(self.running) < self.max_num_seqs:
-            self._leaping = False
+            self._cut_run()
+
+    def _block_hashes(self, req: Request) -> tuple:
+        """The request's full-block identities (:func:`~dynasim.prefix_cache.block_hashes`;
+        with ``output_key``, its generated blocks too). Requests of a program that share
+        a prompt share one tuple (a bounded memo keyed by the prompt: less time and
+        memory per request; the same values)."""
+        prompt = req.prompt
+        if req.output_key is not None and prompt:  # output known: hash it too
+            key = (prompt, req.prompt_tokens, req.output_key, req.output_tokens)
+        elif prompt:
+            key = (prompt, req.prompt_tokens)
+        else:  # Mooncake hash_ids or nothing: rarely shared, not memoised
+            return block_hashes(None, req.hash_ids, req.prompt_tokens, self.block_size)
+        memo = self._hash_memo
+        got = memo.get(key)
+        if got is None:
+            if len(memo) >= 1 << 14:
+                memo.clear()
+            if len(key) == 4:
+                got = block_hashes((*prompt, (req.output_key, req.output_tokens)), None,
+                                   req.prompt_tokens + req.output_tokens, self.block_size)
+            else:
+                got = block_hashes(prompt, None, req.prompt_tokens, self.block_size)
+            memo[key] = got
+        return got
+
+    def _admissible(self, req: Request) -> bool:
+        """Whether ``req`` will not be rejected at arrival (:meth:`_rejection`), memoised
+        for the one upcoming arrival a decode run asks about."""
+        memo = self._admissible_memo
+        if memo[0] is not req:
+            memo = self._admissible_memo = (req, self._rejection(req) is None)
+        return memo[1]
+
+    def _rejection(self, req: Request) -> str | None:
+        """Why ``req`` can never be served here (module docstring, rejection), or None."""
+        total = req.prompt_tokens + req.output_tokens
+        limit = self.profile.max_model_len
+        if limit is not None and total > limit:
+            return f"prompt + output = {total} tokens exceeds max_model_len {limit}"
+        need = _cdiv(total - 1, self.block_size)
+        if need > self.total_blocks - self.watermark_blocks:
+            return f"needs {need} KV blocks, the cache has {self.total_blocks}"
+        if not self.v1 and total - 1 > self.max_num_batched_tokens:
+            return "a recompute prefill would exceed max_num_batched_tokens (v0 cannot chunk)"
+        return None
+
+    def _cut_run(self) -> None:
+        """End the decode run in flight at the next step boundary: wake the run waiting
+        for a known arrival (:meth:`~dynasim.decode_set.DecodeSet._decode_run`) or
+        interrupt its timeout; either way it resumes now, at urgent priority."""
+        self._leaping = False
+        wake = self._wake
+        if wake is None:
             self.process.interrupt()
+            return
+        self._wake = None
+        wake._ok, wake._value = True, None
+        self.env.schedule(wake, URGENT)
 
     def abort(self, req: Request) -> None:
         """Abort ``req`` (its client gave up: a program stopped, a stream closed).
@@ -233,15 +299,14 @@ class Engine(DecodeSet, V0Scheduler):
         """
         if req.status == WAITING:
             self.waiting.remove(req)
+            self.num_in_flight -= 1
             self._aborted(req)
             if self._leaping and len(self.waiting) and len(self.running) < self.max_num_seqs:
-                self._leaping = False  # a new head of the queue may fit: end the run
-                self.process.interrupt()
+                self._cut_run()  # a new head of the queue may fit: end the run
         elif req.status == RUNNING and req not in self._aborts:
             self._aborts.append(req)
             if self._leaping:  # cut the decode run at the next step boundary
-                self._leaping = False
-                self.process.interrupt()
+                self._cut_run()
 
     def _client_timeout(self, req: Request) -> Generator[simpy.Event, object, None]:
         """SimPy process: abort ``req`` ``timeout_s`` after its arrival (module
@@ -257,6 +322,7 @@ class Engine(DecodeSet, V0Scheduler):
         for req in aborts:
             if req.status == WAITING:  # preempted since the abort was asked
                 self.waiting.remove(req)
+                self.num_in_flight -= 1
                 self._aborted(req)
                 continue
             if req.status != RUNNING:
@@ -266,6 +332,7 @@ class Engine(DecodeSet, V0Scheduler):
             else:
                 self.prefilling.remove(req)
             del self.running[req]
+            self.num_in_flight -= 1
             self._release(req)
             self._aborted(req)
 
@@ -282,7 +349,9 @@ class Engine(DecodeSet, V0Scheduler):
                 self.on_finish(req)
 
     def used_blocks(self) -> int:
-        """KV blocks referenced by requests now (cached-but-idle blocks count as free)."""
+        """KV blocks referenced by requests as of the last applied step (cached-but-idle
+        blocks count as free); :meth:`used_blocks_now` also counts the steps of a decode
+        run completed by now."""
         return self.total_blocks - self._free()
 
     @property
@@ -318,25 +387,38 @@ class Engine(DecodeSet, V0Scheduler):
         """Admission plan of a waiting request with ``left`` budget tokens:
         (hit blocks, chunk tokens, new blocks, idle cached blocks it would pin).
         ``pending`` holds blocks registered by earlier members of the same group."""
-        hit = idle = 0
         hashes = req._hashes
-        if hashes:
-            cache = self.cache
-            limit = (req.num_known_tokens - 1) // self.block_size
-            for h in hashes[:limit]:
-                if h in pending:
+        if not hashes:  # fast path: nothing to look up or register
+            n = min(req.num_known_tokens, left)
+            return 0, n, -(-n // self.block_size), 0
+        cache = self.cache
+        known = req.num_known_tokens
+        limit = (known - 1) // self.block_size
+        if not pending:  # one lookup of the cached leading run
+            hit, idle = cache.match(hashes[:limit])  # type: ignore[union-attr]
+        else:  # blocks earlier members of the group will register count as hits;
+            # the others must be cached: one lookup per run of them
+            hit = idle = 0
+            lead = hashes[:limit]
+            i, end = 0, len(lead)
+            while i < end:
+                if lead[i] in pending:
                     hit += 1
+                    i += 1
                     continue
-                got, was_idle = cache.match((h,))  # type: ignore[union-attr]
-                if not got:
-                    break
-                hit += 1
+                j = i + 1
+                while j < end and lead[j] not in pending:
+                    j += 1
+                got, was_idle = cache.match(lead[i:j])  # type: ignore[union-attr]
+                hit += got
                 idle += was_idle
+                if got < j - i:
+                    break
+                i = j
         c0 = hit * self.block_size
-        n = min(req.num_known_tokens - c0, left)
+        n = min(known - c0, left)
         new = _cdiv(c0 + n, self.block_size) - hit
-        for h in hashes[hit:(c0 + n) // self.block_size]:
-            pending.add(h)
+        pending.update(hashes[hit:(c0 + n) // self.block_size])
         return hit, n, new, idle
 
     # ------------------------------------------------------------ the process
@@ -356,7 +438,8 @@ class Engine(DecodeSet, V0Scheduler):
                 continue
             self._preempted = False
             self._late_release = False
-            self.policy.on_step(env.now)
+            if self._on_step is not None:
+                self._on_step(env.now)
             if self._refresh is not None:
                 self._refresh()
             chunks, decode = self._schedule_v1() if self.v1 else self._schedule_v0()
@@ -386,7 +469,8 @@ class Engine(DecodeSet, V0Scheduler):
                 if self._watch_heap:
                     self._collect_watches()
             self._apply_chunks(chunks)
-            self._collect_finished()
+            if self._finish_heap and self._finish_heap[0][0] <= self.clock:
+                self._collect_finished()
 
     def _step_time(self, prefill: list[tuple[int, int]], num_decode: int,
                    sum_decode_ctx: int) -> float:
@@ -638,6 +722,7 @@ class Engine(DecodeSet, V0Scheduler):
 
     def _finish(self, req: Request) -> None:
         del self.running[req]
+        self.num_in_flight -= 1
         if self.async_scheduling:  # seat and blocks held until the next schedule
             self._lingering.append(req)
         else:

@@ -30,6 +30,12 @@ class V0Scheduler:
         prompts never counts as padding however much of it the cache holds."""
         if len(group) > seats:
             return None
+        if len(group) == 1 and not group[0]._hashes and self.max_paddings is None:
+            n = group[0].num_known_tokens  # fast path: no cache lookup, no padding
+            if tokens + n > self.max_num_batched_tokens:
+                return None
+            blocks = -(-n // self.block_size)
+            return None if blocks > free else [(0, n, blocks, 0)]
         pending: set = set()
         plan = [self._plan(req, req.num_known_tokens, pending) for req in group]
         if self.max_paddings is None:
@@ -68,7 +74,8 @@ class V0Scheduler:
             break
         if chunks:
             return chunks, False
-        self._reserve_decode_blocks()
+        if self.num_decoding and self._phase[self.clock % self.block_size] > self._free():
+            self._reserve_decode_blocks()  # (the check is _due_blocks() > _free())
         return chunks, self.num_decoding > 0
 
     def _v0_take(self, group: Sequence[Request], tokens: int, lens: list[int]

@@ -97,9 +97,8 @@ def test_decode_runs_equal_step_by_step_for_load_routers(router):
     pd.testing.assert_frame_equal(fast, slow)
 
 
-@pytest.mark.xfail(strict=True, reason="Engine.used_blocks lags during a decode run taken "
-                   "in one timeout; needs Engine.used_blocks_now (issue 19 report)")
 def test_decode_runs_equal_step_by_step_for_least_kv():
+    """least-kv reads Engine.used_blocks_now, exact during a decode run in one timeout."""
     tr = make_trace(300, rate=60.0)
     prof = make_profile(kv_capacity_tokens=16384, sloped=True)
     fast, _ = simulate_cluster(tr, [prof] * 3, fcfs, make_router("least-kv"))

@@ -148,3 +148,32 @@ def test_abort_during_the_last_step_still_ends_aborted():
     done, eng = run_with_aborts(prof, [r0], [(0.027, 0)])
     assert r0.status == ABORTED and done == [] and r0.finish_time == pytest.approx(0.030)
     assert r0.num_generated == 3 and eng.used_blocks() == 0
+
+
+@pytest.mark.parametrize("max_decode_run", [None, 1])
+def test_no_progress_callback_for_a_request_whose_abort_is_pending(max_decode_run):
+    # R0 watches token 8, sampled by the step [50, 55] ms; its abort at 52.5 ms takes
+    # effect at that same boundary: the client has gone, so on_progress must not see it
+    # (a stopped chain of thought's program has already forgotten the request).
+    prof = make_profile("v1")
+    r0 = Request(0, 0.0, 100, 100)
+    r0.watch = 8
+    seen = []
+    env = simpy.Environment()
+    eng = Engine(env, prof, FCFS(), on_progress=lambda r: seen.append(r.num_generated))
+    eng.max_decode_run = max_decode_run
+    env.process(arrival_node(env, eng, [r0]))
+
+    def aborter():
+        yield env.timeout(0.0525)
+        eng.abort(r0)
+    env.process(aborter())
+    env.run()
+    assert r0.status == ABORTED and r0.num_generated == 8 and seen == []
+    r1 = Request(1, 0.0, 100, 100)  # without the abort, the watch fires at token 8
+    r1.watch = 8
+    env = simpy.Environment()
+    eng = Engine(env, prof, FCFS(), on_progress=lambda r: seen.append(r.num_generated))
+    env.process(arrival_node(env, eng, [r1]))
+    env.run()
+    assert seen == [8]

@@ -103,6 +103,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     g.add_argument("--router", default="least-outstanding", help="router of the fleets")
     g.add_argument("--cprofile", type=int, default=0, metavar="N",
                    help="also print the N functions taking the most simulate time")
+    g = p.add_argument_group("--programs: simulate_programs on reasoning workloads")
+    g.add_argument("--programs", action="store_true", help="time simulate_programs on "
+                   "--workloads (requests per wall second, peak memory per request) on "
+                   "--profile if given, else vllm023-qwen3-14b-h100 (prefix caching)")
+    g.add_argument("--workloads", default="game24-tot,game24-sc",
+                   help="comma-separated workloads (default game24-tot,game24-sc)")
+    g.add_argument("--policy", default="sjf+certaindex", help="policy (default sjf+certaindex)")
+    g.add_argument("--num-programs", type=int, default=1000,
+                   help="programs per workload (default 1000)")
+    g.add_argument("--program-rate", type=float, default=1.0,
+                   help="programs/s (default 1.0)")
     p.set_defaults(func=cmd_benchmark)
 
 
@@ -296,6 +307,21 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 
     if args.startup:
         run_startup_benchmark(15 if args.repeat == 1 else args.repeat)
+        return
+    if args.programs:
+        from dynasim.experiments.benchmark import run_programs_benchmark
+
+        if args.num_programs < 1:
+            raise InputError(f"--num-programs must be >= 1, got {args.num_programs}",
+                             field="num_programs")
+        if not 0 < args.program_rate < float("inf"):
+            raise InputError(f"--program-rate must be finite and > 0 programs/s, got "
+                             f"{args.program_rate}", field="program_rate")
+        profile = args.profile if args.profile != "distserve-opt13b-a100" \
+            else "vllm023-qwen3-14b-h100"
+        run_programs_benchmark(tuple(w for w in args.workloads.split(",") if w),
+                               args.policy, profile, args.num_programs,
+                               args.program_rate, repeat=args.repeat)
         return
     if args.scale:
         if args.num_requests < 1:

@@ -5,6 +5,7 @@ seconds and simulated seconds per wall second.
     dynasim benchmark --startup        # how long `dynasim --help` takes
     dynasim benchmark --scale          # 1M Azure-like requests; 8 replicas x 1M
     dynasim benchmark --scale --cprofile 25   # and where the simulate time goes
+    dynasim benchmark --programs       # simulate_programs on ToT and SC workloads
 
 Default: the Azure 2023 conversation trace (19,366 requests at their recorded arrival
 times, one hour) on ``distserve-opt13b-a100``. Target (issue #2): under 30 s on one core.
@@ -17,6 +18,10 @@ and simulating it (one replica: :func:`~dynasim.simulation.simulate`; several:
 :func:`~dynasim.cluster.simulate_cluster` behind ``--router``). Targets (issue 19): one
 replica × 1M requests in 30 s including the read; 8 replicas × 1M requests each in 4
 minutes.
+
+``--programs`` (issue 19): :func:`~dynasim.simulation.simulate_programs` on the
+Tree-of-Thoughts and self-consistency Game of 24 workloads (:func:`run_programs_benchmark`):
+requests per wall second and peak memory per request.
 """
 
 from __future__ import annotations
@@ -174,6 +179,61 @@ def run_scale_benchmark(num_requests: int = 1_000_000, replicas: tuple[int, ...]
             if cprofile:
                 pstats.Stats(prof_run).sort_stats("tottime").print_stats(cprofile)
             del records, engine, tr
+    return rows
+
+
+def _rss_mb() -> float:
+    """Resident memory of this process now, MB (Linux ``/proc/self/statm``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        return 0.0
+
+
+def run_programs_benchmark(workloads: tuple[str, ...] = ("game24-tot", "game24-sc"),
+                           policy: str = "sjf+certaindex",
+                           profile: str = "vllm023-qwen3-14b-h100",
+                           num_programs: int = 1000, rate: float = 1.0,
+                           seed: int = 0, repeat: int = 1) -> list[dict]:
+    """Time :func:`~dynasim.simulation.simulate_programs` on each workload (``rate``
+    programs/s, Poisson, ``num_programs`` programs, base deadline 240 s as in Dynasor
+    §4): print and return one row per run with the requests simulated, wall and CPU
+    seconds, requests per wall second and the peak memory per request (KB: this
+    process's peak resident memory after the run minus its resident memory before,
+    divided by the requests; run it in a fresh process, since the peak never falls).
+
+    Raises:
+        InputError: an unknown workload, policy or profile.
+    """
+    from dynasim.simulation import online_programs, simulate_programs
+    from dynasim.workloads.catalog import load_workload
+
+    prof = load_profile(profile)
+    rows = []
+    for name in workloads:
+        wl = load_workload(name)
+        for i in range(repeat):
+            specs, times, deadlines, _ = online_programs(
+                wl, None, rate, seed=seed, num_programs=num_programs, base=240.0)
+            before = _rss_mb()
+            t0, c0 = time.perf_counter(), time.process_time()
+            requests, programs, engine = simulate_programs(specs, times, prof,
+                                                           make_policy(policy), deadlines)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            n = len(requests)
+            kb = max(0.0, _peak_rss_mb() - before) * 1024 / max(1, n)
+            row = {"workload": name, "policy": policy, "profile": profile,
+                   "programs": len(programs), "requests": n, "wall_s": wall, "cpu_s": cpu,
+                   "requests_per_wall_s": n / wall, "requests_per_cpu_s": n / cpu,
+                   "peak_kb_per_request": kb, "engine_steps": engine.num_steps}
+            rows.append(row)
+            print(f"run {i + 1}: {name}, {len(programs)} programs at {rate:g}/s, {n} "
+                  f"requests, {policy} on {profile}: wall {wall:.2f} s (CPU {cpu:.2f} s), "
+                  f"{n / wall:.0f} requests per wall s ({n / cpu:.0f} per CPU s), peak "
+                  f"memory {kb:.2f} KB per request, {engine.num_steps} engine steps",
+                  flush=True)
+            del requests, programs, engine
     return rows
 
 

@@ -63,12 +63,8 @@ class Router:
 
 def least_outstanding(replicas: Sequence[ReplicaView]) -> int:
     """Index of the replica with the fewest requests in flight (ties: lowest index)."""
-    best, load = 0, replicas[0].num_outstanding()
-    for i in range(1, len(replicas)):
-        n = replicas[i].num_outstanding()
-        if n < load:
-            best, load = i, n
-    return best
+    loads = [r.num_outstanding() for r in replicas]
+    return loads.index(min(loads))  # the first of the least
 
 
 def kv_usage(replica: ReplicaView) -> float:

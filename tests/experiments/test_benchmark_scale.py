@@ -50,3 +50,21 @@ def test_scale_benchmark_cli_and_bad_flags(data_dir, capsys):
     assert "'replicas'" in capsys.readouterr().err
     assert main(["benchmark", "--scale", "--num-requests", "0"]) == 2
     assert main(["benchmark", "--scale", "--router", "random", "--num-requests", "10"]) == 2
+
+
+def test_programs_benchmark_rows_and_cli(data_dir, capsys):
+    from dynasim.experiments.benchmark import run_programs_benchmark
+
+    rows = run_programs_benchmark(("game24-sc",), num_programs=6, rate=2.0)
+    assert len(rows) == 1 and rows[0]["programs"] == 6
+    r = rows[0]
+    assert r["requests"] >= 6 and r["wall_s"] > 0 and r["cpu_s"] > 0
+    assert r["requests_per_wall_s"] == pytest.approx(r["requests"] / r["wall_s"])
+    assert r["peak_kb_per_request"] >= 0
+    assert main(["benchmark", "--programs", "--workloads", "game24-tot",
+                 "--num-programs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "game24-tot, 2 programs" in out and "requests per wall s" in out
+    assert "KB per request" in out
+    assert main(["benchmark", "--programs", "--num-programs", "0"]) == 2
+    assert main(["benchmark", "--programs", "--program-rate", "0"]) == 2
