@@ -100,14 +100,16 @@ import simpy
 from simpy.events import URGENT
 
 from dynasim.decode_set import DecodeSet, _cdiv
+from dynasim.kv_blocks import KVBlocks
 from dynasim.policies.base import Policy
-from dynasim.prefix_cache import PrefixCache, block_hashes
+from dynasim.prefix_cache import PrefixCache
 from dynasim.profiles import Profile
 from dynasim.request import ABORTED, FINISHED, REJECTED, RUNNING, WAITING, Request
 from dynasim.schedule_v0 import V0Scheduler
+from dynasim.schedule_v1 import V1Scheduler
 
 
-class Engine(DecodeSet, V0Scheduler):
+class Engine(KVBlocks, DecodeSet, V0Scheduler, V1Scheduler):
     """One vLLM replica in a SimPy environment.
 
     Args:
@@ -222,31 +224,6 @@ class Engine(DecodeSet, V0Scheduler):
         elif self._leaping and len(self.running) < self.max_num_seqs:
             self._cut_run()
 
-    def _block_hashes(self, req: Request) -> tuple:
-        """The request's full-block identities (:func:`~dynasim.prefix_cache.block_hashes`;
-        with ``output_key``, its generated blocks too). Requests of a program that share
-        a prompt share one tuple (a bounded memo keyed by the prompt: less time and
-        memory per request; the same values)."""
-        prompt = req.prompt
-        if req.output_key is not None and prompt:  # output known: hash it too
-            key = (prompt, req.prompt_tokens, req.output_key, req.output_tokens)
-        elif prompt:
-            key = (prompt, req.prompt_tokens)
-        else:  # Mooncake hash_ids or nothing: rarely shared, not memoised
-            return block_hashes(None, req.hash_ids, req.prompt_tokens, self.block_size)
-        memo = self._hash_memo
-        got = memo.get(key)
-        if got is None:
-            if len(memo) >= 1 << 14:
-                memo.clear()
-            if len(key) == 4:
-                got = block_hashes((*prompt, (req.output_key, req.output_tokens)), None,
-                                   req.prompt_tokens + req.output_tokens, self.block_size)
-            else:
-                got = block_hashes(prompt, None, req.prompt_tokens, self.block_size)
-            memo[key] = got
-        return got
-
     def _admissible(self, req: Request) -> bool:
         """Whether ``req`` will not be rejected at arrival (:meth:`_rejection`), memoised
         for the one upcoming arrival a decode run asks about."""
@@ -348,79 +325,6 @@ class Engine(DecodeSet, V0Scheduler):
             if self.on_finish is not None:
                 self.on_finish(req)
 
-    def used_blocks(self) -> int:
-        """KV blocks referenced by requests as of the last applied step (cached-but-idle
-        blocks count as free); :meth:`used_blocks_now` also counts the steps of a decode
-        run completed by now."""
-        return self.total_blocks - self._free()
-
-    @property
-    def prefix_cache_hit_rate(self) -> float:
-        """Prompt tokens found in the prefix cache at first admission / prompt tokens
-        looked up, over every request admitted (one that names no shared content is
-        looked up and misses: vLLM's ``PrefixCacheStats`` counts every lookup); 0.0
-        before any lookup or without a prefix cache."""
-        if not self.prefix_query_tokens:
-            return 0.0
-        return self.prefix_hit_tokens / self.prefix_query_tokens
-
-    def prefix_match(self, req: Request) -> int:
-        """Prompt tokens of ``req`` cached now (0 without a prefix cache); LPM's key."""
-        if self.cache is None or not req._hashes:
-            return 0
-        return self.cache.match(req._hashes)[0] * self.block_size
-
-    def _program_busy(self, program_id: int | None) -> bool:
-        return program_id is not None and self._program_running.get(program_id, 0) > 0
-
-    def _free(self) -> int:
-        """Blocks available to allocate: free plus cached-but-unreferenced."""
-        return self.free_blocks + (self.cache.num_evictable if self.cache else 0)
-
-    def _alloc(self, n: int) -> None:
-        """Take ``n`` blocks, evicting idle cached blocks when the free ones run out."""
-        if n > self.free_blocks and self.cache is not None:
-            self.free_blocks += self.cache.evict(n - self.free_blocks)
-        self.free_blocks -= n
-
-    def _plan(self, req: Request, left: int, pending: set) -> tuple[int, int, int, int]:
-        """Admission plan of a waiting request with ``left`` budget tokens:
-        (hit blocks, chunk tokens, new blocks, idle cached blocks it would pin).
-        ``pending`` holds blocks registered by earlier members of the same group."""
-        hashes = req._hashes
-        if not hashes:  # fast path: nothing to look up or register
-            n = min(req.num_known_tokens, left)
-            return 0, n, -(-n // self.block_size), 0
-        cache = self.cache
-        known = req.num_known_tokens
-        limit = (known - 1) // self.block_size
-        if not pending:  # one lookup of the cached leading run
-            hit, idle = cache.match(hashes[:limit])  # type: ignore[union-attr]
-        else:  # blocks earlier members of the group will register count as hits;
-            # the others must be cached: one lookup per run of them
-            hit = idle = 0
-            lead = hashes[:limit]
-            i, end = 0, len(lead)
-            while i < end:
-                if lead[i] in pending:
-                    hit += 1
-                    i += 1
-                    continue
-                j = i + 1
-                while j < end and lead[j] not in pending:
-                    j += 1
-                got, was_idle = cache.match(lead[i:j])  # type: ignore[union-attr]
-                hit += got
-                idle += was_idle
-                if got < j - i:
-                    break
-                i = j
-        c0 = hit * self.block_size
-        n = min(known - c0, left)
-        new = _cdiv(c0 + n, self.block_size) - hit
-        pending.update(hashes[hit:(c0 + n) // self.block_size])
-        return hit, n, new, idle
-
     # ------------------------------------------------------------ the process
     def run(self) -> Generator[simpy.Event, object, None]:
         """The SimPy process: schedule, wait the step time, apply; forever."""
@@ -488,105 +392,6 @@ class Engine(DecodeSet, V0Scheduler):
         self._lingering = []
 
     # -------------------------------------------------------------- schedule
-    def _schedule_v1(self) -> tuple[dict[Request, int], bool]:
-        self._reserve_decode_blocks()
-        budget = self.max_num_batched_tokens - self.num_decoding
-        chunks: dict[Request, int] = {}
-        for req in list(self.prefilling):
-            if req.status != RUNNING:
-                continue
-            if budget <= 0:
-                break
-            n = min(req.num_known_tokens - req.num_computed, budget)
-            while True:
-                need = (_cdiv(req.num_computed + n, self.block_size) - req.num_blocks
-                        - req._shared)
-                if need <= self._free() - self._due_blocks():
-                    break
-                victim = self.policy.victim(self.running)
-                if victim._decoding:
-                    budget += 1
-                budget += chunks.pop(victim, 0)
-                self._preempt(victim)
-                if victim is req:
-                    break
-            if req.status != RUNNING:
-                break
-            self._alloc(need)
-            req.num_blocks += need
-            self._register(req, req.num_computed + n)
-            chunks[req] = n
-            budget -= n
-        if not self._preempted:
-            self._admit(chunks, budget)
-        return chunks, self.num_decoding > 0
-
-    def _admit(self, chunks: dict[Request, int], budget: int) -> None:
-        """V1 admission of waiting groups with a first chunk each (module docstring); a
-        group that could never fit whole is admitted in pieces (:meth:`_fits_empty`)."""
-        while len(self.waiting) and budget > 0:
-            group = self.waiting.peek()
-            fits = False
-            if len(self.running) + len(self._lingering) + len(group) <= self.max_num_seqs:
-                plan, need, left = self._plan_v1(group, budget)
-                fits = need <= self._free() - self._due_blocks()
-            if fits:
-                self.waiting.pop()
-            elif len(group) > 1 and not self._fits_empty(group):
-                plan, left = self._piece_v1(group, budget)
-                for req, *_ in plan:
-                    self.waiting.remove(req)
-                if not plan:
-                    break
-            else:
-                break
-            for req, hit, n, blocks in plan:
-                self._start(req, hit, blocks, n)
-                if n:
-                    chunks[req] = n
-            budget = left
-            if len(plan) < len(group):
-                break  # the rest of a split group stays at the head
-
-    def _plan_v1(self, group: Sequence[Request], budget: int
-                 ) -> tuple[list[tuple[Request, int, int, int]], int, int]:
-        """(plan, blocks needed, budget left) to admit ``group`` whole with ``budget``
-        tokens: per request (request, hit blocks, chunk tokens, new blocks)."""
-        plan, need, pending = [], 0, set()
-        for req in group:
-            hit, n, blocks, idle = self._plan(req, budget, pending)
-            budget -= n
-            need += self._admit_need(req, hit, blocks) + idle
-            plan.append((req, hit, n, blocks))
-        return plan, need, budget
-
-    def _admit_need(self, req: Request, hit: int, blocks: int) -> int:
-        """New blocks that must fit to admit ``req`` with ``hit`` cached blocks and a
-        first chunk of ``blocks`` new ones: those, or with ``admit_full_prompt`` the
-        blocks of all its known tokens (module docstring)."""
-        if self.admit_full_prompt:
-            return max(blocks, _cdiv(req.num_known_tokens, self.block_size) - hit)
-        return blocks
-
-    def _piece_v1(self, group: Sequence[Request], budget: int
-                  ) -> tuple[list[tuple[Request, int, int, int]], int]:
-        """The leading members of ``group`` that fit now, as (plan, budget left)."""
-        plan, need, pending = [], 0, set()
-        free = self._free() - self._due_blocks()
-        seats = self.max_num_seqs - len(self.running) - len(self._lingering)
-        for req in group[:seats]:
-            if budget <= 0:
-                break
-            hit, n, blocks, idle = self._plan(req, budget, set(pending))
-            want = self._admit_need(req, hit, blocks) + idle
-            if need + want > free:
-                break
-            self._plan(req, budget, pending)
-            need += want
-            budget -= n
-            plan.append((req, hit, n, blocks))
-        return plan, budget
-
     def _fits_empty(self, group: Sequence[Request]) -> bool:
         """Whether ``group`` could be admitted whole by an idle engine (all seats, the
         whole token budget, every block but the watermark free; cached blocks as now).
@@ -629,55 +434,6 @@ class Engine(DecodeSet, V0Scheduler):
             self._preempt(self.policy.victim(self.running))
 
     # ----------------------------------------------------------------- state
-    def _start(self, req: Request, hit: int, blocks: int, n: int) -> None:
-        """Admit ``req``: share ``hit`` cached blocks, allocate ``blocks`` new ones for a
-        first chunk of ``n`` tokens."""
-        req.status = RUNNING
-        self.running[req] = None
-        self.prefilling.append(req)
-        pid = req.program_id
-        if pid is not None:
-            self._program_running[pid] = self._program_running.get(pid, 0) + 1
-        if self.cache is not None:
-            if req._hashes:
-                self.cache.acquire(req._hashes[:hit])
-                req._shared = hit
-                req.num_computed = hit * self.block_size
-            if req.num_preemptions == 0:  # every lookup counts, hit or not (vLLM)
-                self.prefix_query_tokens += req.prompt_tokens
-                self.prefix_hit_tokens += req.num_computed
-                req.num_cached_tokens = req.num_computed
-        self._alloc(blocks)
-        req.num_blocks += blocks
-        self._register(req, req.num_computed + n)
-
-    def _register(self, req: Request, upto: int) -> None:
-        """Move the request's newly full prompt blocks (tokens < ``upto``) from private
-        to cached, in order (a block another request cached meanwhile is shared)."""
-        hashes = req._hashes
-        if self.cache is None or not hashes:
-            return
-        cache = self.cache
-        end = min(len(hashes), upto // self.block_size)
-        while req._shared < end:
-            h = hashes[req._shared]
-            if not cache.insert(h, req.program_id):
-                cache.acquire((h,))  # computed meanwhile by another request: share it
-                self.free_blocks += 1  # and give back the private copy
-            req._shared += 1
-            req.num_blocks -= 1
-
-    def _release(self, req: Request) -> None:
-        """Free a leaving request's private blocks and unreference its cached ones."""
-        pid = req.program_id
-        if pid is not None:
-            self._program_running[pid] -= 1
-        if req._shared:
-            self.cache.release(req._hashes[:req._shared], self.env.now)  # type: ignore
-            req._shared = 0
-        self.free_blocks += req.num_blocks
-        req.num_blocks = 0
-
     def _preempt(self, req: Request) -> None:
         if req._decoding:
             self._leave_decode(req)
@@ -693,18 +449,6 @@ class Engine(DecodeSet, V0Scheduler):
         self.num_preemptions += 1
         self._preempted = True
         self.waiting.prepend(req)
-
-    def cache_generated(self, req: Request) -> None:
-        """Register the full blocks a running request has computed so far in the prefix
-        cache (its prompt blocks are registered at admission; blocks of generated
-        tokens only when ``output_key`` gave them identities). vLLM caches each block as
-        it fills (``KVCacheManager.cache_blocks`` after every step); dynasim registers
-        them when another request is about to look them up (a Dynasor-CoT probe) and
-        when the request is preempted, the two moments a hit on them can happen."""
-        if self.cache is None or req.status != RUNNING or not req._hashes:
-            return
-        self.sync(req)
-        self._register(req, req.num_computed)
 
     def _apply_chunks(self, chunks: dict[Request, int]) -> None:
         now = self.env.now

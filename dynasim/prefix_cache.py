@@ -20,8 +20,9 @@ cache for the eviction order):
   so its tail goes before its head, as a radix tree evicts leaves before their parents).
   Program-aware (Dynasor's prefix-cache manager, ``busy`` given): blocks of programs with
   no running request first, then that LRU order.
-* Identical blocks computed concurrently are not de-duplicated (vLLM keeps both): the
-  second copy stays private to its request (:meth:`PrefixCache.insert`).
+* Identical blocks computed concurrently: vLLM keeps both copies (no de-duplication in
+  ``BlockPool.cache_full_blocks``); dynasim's engine shares the first and frees the
+  second (``Engine._register``), so it may count one block less per such race.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class PrefixCache:
 
     def insert(self, h: BlockHash, program_id: int | None) -> bool:
         """Register a freshly computed block, referenced once. False if already cached
-        (the caller then keeps its copy private, as vLLM keeps a duplicate block)."""
+        (the engine then shares the cached one and frees its copy: module docstring)."""
         if h in self._refs:
             return False
         self._refs[h] = 1
