@@ -34,7 +34,35 @@ def requests_from_trace(trace: Trace) -> list[Request]:
 
     A ``client_timeout_s`` column (recorded runs, :mod:`dynasim.runs.common`; NaN or
     absent: none) becomes each request's ``timeout_s`` (seconds after its arrival);
-    the engine honours it only under a profile with ``client_timeouts``."""
+    the engine honours it only under a profile with ``client_timeouts``. A ``priority``
+    column (vLLM's per-request integer priority, lower first; a Mooncake line's extra
+    key) becomes each request's ``priority``, which the ``priority`` policy orders by
+    (:mod:`dynasim.policies.priority`) and the replay harness sends; 0 where a row has
+    none.
+
+    Raises:
+        InputError: a ``priority`` that is not an integer (field ``priority``, the row's
+            request id).
+    """
+    reqs = _requests(trace)
+    f = trace.frame
+    if "priority" in f.columns:
+        prio = f["priority"].map(lambda v: 0 if isinstance(v, float) and math.isnan(v)
+                                 else v)  # a line without the key: vLLM's default 0
+        bad = prio.map(lambda v: isinstance(v, bool) or not float(v).is_integer()
+                       if isinstance(v, (int, float)) else True)
+        if bad.any():
+            rid = prio.index[bad.to_numpy()][0]
+            raise InputError(f"priority must be an integer, got {prio[rid]!r} (request "
+                             f"{rid})", source=trace.source, field="priority")
+        by_id = {int(k): int(v) for k, v in prio.items()}
+        for r in reqs:
+            r.priority = by_id[r.request_id]
+    return reqs
+
+
+def _requests(trace: Trace) -> list[Request]:
+    """:func:`requests_from_trace` without the ``priority`` column."""
     f = trace.frame
     n = len(f)
     times = f["arrival_time"].to_numpy(float)

@@ -76,3 +76,33 @@ def test_a_preempted_request_waits_behind_higher_priority_arrivals():
     done, eng = run(prof, Priority(), [a, b, c], at=[0.0, 0.005, 0.010])
     assert a.num_preemptions >= 1 and len(done) == 3
     assert c.first_token_time < b.finish_time < a.finish_time
+
+
+def test_a_trace_s_priority_column_reaches_the_requests_and_the_policy(write):
+    import simpy
+
+    from dynasim.engine import Engine
+    from dynasim.errors import InputError
+    from dynasim.simulation import requests_from_trace
+    from dynasim.trace import read_trace
+
+    # four requests at once on one seat: the two of priority 0 first (the line without a
+    # priority counts as 0, vLLM's default), then the two of priority 5; ties by id
+    lines = ['{"timestamp": 0, "input_length": 16, "output_length": 4, "priority": 5}',
+             '{"timestamp": 1, "input_length": 16, "output_length": 4, "priority": 5}',
+             '{"timestamp": 2, "input_length": 16, "output_length": 4, "priority": 0}',
+             '{"timestamp": 3, "input_length": 16, "output_length": 4}']
+    reqs = requests_from_trace(read_trace(str(write("p.jsonl", "\n".join(lines) + "\n"))))
+    assert [r.priority for r in reqs] == [5, 5, 0, 0]
+    env = simpy.Environment()
+    done = []
+    eng = Engine(env, unit_profile(max_num_seqs=1), Priority(), on_finish=done.append)
+    for r in reqs:
+        r.arrival_time = 0.0
+        eng.submit(r)
+    env.run()
+    assert [r.request_id for r in done] == [2, 3, 0, 1]
+    bad = write("b.jsonl", lines[0].replace("5}", '"high"}') + "\n")
+    with pytest.raises(InputError) as exc:
+        requests_from_trace(read_trace(str(bad)))
+    assert exc.value.field == "priority" and "b.jsonl" in str(exc.value)
