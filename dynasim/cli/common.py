@@ -359,3 +359,19 @@ def csv_list(kind: type[_T]) -> Callable[[str], list[_T]]:
             raise InputError(f"expected comma-separated {kind.__name__} values, got "
                              f"{text!r}") from None
     return parse
+
+
+async def serve_until_stopped(runner: object) -> None:
+    """Wait until SIGINT or SIGTERM, then clean up ``runner`` (an aiohttp ``AppRunner``
+    already serving): how ``dynasim serve`` and ``dynasim proxy`` end."""
+    import asyncio
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()  # type: ignore[attr-defined]

@@ -70,8 +70,7 @@ def _log_to_stderr() -> None:
 
 def cmd_proxy(args: argparse.Namespace) -> None:
     """``dynasim proxy``: serve until Ctrl-C or SIGTERM."""
-    import signal
-
+    from dynasim.cli.common import serve_until_stopped
     from replay.proxy.config import BadField
     from replay.proxy.server import make_app, serve
 
@@ -95,13 +94,6 @@ def cmd_proxy(args: argparse.Namespace) -> None:
                              field="port") from None
         print(f"dynasor proxy on http://{args.host}:{args.port} -> "
               f"{args.target_base_url}; Ctrl-C stops", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
+        await serve_until_stopped(runner)
 
     asyncio.run(main())

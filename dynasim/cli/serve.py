@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from dynasim.cli.common import add_limit_flags
+from dynasim.cli.common import add_limit_flags, serve_until_stopped
 from dynasim.errors import InputError
 
 
@@ -67,9 +67,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 async def _serve(args: argparse.Namespace, profiles: list, router: object, model: str,
                  max_model_len: int | None) -> None:
-    import asyncio
-    import signal
-
     from aiohttp import web
 
     from dynasim.policies import make_policy
@@ -93,11 +90,4 @@ async def _serve(args: argparse.Namespace, profiles: list, router: object, model
     print(f"dynasim serve: listening on http://{host}:{port} (model {model}, "
           f"{len(profiles)} replica(s) of {profiles[0].name}, policy {twin.policy.label})",
           flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_stopped(runner)
