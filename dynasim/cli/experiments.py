@@ -32,6 +32,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--request-rate", type=csv_list(float), help="program rates, programs/s")
     p.add_argument("--slo-scale", type=csv_list(float), help="comma-separated SLO scales")
     p.add_argument("--seed", type=csv_list(int), help="comma-separated seeds")
+    p.add_argument("--replicas", type=csv_list(int), help="comma-separated fleet sizes "
+                   "(replicas behind a router; sets the fleet axes)")
+    p.add_argument("--router", type=csv_list(str), help="comma-separated routers "
+                   "(round-robin, least-outstanding, least-kv, prefix-affinity, "
+                   "program-affinity)")
     p.add_argument("--num-programs", type=int)
     p.add_argument("--cap", type=int)
     p.add_argument("--detect-at", type=int)
@@ -81,6 +86,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     overrides = {"workloads": args.workload, "profiles": args.profile,
                  "policies": args.policy, "request_rates": args.request_rate,
                  "slo_scales": args.slo_scale, "seeds": args.seed,
+                 "replicas": args.replicas, "routers": args.router,
                  "num_programs": args.num_programs, "cap": args.cap,
                  "detect_at": args.detect_at, "threshold": args.threshold,
                  "base_deadline": args.base_deadline,

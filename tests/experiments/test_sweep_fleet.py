@@ -62,3 +62,14 @@ def test_fleet_view_leaves_a_plain_sweep_alone():
     df = pd.DataFrame({"policy": ["lpm"], "slo_attainment": [1.0]})
     out, base = fleet_view(df)
     assert out is df and base == "lpm"
+
+
+def test_fleet_flags_override_the_config(tmp_path, capsys):
+    from dynasim.cli import main
+
+    args = ["sweep", "--workload", "game24-tot", "--profile", "vidur-llama3-8b-a100",
+            "--policy", "sjf", "--request-rate", "1", "--output-dir", str(tmp_path),
+            "--no-progress", "--replicas", "2", "--router", "round-robin,nearest"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "routers" in err and "unknown router 'nearest'" in err
