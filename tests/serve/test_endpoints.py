@@ -35,10 +35,14 @@ def _profile(max_num_seqs: int = 8, max_model_len: int | None = 512) -> Profile:
                                                "decode_large_batch": step})
 
 
-def _run(body, policy: str = "fcfs", **profile_args) -> object:
-    """Run ``body(session, url, twin)`` against an in-process twin; returns its result."""
+def _run(body, policy: str = "fcfs", replicas: int = 1, **profile_args) -> object:
+    """Run ``body(session, url, twin)`` against an in-process twin (``replicas`` behind
+    round-robin); returns its result."""
     async def go():
-        twin = Twin([_profile(**profile_args)], lambda: make_policy(policy))
+        from dynasim.routers import make_router
+
+        twin = Twin([_profile(**profile_args)] * replicas, lambda: make_policy(policy),
+                    make_router("round-robin") if replicas > 1 else None)
         server = TwinServer(twin, MODEL, twin.profiles[0].max_model_len,
                             priority_enabled=policy == "priority")
         runner = web.AppRunner(server.app(), handler_cancellation=True)
@@ -170,28 +174,14 @@ def test_a_request_the_kv_cache_can_never_hold_is_http_400():
 def test_replicas_behind_a_router_each_serve_and_report():
     """Two replicas, round-robin: two requests land on replicas 0 and 1, and /metrics
     reports each replica under its own engine label."""
-    async def go():
-        from dynasim.routers import make_router
+    async def body(s, url, twin):
+        await asyncio.gather(*(_post(s, url + "/v1/completions",
+                                     {"prompt": [1] * 20, "max_tokens": 3})
+                               for _ in range(2)))
+        async with s.get(url + "/metrics") as r:
+            return parse_prometheus(await r.text())
 
-        twin = Twin([_profile(), _profile()], lambda: make_policy("fcfs"),
-                    make_router("round-robin"))
-        server = TwinServer(twin, MODEL, 512, priority_enabled=False)
-        runner = web.AppRunner(server.app(), handler_cancellation=True)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        try:
-            async with aiohttp.ClientSession() as s:
-                await asyncio.gather(*(_post(s, url + "/v1/completions",
-                                             {"prompt": [1] * 20, "max_tokens": 3})
-                                       for _ in range(2)))
-                async with s.get(url + "/metrics") as r:
-                    return parse_prometheus(await r.text())
-        finally:
-            await runner.cleanup()
-
-    m = asyncio.run(go())
+    m = _run(body, replicas=2)
     per_engine = {lab["engine"]: v for lab, v in m["vllm:generation_tokens_total"]}
     assert per_engine == {"0": 3, "1": 3}
 
