@@ -151,9 +151,6 @@ class Engine(KVBlocks, DecodeSet, V0Scheduler, V1Scheduler):
             Policy.order_changes_at else policy.order_changes_at
         self._cache_orders = getattr(policy, "order_depends_on_cache", False)
         self.running: dict[Request, None] = {}  # admission order
-        #: requests waiting or running: len(waiting) + len(running), kept as a count
-        #: (a router reads it for every request on every replica)
-        self.num_in_flight = 0
         self.prefilling: list[Request] = []  # running, not decoding, admission order
         self.block_size = profile.block_size
         self.total_blocks = profile.num_gpu_blocks
@@ -215,7 +212,6 @@ class Engine(KVBlocks, DecodeSet, V0Scheduler, V1Scheduler):
         self.policy.on_arrival(req, now)
         req.status = WAITING
         self.waiting.push(req)
-        self.num_in_flight += 1
         if self.client_timeouts and math.isfinite(req.timeout_s):
             self.env.process(self._client_timeout(req))
         if self._idle is not None:
@@ -223,6 +219,12 @@ class Engine(KVBlocks, DecodeSet, V0Scheduler, V1Scheduler):
                 self._idle.succeed()
         elif self._leaping and len(self.running) < self.max_num_seqs:
             self._cut_run()
+
+    @property
+    def num_in_flight(self) -> int:
+        """Requests waiting or running (not those async scheduling still holds after
+        they finished): what ``least-outstanding`` counts."""
+        return len(self.waiting) + len(self.running)
 
     def _admissible(self, req: Request) -> bool:
         """Whether ``req`` will not be rejected at arrival (:meth:`_rejection`), memoised
@@ -276,7 +278,6 @@ class Engine(KVBlocks, DecodeSet, V0Scheduler, V1Scheduler):
         """
         if req.status == WAITING:
             self.waiting.remove(req)
-            self.num_in_flight -= 1
             self._aborted(req)
             if self._leaping and len(self.waiting) and len(self.running) < self.max_num_seqs:
                 self._cut_run()  # a new head of the queue may fit: end the run
@@ -299,7 +300,6 @@ class Engine(KVBlocks, DecodeSet, V0Scheduler, V1Scheduler):
         for req in aborts:
             if req.status == WAITING:  # preempted since the abort was asked
                 self.waiting.remove(req)
-                self.num_in_flight -= 1
                 self._aborted(req)
                 continue
             if req.status != RUNNING:
@@ -309,7 +309,6 @@ class Engine(KVBlocks, DecodeSet, V0Scheduler, V1Scheduler):
             else:
                 self.prefilling.remove(req)
             del self.running[req]
-            self.num_in_flight -= 1
             self._release(req)
             self._aborted(req)
 
@@ -466,7 +465,6 @@ class Engine(KVBlocks, DecodeSet, V0Scheduler, V1Scheduler):
 
     def _finish(self, req: Request) -> None:
         del self.running[req]
-        self.num_in_flight -= 1
         if self.async_scheduling:  # seat and blocks held until the next schedule
             self._lingering.append(req)
         else:

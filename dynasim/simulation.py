@@ -44,8 +44,8 @@ def requests_from_trace(trace: Trace) -> list[Request]:
         InputError: a ``priority`` that is not an integer (field ``priority``, the row's
             request id).
     """
-    reqs = _requests(trace)
     f = trace.frame
+    prios = None
     if "priority" in f.columns:
         prio = f["priority"].map(lambda v: 0 if isinstance(v, float) and math.isnan(v)
                                  else v)  # a line without the key: vLLM's default 0
@@ -55,15 +55,7 @@ def requests_from_trace(trace: Trace) -> list[Request]:
             rid = prio.index[bad.to_numpy()][0]
             raise InputError(f"priority must be an integer, got {prio[rid]!r} (request "
                              f"{rid})", source=trace.source, field="priority")
-        by_id = {int(k): int(v) for k, v in prio.items()}
-        for r in reqs:
-            r.priority = by_id[r.request_id]
-    return reqs
-
-
-def _requests(trace: Trace) -> list[Request]:
-    """:func:`requests_from_trace` without the ``priority`` column."""
-    f = trace.frame
+        prios = prio.to_numpy().astype(np.int64)
     n = len(f)
     times = f["arrival_time"].to_numpy(float)
     ids = f.index.to_numpy().astype(np.int64)
@@ -75,15 +67,20 @@ def _requests(trace: Trace) -> list[Request]:
                f["prompt_tokens"].to_numpy().astype(np.int64)[order].tolist(),
                f["output_tokens"].to_numpy().astype(np.int64)[order].tolist())
     if hashes is None and timeouts is None:  # the common case, no per-row options
-        return [Request(rid, t, p, o) for rid, t, p, o in cols]
-    if timeouts is None:
-        timeouts = np.full(n, np.nan)
-    limits = np.where(timeouts > 0, timeouts, math.inf).tolist()  # NaN or <= 0: none
-    if hashes is None:
-        hashes = [None] * n
-    return [Request(rid, t, p, o, hash_ids=tuple(h) if isinstance(h, list) else None,
-                    timeout_s=limit)
-            for (rid, t, p, o), h, limit in zip(cols, hashes, limits)]
+        reqs = [Request(rid, t, p, o) for rid, t, p, o in cols]
+    else:
+        if timeouts is None:
+            timeouts = np.full(n, np.nan)
+        limits = np.where(timeouts > 0, timeouts, math.inf).tolist()  # NaN or <= 0: none
+        if hashes is None:
+            hashes = [None] * n
+        reqs = [Request(rid, t, p, o, hash_ids=tuple(h) if isinstance(h, list) else None,
+                        timeout_s=limit)
+                for (rid, t, p, o), h, limit in zip(cols, hashes, limits)]
+    if prios is not None:
+        for r, v in zip(reqs, prios[order].tolist()):
+            r.priority = v
+    return reqs
 
 
 def start_arrivals(env: simpy.Environment, engine: Engine, requests: list[Request],
