@@ -110,11 +110,23 @@ class Cluster:
         #: seconds from sending to the router (the fleet's least front-end latency)
         self.frontend_latency = min(fe)
         self._extra = [f - self.frontend_latency for f in fe]
+        self._any_extra = any(x > 0 for x in self._extra)
         self._in_transit: set[Request] = set()
         self._aborted: set[Request] = set()
 
     def __len__(self) -> int:
         return len(self.engines)
+
+    def tell_next_arrival(self, instant: float, req: Request | None) -> None:
+        """The arrival source's promise that no request reaches the router before
+        ``instant`` (seconds; ``math.inf``: no more), forwarded to every engine as its
+        ``quiet_until`` when routing and submission are simultaneous (no replica has
+        extra front-end latency), so that their decode runs may look ahead
+        (:meth:`~dynasim.decode_set.DecodeSet._decode_run`). Which engine ``req`` goes
+        to is only known when it arrives, so no engine is told ``req``."""
+        if not self._any_extra:
+            for e in self.engines:
+                e.quiet_until = instant
 
     @property
     def policies(self) -> list[Policy]:
@@ -231,7 +243,10 @@ def simulate_cluster(trace: Trace, profiles: Sequence[Profile],
         raise ValueError("a cluster needs at least one replica profile")
 
     def make_engine(env: simpy.Environment, on_finish: Callable) -> Cluster:
-        return Cluster(env, profiles, policy_factory, router, on_finish=on_finish)
+        fleet = Cluster(env, profiles, policy_factory, router, on_finish=on_finish)
+        for e in fleet.engines:  # on_finish only records; routers look at arrivals
+            e.lookahead = True
+        return fleet
 
     first = min(profiles, key=lambda p: p.frontend_latency_ms)  # sends reach the router
     return simulate(trace, first, None, progress, max_decode_run,  # type: ignore

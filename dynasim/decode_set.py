@@ -158,20 +158,15 @@ class DecodeSet:
                 self._leave_decode(req)
                 self._finish(req)
 
-    def _decode_run(self):
-        """Advance up to the next finish or KV exhaustion in one timeout (see module
-        docstring); an admissible arrival interrupts at the next step boundary. After a
-        preemption only one step is taken, since the victim may be readmitted then;
-        otherwise a waiting group that could not be admitted at the start of the run
-        cannot be admitted during it (seats and budget are unchanged, free blocks only
-        shrink, a head's need never shrinks as its cached blocks are evicted) as long
-        as the queue's head stays the same: the run therefore also ends at the first
-        step boundary at or after ``policy.order_changes_at(now)`` (SJF aging) and, when
-        the order reads the prefix cache (LPM), after the first step that evicts."""
+    def _plan_run(self, start: float) -> tuple[int, float, float, float, int | None, bool]:
+        """The next run of decode steps from ``start`` (seconds) and the engine's state:
+        ``(steps, alpha, beta, seconds, due, at_finish)``: step ``i`` takes ``alpha +
+        beta*i`` s; ``due`` is :meth:`_blocks_due` of ``steps`` (None where not computed);
+        ``at_finish``: the run ends exactly at the next finish (nothing else cut it)."""
         heap = self._finish_heap
         while heap[0][2] != heap[0][3]._epoch:
             heapq.heappop(heap)
-        k = heap[0][0] - self.clock
+        k = to_finish = heap[0][0] - self.clock
         watches = self._watch_heap
         while watches and watches[0][2] != watches[0][3]._epoch:
             heapq.heappop(watches)
@@ -198,18 +193,72 @@ class DecodeSet:
             alpha = self.model.step_time([], n, s0)
             beta = self.model.step_time([], n, s0 + n) - alpha
         total = k * alpha + beta * k * (k - 1) / 2
-        env = self.env
-        start = env.now
         change = None if self._order_changes_at is None else self._order_changes_at(start)
         if change is not None and start + total > change:
             # the order may change with time alone: stop at the first step boundary
             # at or after that time (where a step-by-step engine would see it)
             k = _steps_covering(alpha, beta, change - start, k)
             total = k * alpha + beta * k * (k - 1) / 2
+        return k, alpha, beta, total, due if k == due_k else None, k == to_finish
+
+    def _at(self, t: float) -> simpy.Event:
+        """An event at exactly the instant ``t`` (seconds, >= now), as a timeout started
+        at an earlier step boundary would have it (``boundary + seconds`` in floats)."""
+        env = self.env
+        now = env.now
+        delay = t - now
+        while now + delay < t:
+            delay = math.nextafter(delay, math.inf)
+        while delay > 0 and now + delay > t:
+            delay = math.nextafter(delay, 0.0)
+        ev = simpy.Event(env)
+        ev._ok, ev._value = True, None
+        env.schedule(ev, delay=delay)
+        return ev
+
+    def _decode_run(self):
+        """Advance up to the next finish or KV exhaustion in one timeout (see module
+        docstring); an admissible arrival interrupts at the next step boundary. After a
+        preemption only one step is taken, since the victim may be readmitted then;
+        otherwise a waiting group that could not be admitted at the start of the run
+        cannot be admitted during it (seats and budget are unchanged, free blocks only
+        shrink, a head's need never shrinks as its cached blocks are evicted) as long
+        as the queue's head stays the same: the run therefore also ends at the first
+        step boundary at or after ``policy.order_changes_at(now)`` (SJF aging) and, when
+        the order reads the prefix cache (LPM), after the first step that evicts.
+
+        Looking ahead (``_ahead``: :func:`~dynasim.simulation.simulate`, whose finishes
+        nobody watches but the record list and, in a fleet, a router that looks only at
+        arrivals): while the queue is empty and no request reaches the engine before
+        the end of a run that ends at a finish (``quiet_until``), that run and its
+        finishes are taken now (finish times and cache releases at the run's end,
+        ``_now_at``) and the next run planned from its end, as the engine loop would
+        schedule it there (an empty queue admits nothing: the step is decode only);
+        one SimPy event then covers several finishes."""
+        env = self.env
+        start = env.now
+        while True:
+            k, alpha, beta, total, due, at_finish = self._plan_run(start)
+            end = start + total
+            if not (self._ahead and at_finish and self.quiet_until > end
+                    and not len(self.waiting) and len(self.running) == self.num_decoding):
+                break
+            self.num_steps += k
+            self._advance_decode(k, due)
+            self._now_at = end
+            before = len(self.running)
+            self._collect_finished()
+            self.num_finished_ahead += before - len(self.running)
+            self._now_at = None
+            if not self.num_decoding or self._due_blocks() > self._free():
+                yield self._at(end)  # idle, or the next step preempts: the loop's turn
+                return
+            start = end
         self._leaping = True
         self._run = (start, alpha, beta, k)
+        planned = k
         nxt = self.next_arrival
-        if (nxt is not None and nxt[0] < start + total
+        if (nxt is not None and nxt[0] < end
                 and len(self.running) < self.max_num_seqs and self._admissible(nxt[1])):
             # the next arrival, already scheduled, will cut this run: wait for it
             # instead of a timeout it would interrupt (the same instants, fewer events)
@@ -218,7 +267,7 @@ class DecodeSet:
             cut = True
         else:
             try:
-                yield env.timeout(total)
+                yield env.timeout(total) if start == env.now else self._at(end)
                 self._leaping = False
                 cut = False
             except simpy.Interrupt:
@@ -235,7 +284,7 @@ class DecodeSet:
             k = j
         self._run = None
         self.num_steps += k
-        self._advance_decode(k, due if k == due_k else None)
+        self._advance_decode(k, due if k == planned else None)
         if self._watch_heap:
             self._collect_watches()
         heap = self._finish_heap

@@ -175,6 +175,9 @@ class Engine(KVBlocks, DecodeSet, V0Scheduler, V1Scheduler):
         #: source tells (:func:`dynasim.simulation.start_arrivals`); a decode run that
         #: this arrival will cut waits on ``_wake`` instead of a timeout
         self.next_arrival: tuple[float, Request] | None = None
+        #: no request reaches this engine before this instant (seconds), as its arrival
+        #: source tells (:meth:`tell_next_arrival`); -inf: unknown
+        self.quiet_until = -math.inf
         self._wake: simpy.Event | None = None
         self._admissible_memo: tuple[Request | None, bool] = (None, False)
         self._preempted = False  # a preemption in this step's schedule
@@ -193,6 +196,13 @@ class Engine(KVBlocks, DecodeSet, V0Scheduler, V1Scheduler):
         self._lingering: list[Request] = []
         self._late_release = False
         self._timed_out: set[Request] = set()  # aborted by their client timeout
+        #: set by :func:`~dynasim.simulation.simulate` when nothing but the arrival source
+        #: watches this engine and its ``on_finish`` only records: decode runs may then
+        #: look ahead past finishes (:meth:`~dynasim.decode_set.DecodeSet._decode_run`)
+        self.lookahead = False
+        self._ahead = False  # lookahead and every other condition for it (run() start)
+        self._now_at: float | None = None  # the instant of a finish taken ahead of time
+        self.num_finished_ahead = 0  # finishes taken ahead of their instant (a counter)
         self.process = env.process(self.run())
 
     # ----------------------------------------------------------------- public
@@ -219,6 +229,14 @@ class Engine(KVBlocks, DecodeSet, V0Scheduler, V1Scheduler):
                 self._idle.succeed()
         elif self._leaping and len(self.running) < self.max_num_seqs:
             self._cut_run()
+
+    def tell_next_arrival(self, instant: float, req: Request | None) -> None:
+        """The arrival source's promise: the next request to reach this engine is
+        ``req`` at ``instant`` (SimPy's event time; ``math.inf``, None: no more).
+        Lets decode runs wait for it instead of being interrupted and look ahead
+        (:meth:`~dynasim.decode_set.DecodeSet._decode_run`)."""
+        self.next_arrival = None if req is None else (instant, req)
+        self.quiet_until = instant
 
     @property
     def num_in_flight(self) -> int:
@@ -329,6 +347,7 @@ class Engine(KVBlocks, DecodeSet, V0Scheduler, V1Scheduler):
         """The SimPy process: schedule, wait the step time, apply; forever."""
         env = self.env
         stalls = 0
+        self._ahead = self._can_look_ahead()
         while True:
             if self._aborts:
                 self._apply_aborts()
@@ -374,6 +393,18 @@ class Engine(KVBlocks, DecodeSet, V0Scheduler, V1Scheduler):
             self._apply_chunks(chunks)
             if self._finish_heap and self._finish_heap[0][0] <= self.clock:
                 self._collect_finished()
+
+    def _can_look_ahead(self) -> bool:
+        """Whether decode runs may take finishes ahead of time (:attr:`lookahead` and
+        nothing that a finish could change before the next schedule: no policy hooks or
+        time-dependent order, no progress watches, client timeouts or async scheduling,
+        no step cap)."""
+        kind = type(self.policy)
+        return (self.lookahead and self.max_decode_run is None and self.on_progress is None
+                and self._on_step is None and self._refresh is None
+                and self._order_changes_at is None and not self._cache_orders
+                and getattr(kind, "on_finish", None) is Policy.on_finish
+                and not self.client_timeouts and not self.async_scheduling)
 
     def _step_time(self, prefill: list[tuple[int, int]], num_decode: int,
                    sum_decode_ctx: int) -> float:
@@ -473,8 +504,9 @@ class Engine(KVBlocks, DecodeSet, V0Scheduler, V1Scheduler):
             self._aborts.remove(req)
             return self._aborted(req)
         req.status = FINISHED
-        req.finish_time = self.env.now
-        self.policy.on_finish(req, self.env.now)
+        now = self.env.now if self._now_at is None else self._now_at
+        req.finish_time = now
+        self.policy.on_finish(req, now)
         if self.on_finish is not None:
             self.on_finish(req)
 

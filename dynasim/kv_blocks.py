@@ -163,7 +163,8 @@ class KVBlocks:
         if pid is not None:
             self._program_running[pid] -= 1
         if req._shared:
-            self.cache.release(req._hashes[:req._shared], self.env.now)  # type: ignore
+            now = self.env.now if self._now_at is None else self._now_at  # type: ignore
+            self.cache.release(req._hashes[:req._shared], now)  # type: ignore
             req._shared = 0
         self.free_blocks += req.num_blocks
         req.num_blocks = 0

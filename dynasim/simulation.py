@@ -94,25 +94,26 @@ def start_arrivals(env: simpy.Environment, engine: Engine, requests: list[Reques
 
     it = iter(requests)
     nxt: list[Request | None] = [next(it, None)]
-    # a lone engine may wait for the next arrival instead of being interrupted by it
-    # (Engine.next_arrival); whatever else cuts a run (an abort) wakes it the same way
-    tell = isinstance(engine, Engine)
+    # the engine (or fleet) may wait for the next arrival instead of being interrupted
+    # by it and look ahead to it (Engine.tell_next_arrival); whatever else cuts a run
+    # (an abort) wakes it the same way
+    tell = getattr(engine, "tell_next_arrival", None)
 
     def arrive(_: object = None) -> None:
         req = nxt[0]
         while req is not None:
             delay = req.arrival_time + frontend_latency - env.now
             if delay > 0:
-                if tell:
-                    engine.next_arrival = (env.now + delay, req)  # SimPy's event time
+                if tell is not None:
+                    tell(env.now + delay, req)  # SimPy's event time
                 Timeout(env, delay).callbacks.append(arrive)  # type: ignore[union-attr]
                 nxt[0] = req
                 return
             engine.submit(req)
             req = next(it, None)
         nxt[0] = None
-        if tell:
-            engine.next_arrival = None
+        if tell is not None:
+            tell(math.inf, None)
 
     start = Event(env)  # like a process's Initialize: urgent, now
     start._ok, start._value = True, None
@@ -161,6 +162,7 @@ def simulate(trace: Trace, profile: Profile, policy: Policy | None,
 
     if make_engine is None:
         engine = Engine(env, profile, policy, on_finish=on_finish)  # type: ignore[arg-type]
+        engine.lookahead = True  # on_finish only records; nothing else watches it
     else:
         engine = make_engine(env, on_finish=on_finish)
     engine.max_decode_run = max_decode_run

@@ -132,3 +132,60 @@ def test_used_blocks_now_equals_step_by_step_and_in_flight_counts():
     assert [s[0] for s in fast] == [s[0] for s in slow]
     assert len({s[0] for s in fast}) > 20  # the probes saw the cache fill and drain
     assert all(a == b for _, a, b in fast + slow)
+
+
+def shared_prefix_trace(n: int, seed: int) -> Trace:
+    """Poisson arrivals at a rate that often leaves the queue empty, prompts that share
+    leading blocks (three templates), so that cache releases happen in decode runs."""
+    rng = np.random.default_rng(seed)
+    prompts = rng.integers(17, 300, n)
+    frame = pd.DataFrame({"arrival_time": np.cumsum(rng.exponential(0.2, n)),
+                          "prompt_tokens": prompts,
+                          "output_tokens": rng.integers(1, 150, n)})
+    frame["hash_ids"] = [[int(t), *range(1000 * i, 1000 * i + p // 16)]
+                         for i, (t, p) in enumerate(zip(rng.integers(0, 3, n), prompts))]
+    frame.index.name = "request_id"
+    return Trace("shared", frame)
+
+
+@pytest.mark.parametrize("scheduling", ["v0", "v1"])
+def test_lookahead_past_finishes_equals_plain(scheduling):
+    """simulate's engine takes runs and finishes ahead of time while its queue is empty
+    and no arrival comes first (Engine.lookahead): the same records, bit for bit, as an
+    engine that stops at every finish, with the prefix cache on (releases at the
+    finish's instant) and under KV pressure."""
+    tr = shared_prefix_trace(400, seed=8)
+    prof = make_profile(scheduling, kv_capacity_tokens=3072, max_num_seqs=24,
+                        max_model_len=420, sloped=True)
+    for p in (prof, prof.with_overrides(enable_prefix_caching=True)):
+        fast, eng = simulate(tr, p, make_policy("fcfs"))
+        pd.testing.assert_frame_equal(fast, plain_simulate(tr, p, make_policy("fcfs")),
+                                      check_exact=True)
+        assert eng.num_finished_ahead > 30
+        assert p.enable_prefix_caching or eng.num_preemptions > 50  # KV pressure
+
+
+@pytest.mark.parametrize("router", ["least-outstanding", "least-kv", "prefix-affinity"])
+def test_fleet_lookahead_equals_plain(router):
+    """In a fleet the engines look ahead to the next arrival at the router (any
+    replica's): routers that read in-flight counts, KV use or the prefix cache see the
+    same fleet as without lookahead."""
+    from dynasim.cluster import Cluster, simulate_cluster
+    from dynasim.routers import make_router
+    from dynasim.simulation import start_arrivals
+
+    tr = shared_prefix_trace(400, seed=9)
+    tr.frame["arrival_time"] /= 6
+    prof = make_profile("v1", kv_capacity_tokens=4096, max_num_seqs=24,
+                        sloped=True).with_overrides(enable_prefix_caching=True)
+    fast, fleet = simulate_cluster(tr, [prof] * 3, lambda: make_policy("fcfs"),
+                                   make_router(router))
+    env = simpy.Environment()
+    done: list[Request] = []
+    plain = Cluster(env, [prof] * 3, lambda: make_policy("fcfs"), make_router(router),
+                    on_finish=done.append)
+    start_arrivals(env, plain, requests_from_trace(tr))
+    env.run()
+    pd.testing.assert_frame_equal(fast, records_frame(done), check_exact=True)
+    assert sum(e.num_finished_ahead for e in fleet.engines) > 30
+    assert sum(e.num_finished_ahead for e in plain.engines) == 0
