@@ -41,8 +41,11 @@ Rules, each with its vLLM source:
   keeps its sampled tokens and recomputes prompt + output as a prefill when readmitted.
 * **Prefix cache** (``enable_prefix_caching``; :mod:`dynasim.prefix_cache`): at admission
   the leading cached prompt blocks are shared and count as computed (at most
-  ``num_tokens − 1``); blocks a request computes are registered as they are allocated;
-  unreferenced cached blocks count as free and are evicted on demand.
+  ``num_tokens − 1``); blocks a request computes are registered as they are allocated
+  (one that a running request already cached is kept twice, as vLLM keeps both copies);
+  unreferenced cached blocks count as free and are evicted on demand. A preempted
+  request's full computed blocks, generated tokens included, stay cached, so it
+  re-hits them when readmitted (:meth:`~dynasim.kv_blocks.KVBlocks._cache_own_blocks`).
 * **CPU overheads** (V1 ``EngineCore.step``: ``Scheduler.schedule``, the forward pass,
   ``Scheduler.update_from_output``; the API server detokenizes and streams in another
   process): a step pays the model's per-step term (``step_ms`` / ``step_overhead_ms``)
@@ -467,10 +470,10 @@ class Engine(KVBlocks, DecodeSet, V0Scheduler, V1Scheduler):
     def _preempt(self, req: Request) -> None:
         if req._decoding:
             self._leave_decode(req)
-            if req.output_key is not None:  # its full generated blocks stay cached
-                self._register(req, req.num_computed)
         else:
             self.prefilling.remove(req)
+        if self.cache is not None:  # its full computed blocks stay cached (idle)
+            self._cache_own_blocks(req)
         del self.running[req]
         self._release(req)
         req.num_computed = 0

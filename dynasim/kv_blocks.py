@@ -143,7 +143,9 @@ class KVBlocks:
 
     def _register(self, req: Request, upto: int) -> None:
         """Move the request's newly full prompt blocks (tokens < ``upto``) from private
-        to cached, in order (a block another request cached meanwhile is shared)."""
+        to cached, in order; a block another request cached meanwhile is referenced
+        and, while another request uses it, this request's copy stays allocated
+        (``_dups``) until it leaves."""
         hashes = req._hashes
         if self.cache is None or not hashes:
             return
@@ -152,8 +154,15 @@ class KVBlocks:
         while req._shared < end:
             h = hashes[req._shared]
             if not cache.insert(h, req.program_id):
-                cache.acquire((h,))  # computed meanwhile by another request: share it
-                self.free_blocks += 1  # and give back the private copy
+                # cached meanwhile (prefix_cache module docstring): in use by another
+                # request, both copies stay allocated, as in vLLM; idle, this request
+                # takes it over and frees its copy (the same free count as vLLM's idle
+                # old copy beside the request's own)
+                if cache.in_use(h):
+                    req._dups += 1
+                else:
+                    self.free_blocks += 1
+                cache.acquire((h,))
             req._shared += 1
             req.num_blocks -= 1
 
@@ -166,8 +175,31 @@ class KVBlocks:
             now = self.env.now if self._now_at is None else self._now_at  # type: ignore
             self.cache.release(req._hashes[:req._shared], now)  # type: ignore
             req._shared = 0
-        self.free_blocks += req.num_blocks
-        req.num_blocks = 0
+        self.free_blocks += req.num_blocks + req._dups
+        req.num_blocks = req._dups = 0
+
+    def _cache_own_blocks(self, req: Request) -> None:
+        """At preemption (prefix cache on): give the request's full blocks of known
+        tokens (prompt and the tokens it sampled) identities where they have none, and
+        cache those it has computed, so that they stay as idle cached blocks and the
+        request hits them when it is readmitted (unless evicted meanwhile).
+
+        Source: vLLM V1 hashes every full block of every request from its token ids,
+        generated tokens included (``Request.block_hashes``, extended as tokens are
+        appended; ``BlockPool.cache_full_blocks``), and ``Scheduler._preempt_request``
+        frees the blocks through ``KVCacheManager.free``, which leaves them cached in
+        the free queue; readmission finds them with ``get_computed_blocks``. Content
+        that no trace names (no prompt segments, no Mooncake ids, tokens not known in
+        advance) is the request's own, so only the request itself can hit it, and only
+        after a preemption: dynasim names such blocks ``(("#request", request_id),
+        index)`` then, not at arrival (the same hits, no work for the requests that
+        are never preempted)."""
+        hashes = req._hashes
+        full = req.num_known_tokens // self.block_size
+        if len(hashes) < full:
+            key = ("#request", req.request_id)
+            req._hashes = hashes = (*hashes, *((key, j) for j in range(len(hashes), full)))
+        self._register(req, req.num_computed)
 
     def cache_generated(self, req: Request) -> None:
         """Register the full blocks a running request has computed so far in the prefix

@@ -20,9 +20,14 @@ cache for the eviction order):
   so its tail goes before its head, as a radix tree evicts leaves before their parents).
   Program-aware (Dynasor's prefix-cache manager, ``busy`` given): blocks of programs with
   no running request first, then that LRU order.
-* Identical blocks computed concurrently: vLLM keeps both copies (no de-duplication in
-  ``BlockPool.cache_full_blocks``); dynasim's engine shares the first and frees the
-  second (``Engine._register``), so it may count one block less per such race.
+* Identical blocks computed concurrently (a request computes a block another one
+  cached after it was admitted, or past a gap in its cached prefix): vLLM keeps both
+  copies (no de-duplication: ``BlockPool.cache_full_blocks`` only adds the block to the
+  hash's entry; the request's block table keeps its own block). dynasim's engine keeps
+  the cache's one identity and counts the second copy as the request's own block until
+  it leaves (``KVBlocks._register``, ``Request._dups``), so KV use is vLLM's. Where the
+  cached copy is idle, the request takes it over and frees its own: the same count of
+  free-or-evictable blocks as vLLM's idle old copy beside the request's new one.
 """
 
 from __future__ import annotations
@@ -114,9 +119,13 @@ class PrefixCache:
             self._refs[h] += 1
             self._idle.pop(h, None)
 
+    def in_use(self, h: BlockHash) -> bool:
+        """Whether the cached block ``h`` is referenced by a request."""
+        return self._refs.get(h, 0) > 0
+
     def insert(self, h: BlockHash, program_id: int | None) -> bool:
         """Register a freshly computed block, referenced once. False if already cached
-        (the engine then shares the cached one and frees its copy: module docstring)."""
+        (the engine then references the cached one: module docstring)."""
         if h in self._refs:
             return False
         self._refs[h] = 1

@@ -77,6 +77,9 @@ class Request:
     # blocks, and how many leading ones this request references in the cache
     _hashes: tuple = field(default=(), repr=False)
     _shared: int = field(default=0, repr=False)
+    # copies of shared blocks this request computed itself and still holds (vLLM keeps
+    # both copies of a block computed twice; dynasim.prefix_cache)
+    _dups: int = field(default=0, repr=False)
     # decode-set bookkeeping owned by the engine (see engine.py)
     _clock0: int = field(default=0, repr=False)
     _computed0: int = field(default=0, repr=False)

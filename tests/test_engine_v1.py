@@ -7,6 +7,7 @@ import math
 
 import pandas as pd
 import pytest
+import simpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -218,3 +219,46 @@ def test_switches_are_written_only_when_on():
     on = with_(prof, client_timeouts=True)
     assert on.model_dump()["client_timeouts"] is True
     assert Profile.model_validate_json(on.model_dump_json()) == on
+
+
+# ------------------------------------------------- a preempted request's own blocks
+def preempted_readmission(cache: bool) -> list[tuple[int, list[tuple[int, int]]]]:
+    """Two 400 + 400-token requests without shared content on a 64-block cache: the
+    second is preempted as the first grows, then readmitted when it finishes. Returns
+    each step's prefill shape ``(new tokens, computed before)`` by request id."""
+    prof = with_(make_profile("v1", kv_capacity_tokens=64 * 16, max_num_batched_tokens=2048),
+                 enable_prefix_caching=cache)
+    env = simpy.Environment()
+    eng = Engine(env, prof, FCFS())
+    steps: list[tuple[int, list[tuple[int, int]]]] = []
+    plain = eng._step_time
+
+    def spy(prefill, n_dec, ctx):
+        ids = [r.request_id for r in eng.prefilling]
+        steps.extend((i, [p]) for i, p in zip(ids, prefill))
+        return plain(prefill, n_dec, ctx)
+
+    eng._step_time = spy
+    a, b = Request(0, 0.0, 400, 400), Request(1, 0.0, 400, 400)
+    eng.submit(a)
+    eng.submit(b)
+    env.run()
+    assert a.status == b.status == FINISHED and b.num_preemptions == 1
+    return steps
+
+
+def test_preempted_request_re_hits_its_own_cached_blocks():
+    """vLLM V1 hashes every full block of every request, generated tokens included
+    (``Request.block_hashes``, ``BlockPool.cache_full_blocks``), and a preempted
+    request's blocks go back to the free queue still cached (``Scheduler.
+    _preempt_request`` -> ``KVCacheManager.free``): readmitted, it hits the ones not
+    evicted meanwhile (``get_computed_blocks``), its tail evicted first. By hand: a
+    grows to 800 tokens = 50 blocks, evicting b's idle blocks tail first, so b's
+    leading 64 - 50 = 14 blocks survive and b recomputes only the rest."""
+    off = [s for i, s in preempted_readmission(False) if i == 1]
+    on = [s for i, s in preempted_readmission(True) if i == 1]
+    (first_off, again_off), (first_on, again_on) = off, on
+    assert first_on == first_off == [(400, 0)]
+    known = again_off[0][0]  # prompt + generated before the preemption
+    assert again_off == [(known, 0)]
+    assert again_on == [(known - 14 * 16, 14 * 16)]

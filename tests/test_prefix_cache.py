@@ -59,3 +59,38 @@ def test_engine_eviction_order_is_the_policy_s():
     pol = make_policy("fcfs")
     pol.eviction = "program"
     assert Engine(simpy.Environment(), prof, pol).cache._busy is not None
+
+
+def test_a_block_computed_twice_keeps_both_copies_while_both_are_in_use():
+    """vLLM does not de-duplicate: ``BlockPool.cache_full_blocks`` adds a block whose
+    hash is already cached beside the other copy and the request keeps its own block,
+    so two running requests that computed the same block hold two blocks. A copy that
+    is idle is taken over instead (the request's own copy in use and the idle one
+    evictable count as one used block in vLLM too). When the request leaves, its copy
+    is freed."""
+    import simpy
+
+    from dynasim.engine import Engine
+    from dynasim.policies import make_policy
+    from dynasim.request import Request
+    from tests.helpers import make_profile
+
+    prof = make_profile("v1", kv_capacity_tokens=64 * 16).model_copy(
+        update={"enable_prefix_caching": True})
+    eng = Engine(simpy.Environment(), prof, make_policy("fcfs"))
+    shared, idle, own = ("s", 0), ("i", 1), ("o", 2)
+    eng.cache.insert(shared, None)  # in use by another request
+    eng.cache.insert(idle, None)
+    eng.cache.release([idle], 0.0)  # cached, referenced by nobody
+    eng.free_blocks -= 2  # the two cached blocks' memory
+    req = Request(0, 0.0, 48, 4)
+    req._hashes = (shared, idle, own)
+    eng.free_blocks -= 3  # the request computed its three blocks privately
+    req.num_blocks = 3
+    eng._register(req, 48)
+    assert (req._shared, req.num_blocks, req._dups) == (3, 0, 1)
+    # used: the other request's block, this request's two copies (shared + own) and
+    # the idle block it took over, whose private copy went back: 4 of 64
+    assert eng.used_blocks() == 4 and eng.free_blocks == 60
+    eng._release(req)
+    assert req._dups == 0 and eng.used_blocks() == 1  # only the other request's block
