@@ -107,9 +107,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     g.add_argument("--programs", action="store_true", help="time simulate_programs on "
                    "--workloads (requests per wall second, peak memory per request) on "
                    "--profile if given, else vllm023-qwen3-14b-h100 (prefix caching)")
-    g.add_argument("--workloads", default="game24-tot,game24-sc",
-                   help="comma-separated workloads (default game24-tot,game24-sc)")
-    g.add_argument("--policy", default="sjf+certaindex", help="policy (default sjf+certaindex)")
+    g.add_argument("--workloads", default="game24-tot,game24-sc,cot-r1-llama8b-math500",
+                   help="comma-separated workloads (default game24-tot,game24-sc,"
+                   "cot-r1-llama8b-math500)")
+    g.add_argument("--policy", default=None, help="policy (default sjf+dynasor-cot for "
+                   "chains of thought, sjf+certaindex otherwise)")
     g.add_argument("--num-programs", type=int, default=1000,
                    help="programs per workload (default 1000)")
     g.add_argument("--program-rate", type=float, default=1.0,

@@ -20,8 +20,9 @@ replica × 1M requests in 30 s including the read; 8 replicas × 1M requests eac
 minutes.
 
 ``--programs`` (issue 19): :func:`~dynasim.simulation.simulate_programs` on the
-Tree-of-Thoughts and self-consistency Game of 24 workloads (:func:`run_programs_benchmark`):
-requests per wall second and peak memory per request.
+Tree-of-Thoughts and self-consistency Game of 24 workloads and on long chains of thought
+(:data:`PROGRAM_WORKLOADS`, :func:`run_programs_benchmark`): requests per wall second and
+peak memory per request.
 """
 
 from __future__ import annotations
@@ -191,12 +192,27 @@ def _rss_mb() -> float:
         return 0.0
 
 
-def run_programs_benchmark(workloads: tuple[str, ...] = ("game24-tot", "game24-sc"),
-                           policy: str = "sjf+certaindex",
+#: the program workloads ``--programs`` times by default: Tree of Thoughts and
+#: self-consistency (Game of 24) and long chains of thought with probes every 64 tokens
+#: (R1-Llama-8B on MATH500: the kind the issue's 6,000 requests per wall second came from)
+PROGRAM_WORKLOADS = ("game24-tot", "game24-sc", "cot-r1-llama8b-math500")
+
+
+def default_policy(workload: object) -> str:
+    """The policy ``--programs`` runs a workload under unless told: ``sjf+dynasor-cot``
+    for chains of thought (algorithm ``cot``), ``sjf+certaindex`` otherwise (Dynasor §4)."""
+    progs = getattr(workload, "programs", ())
+    return ("sjf+dynasor-cot" if progs and all(s.algorithm == "cot" for s in progs)
+            else "sjf+certaindex")
+
+
+def run_programs_benchmark(workloads: tuple[str, ...] = PROGRAM_WORKLOADS,
+                           policy: str | None = None,
                            profile: str = "vllm023-qwen3-14b-h100",
                            num_programs: int = 1000, rate: float = 1.0,
                            seed: int = 0, repeat: int = 1) -> list[dict]:
-    """Time :func:`~dynasim.simulation.simulate_programs` on each workload (``rate``
+    """Time :func:`~dynasim.simulation.simulate_programs` on each workload under
+    ``policy`` (None: :func:`default_policy` of each) (``rate``
     programs/s, Poisson, ``num_programs`` programs, base deadline 240 s as in Dynasor
     §4): print and return one row per run with the requests simulated, wall and CPU
     seconds, requests per wall second and the peak memory per request (KB: this
@@ -213,23 +229,24 @@ def run_programs_benchmark(workloads: tuple[str, ...] = ("game24-tot", "game24-s
     rows = []
     for name in workloads:
         wl = load_workload(name)
+        pol_name = policy or default_policy(wl)
         for i in range(repeat):
             specs, times, deadlines, _ = online_programs(
                 wl, None, rate, seed=seed, num_programs=num_programs, base=240.0)
             before = _rss_mb()
             t0, c0 = time.perf_counter(), time.process_time()
             requests, programs, engine = simulate_programs(specs, times, prof,
-                                                           make_policy(policy), deadlines)
+                                                           make_policy(pol_name), deadlines)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             n = len(requests)
             kb = max(0.0, _peak_rss_mb() - before) * 1024 / max(1, n)
-            row = {"workload": name, "policy": policy, "profile": profile,
+            row = {"workload": name, "policy": pol_name, "profile": profile,
                    "programs": len(programs), "requests": n, "wall_s": wall, "cpu_s": cpu,
                    "requests_per_wall_s": n / wall, "requests_per_cpu_s": n / cpu,
                    "peak_kb_per_request": kb, "engine_steps": engine.num_steps}
             rows.append(row)
             print(f"run {i + 1}: {name}, {len(programs)} programs at {rate:g}/s, {n} "
-                  f"requests, {policy} on {profile}: wall {wall:.2f} s (CPU {cpu:.2f} s), "
+                  f"requests, {pol_name} on {profile}: wall {wall:.2f} s (CPU {cpu:.2f} s), "
                   f"{n / wall:.0f} requests per wall s ({n / cpu:.0f} per CPU s), peak "
                   f"memory {kb:.2f} KB per request, {engine.num_steps} engine steps",
                   flush=True)

@@ -55,8 +55,10 @@ def test_scale_benchmark_cli_and_bad_flags(data_dir, capsys):
 def test_programs_benchmark_rows_and_cli(data_dir, capsys):
     from dynasim.experiments.benchmark import run_programs_benchmark
 
-    rows = run_programs_benchmark(("game24-sc",), num_programs=6, rate=2.0)
-    assert len(rows) == 1 and rows[0]["programs"] == 6
+    rows = run_programs_benchmark(("game24-sc", "cot-r1-llama8b-math500"), num_programs=6,
+                                  rate=2.0)
+    assert [r["programs"] for r in rows] == [6, 6]
+    assert [r["policy"] for r in rows] == ["sjf+certaindex", "sjf+dynasor-cot"]
     r = rows[0]
     assert r["requests"] >= 6 and r["wall_s"] > 0 and r["cpu_s"] > 0
     assert r["requests_per_wall_s"] == pytest.approx(r["requests"] / r["wall_s"])
