@@ -10,8 +10,12 @@ to the next finish, watch or KV exhaustion in one timeout, with no Python work p
 An arrival or abort that may change the batch interrupts the run at the next step
 boundary (:func:`_steps_covering`); a run that the next arrival (``next_arrival``, told by
 :func:`dynasim.simulation.start_arrivals`) will cut waits for it on an event instead.
-:meth:`DecodeSet.used_blocks_now` counts the blocks of the run's steps completed so far. Everything here is exactly equal to taking one step
-per timeout (``Engine.max_decode_run = 1``; the tests compare the two).
+:meth:`DecodeSet.used_blocks_now` counts the blocks of the run's steps completed so far.
+Under :func:`dynasim.simulation.simulate` (one engine or a fleet) a run may also look
+ahead past finishes while nothing can reach the engine (``Engine.lookahead``,
+``quiet_until``): several runs and their finishes in one SimPy event. Everything here is
+exactly equal to taking one step per timeout (``Engine.max_decode_run = 1``; the tests
+compare the two, and the fast paths bit for bit against the plain ones).
 """
 
 from __future__ import annotations
