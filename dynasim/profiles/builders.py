@@ -43,6 +43,11 @@ RUN_PROFILES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 #: and the fitted error of the Qwen3-32B run 0.7% -> 5.0% (mean E2E); full-prompt
 #: admission moved the saturated residency run 30.4% -> 31.1%. Llama-2-7B (held-out TTFT
 #: 36.5/42.9% -> 11.7/21.9%) and the RTX 4090 run keep their version's switches.
+#: Rechecked with the residency driver's in-flight cap simulated (dynasim.runs.client),
+#: refitting each way: full-prompt admission alone changes nothing but the saturated run
+#: (E2E/TTFT 2.9/6.0% -> 3.0/6.1%); both switches on bring it to 2.2/2.3% and w7-agg6 to
+#: 2.3/13.8% (from 3.5/18.7%) but the 1024-token runs' E2E from 0.8-1.3% to 1.3-2.7%
+#: and their mean E2E error from 0.1-0.3% to 1.3-3.1%: the overrides stay.
 SWITCH_OVERRIDES: dict[str, dict[str, bool]] = {
     "vllm023-qwen3-14b-h100": {"async_scheduling": False, "admit_full_prompt": False},
     "vllm0151-llama2-70b-h100-tp4": {"async_scheduling": False},

@@ -39,7 +39,10 @@ Two stages, both deterministic:
                  + 0.5 x median TTFT error + 0.5 x |mean sim E2E / mean real E2E - 1|]
 
    with per-request error ``|sim - real| / real`` over requests served in the
-   recording. Failed (timed-out) requests are simulated, never scored.
+   recording. Failed (timed-out) requests are simulated, never scored. A run whose
+   client capped its requests in flight (the residency driver) is simulated in a closed
+   loop from the client's schedule (:mod:`dynasim.runs.client`), else open loop on the
+   recorded sends.
 
 Held-out runs (``held_out``) are simulated whole with the fitted profile and reported;
 so are the fitting runs, whole. A fit of 100 evaluations on one to three runs takes
@@ -67,6 +70,7 @@ from dynasim.profiles.profile import SWITCHES, Profile
 from dynasim.profiles.run_switches import switches_for
 from dynasim.profiles.step_time import TokensStepTime
 from dynasim.runs import RecordedRun, load_run
+from dynasim.runs.client import CAP, SCHEDULE, client_cap, simulate_capped
 from dynasim.trace import Trace
 
 NAMES = TokensStepTime.coefficient_names()
@@ -106,11 +110,14 @@ def windows(run: RecordedRun, max_requests: int | None = 3000, k: int = 2,
             continue
         end_prev = e
         cols = ["arrival_time", "prompt_tokens", "output_tokens"]
-        if "client_timeout_s" in f.columns:  # the client's timeouts (profile switch)
-            cols.append("client_timeout_s")
+        # the client's timeouts (profile switch) and concurrency cap (runs.client), and
+        # shared prompt blocks where the trace names them
+        cols += [c for c in ("client_timeout_s", SCHEDULE, CAP, "hash_ids") if c in f.columns]
         sub = f.iloc[s:e][cols].copy()
         t0 = float(sub["arrival_time"].iloc[0])
         sub["arrival_time"] -= t0
+        if SCHEDULE in sub.columns:  # the schedule from the window's first send
+            sub[SCHEDULE] = (sub[SCHEDULE] - float(sub[SCHEDULE].iloc[0])).clip(lower=0.0)
         sub = sub.reset_index(drop=True)  # request ids 0.. in the window, as in ``real``
         sub.index.name = "request_id"
         real = run.measured.iloc[s:e].copy()
@@ -151,7 +158,7 @@ def errors(sim: pd.DataFrame, real: pd.DataFrame, scored: np.ndarray | None = No
     of ``|sim - real| / real`` for E2E and TTFT, and the error of the mean E2E and TTFT
     (fractions). Requests failed in ``sim`` count as missing (not scored)."""
     s = sim.set_index("request_id").reindex(real["request_id"])
-    ok = (real["error"] == "").to_numpy() if scored is None else scored.copy()
+    ok = (real["error"] == "").to_numpy().copy() if scored is None else scored.copy()
     ok &= (s["error"] == "").to_numpy() & (real["e2e_latency"].to_numpy() > 0)
     out = {"scored": int(ok.sum())}
     for key, col in (("e2e", "e2e_latency"), ("ttft", "ttft")):
@@ -167,10 +174,16 @@ def errors(sim: pd.DataFrame, real: pd.DataFrame, scored: np.ndarray | None = No
 
 
 def simulate_window(profile: Profile, w: Window) -> pd.DataFrame:
-    """The simulated records of window ``w`` under ``profile`` (FCFS, as vLLM)."""
+    """The simulated records of window ``w`` under ``profile`` (FCFS, as vLLM): open
+    loop on the recorded sends, or, where the run's client capped its requests in flight
+    (:func:`~dynasim.runs.client.client_cap`), closed loop from its schedule
+    (:func:`~dynasim.runs.client.simulate_capped`)."""
     from dynasim.policies import make_policy
     from dynasim.simulation import simulate
 
+    cap = client_cap(w.trace)
+    if cap is not None:
+        return simulate_capped(w.trace, profile, make_policy("fcfs"), cap)
     sim, _ = simulate(w.trace, profile, make_policy("fcfs"))
     return sim
 

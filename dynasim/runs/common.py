@@ -16,7 +16,12 @@ Conventions shared by the readers:
 * a request the client gave up on (a timeout) or that failed has a non-empty
   ``error``; its trace lengths are the ones asked for when the source records them,
   else imputed (``imputed`` column True) from the run's successful requests.
-* the trace's extra columns: ``client_timeout_s`` (NaN: none recorded), ``imputed``.
+* the trace's extra columns: ``client_timeout_s`` (NaN: none recorded), ``imputed``;
+  where the client capped its requests in flight, ``scheduled_time`` (when it meant to
+  send, s on the trace clock) and ``client_max_concurrency`` (the cap), which
+  :mod:`dynasim.runs.client` simulates as a closed loop (``dynasim validate``,
+  ``dynasim calibrate --from-runs``); ``dynasim simulate`` of an exported trace replays
+  the recorded sends open loop.
 
 Bad input (a missing column, a non-number, times going backwards) raises
 :class:`~dynasim.errors.InputError` naming the file, line and field.

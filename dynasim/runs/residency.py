@@ -16,6 +16,14 @@ the server saw the send, so the trace's arrival is the send time and TTFT/E2E ar
 it (as ``requests.csv`` computes them). Rows are put in send order; ``request_id`` is
 that order, ``source_request_id`` the file's id.
 
+The send lags because the driver, ``blis observe``, keeps at most 256 requests in flight
+(its ``--max-concurrency`` default; the run has exactly 256 in flight from 40 s on and
+each late send follows a response's end by 0.06 ms, median): the trace carries the
+schedule too (``scheduled_time``: ``arrival_time_us`` on the trace clock, the first
+send's schedule at 0) and the cap (``client_max_concurrency``), which
+:mod:`dynasim.runs.client` simulates as a closed loop. A ``trace.csv`` without
+``arrival_time_us`` gets neither (open loop on the sends).
+
 ``trace.itl.csv`` (the 2 req/s run): ``request_id, chunk_index, timestamp_us`` of every
 streamed chunk; chunk 0 carries the role, chunks 1..128 one token each, so the gap
 between chunk ``k`` and ``k+1`` (``k >= 1``) is one decode step of the server.
@@ -34,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from dynasim.errors import InputError, read_text
+from dynasim.runs.client import BLIS_OBSERVE_MAX_CONCURRENCY, CAP, SCHEDULE
 from dynasim.runs.common import (
     RecordedRun,
     make_trace,
@@ -65,8 +74,11 @@ def read_csv(path: str, columns: tuple[str, ...]) -> pd.DataFrame:
     return df
 
 
-def read_trace_csv(path: str, name: str = "residency") -> RecordedRun:
-    """One residency ``trace.csv`` as a :class:`RecordedRun` (module docstring).
+def read_trace_csv(path: str, name: str = "residency",
+                   max_concurrency: int | None = BLIS_OBSERVE_MAX_CONCURRENCY) -> RecordedRun:
+    """One residency ``trace.csv`` as a :class:`RecordedRun` (module docstring);
+    ``max_concurrency``: the driver's in-flight cap (``None``: none), kept with the
+    schedule when the file has ``arrival_time_us``.
 
     Raises:
         InputError: missing column; a blank, non-numeric or negative value; a first
@@ -97,6 +109,10 @@ def read_trace_csv(path: str, name: str = "residency") -> RecordedRun:
                    .astype(str).to_numpy())[order]
     trace = make_trace(name, sec(send), prompt[order], output[order])
     trace.frame["source_request_id"] = raw["request_id"].to_numpy()[order]
+    if "arrival_time_us" in raw.columns and max_concurrency is not None:
+        sched = numeric(raw, "arrival_time_us", path, minimum=0)[order] / 1e6
+        trace.frame[SCHEDULE] = np.maximum(sched - sched[0], 0.0)
+        trace.frame[CAP] = int(max_concurrency)
     measured = measured_records(sec(send), sec(first), sec(last), prompt[order],
                                 output[order], err)
     measured.loc[~ok[order], "finish_time"] = np.nan

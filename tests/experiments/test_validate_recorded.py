@@ -49,3 +49,20 @@ def test_cli_lists_runs(capsys):
     assert main(["validate", "--list-runs"]) == 0
     out = capsys.readouterr().out
     assert "residency-w7-agg12  (vllm023-qwen3-14b-h100, held out)" in out
+
+
+def test_saturated_residency_run_meets_the_targets_only_in_a_closed_loop(data_dir,
+                                                                         monkeypatch):
+    # the driver (blis observe) holds 256 requests in flight: simulated as that closed
+    # loop (dynasim.runs.client), the held-out saturated run meets issue 16's targets
+    (row,) = fidelity_table(["residency-w7-agg12"])
+    assert not row["fitted"]
+    assert row["median_e2e_error"] <= 0.05, row
+    assert row["median_ttft_error"] <= 0.15, row
+    # replayed open loop on the recorded sends, the simulated server drains the backlog
+    # the real one kept (TTFT off by most of itself)
+    from dynasim.profiles import fit_runs
+
+    monkeypatch.setattr(fit_runs, "client_cap", lambda trace: None)
+    (open_loop,) = fidelity_table(["residency-w7-agg12"])
+    assert open_loop["median_e2e_error"] > 0.2 and open_loop["median_ttft_error"] > 0.5
