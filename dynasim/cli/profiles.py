@@ -31,6 +31,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "0.9 x GPU memory less the weights, over the bytes of a block)")
     g.add_argument("--max-model-len", type=int, default=None)
     g.add_argument("--name", help="profile name (default roofline-MODEL-GPU-tpN)")
+    g.add_argument("--vllm-version", metavar="X.Y.Z", help="the engine switches of this "
+                   "vLLM version (async scheduling from 0.14, full-prompt admission from "
+                   "0.18, client timeouts; dynasim/profiles/run_switches.py) and the "
+                   "coefficients learned for them (default: every switch off)")
     p.add_argument("--roofline-validate", action="store_true", help="print the roofline's "
                    "leave-one-model-out error on the recorded runs (about a minute)")
     p.set_defaults(func=cmd_profiles)
@@ -48,16 +52,20 @@ def cmd_roofline(args: argparse.Namespace) -> None:
     """``dynasim profiles --roofline``: write a roofline profile."""
     from dynasim.profiles.gpus import get_gpu
     from dynasim.profiles.model_config import load_model_config
-    from dynasim.profiles.roofline import LEARNED, roofline_profile
+    from dynasim.profiles.roofline import learned_for, roofline_profile, version_switches
 
     if not args.model_config or not args.gpu:
         raise InputError("--roofline needs --model-config and --gpu", field="roofline")
     model = load_model_config(args.model_config)
-    prof = roofline_profile(model, get_gpu(args.gpu), args.tp, LEARNED, name=args.name,
+    switches = version_switches(args.vllm_version)
+    extra = {"vllm_version": args.vllm_version} if args.vllm_version else {}
+    prof = roofline_profile(model, get_gpu(args.gpu), args.tp,
+                            learned_for(switches["async_scheduling"]), name=args.name,
                             max_num_seqs=args.max_num_seqs,
                             max_num_batched_tokens=args.max_num_batched_tokens,
                             kv_blocks=args.kv_blocks, max_model_len=args.max_model_len,
-                            provenance={"model_config": args.model_config})
+                            provenance={"model_config": args.model_config, **extra},
+                            switches=switches)
     _write(prof.model_dump_json(indent=2) + "\n", args.output)
 
 

@@ -8,8 +8,9 @@ Each entry is the vendor's public datasheet figure (the source is in the entry):
 * ``memory_gib``: memory size as marketed (``80GB``); HBM and GDDR stacks are binary
   sizes, so it is read as GiB (vLLM sees ``torch.cuda.mem_get_info`` total, ~1% less);
 * ``link_gbs``: GPU-to-GPU bandwidth *per direction* (GB/s) that a ring all-reduce
-  uses: half the bidirectional NVLink figure of the datasheet, or the PCIe link's
-  per-direction rate for cards without NVLink.
+  achieves: half the bidirectional NVLink figure of the datasheet for NVLink cards; for
+  cards without NVLink a fraction (:data:`PCIE_ALLREDUCE_FRACTION`) of the PCIe
+  link's per-direction rate.
 
 The H100 figures are the ``datasheets/`` of the BLIS training data
 (``blis_training_h100/datasheets/h100-{sxm,nvl}.json``, NVIDIA datasheet 2430615).
@@ -31,6 +32,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dynasim.errors import InputError
+
+#: Fraction of a PCIe x16 link's per-direction rate that a TP all-reduce between cards
+#: without NVLink achieves. Source: LLMServingSim (casys-kaist/LLMServingSim at
+#: 5daddb2, ``bench/examples/RTXPRO6000/*/config.json`` ``link_bw: 16`` GB/s, with the
+#: comment in ``serving/__main__.py`` that this value calibrates AllReduce against
+#: real NCCL on PCIe 5.0 under its ring model) for two RTX PRO 6000 on PCIe Gen5 x16
+#: (64 GB/s per direction): 16 / 64. The vLLM 0.19 run on those cards agrees
+#: (``llmservingsim_vllm019_runs``, Qwen3-32B TP 2): while requests wait, its steps of
+#: 2,048 prompt tokens take about 350 ms (~5,900 tokens/s in ``timeseries.csv``), the
+#: GEMMs ~165 ms (``profiler/perf``), leaving ~170 ms for 128 all-reduces of 21 MB
+#: (~16 GB/s). The same fraction is applied to the PCIe Gen4 cards (RTX 4090, L40S:
+#: 32 GB/s per direction -> 8), unmeasured here.
+PCIE_ALLREDUCE_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -78,16 +92,18 @@ GPUS: dict[str, GPU] = {g.name: g for g in (
     GPU("a100-40gb", 312, 1555, 40, 600 / 2,
         "NVIDIA A100 Tensor Core GPU datasheet (A100 40GB SXM: 312 TFLOPS BF16 dense, "
         "1,555 GB/s, NVLink 600 GB/s)"),
-    GPU("l40s", 733 / 2, 864, 48, 32,
+    GPU("l40s", 733 / 2, 864, 48, 32 * PCIE_ALLREDUCE_FRACTION,
         "NVIDIA L40S datasheet (733 TFLOPS BF16 with sparsity, 864 GB/s, 48 GB; PCIe "
-        "Gen4 x16: 32 GB/s per direction)"),
-    GPU("rtx4090", 165.2, 1008, 24, 32,
+        "Gen4 x16: 32 GB/s per direction, all-reduce at PCIE_ALLREDUCE_FRACTION)"),
+    GPU("rtx4090", 165.2, 1008, 24, 32 * PCIE_ALLREDUCE_FRACTION,
         "NVIDIA Ada GPU architecture whitepaper, appendix (RTX 4090: 165.2 TFLOPS "
-        "FP16/BF16 tensor with FP32 accumulate, 1,008 GB/s, 24 GB; PCIe Gen4 x16)"),
-    GPU("rtxpro6000", 503.8, 1597, 96, 64,
+        "FP16/BF16 tensor with FP32 accumulate, 1,008 GB/s, 24 GB; PCIe Gen4 x16, "
+        "all-reduce at PCIE_ALLREDUCE_FRACTION)"),
+    GPU("rtxpro6000", 503.8, 1597, 96, 64 * PCIE_ALLREDUCE_FRACTION,
         "NVIDIA RTX PRO 6000 Blackwell Server Edition datasheet (96 GB GDDR7, 1,597 "
-        "GB/s; PCIe Gen5 x16: 64 GB/s per direction) and RTX Blackwell architecture "
-        "whitepaper (503.8 TFLOPS FP16/BF16 tensor with FP32 accumulate, dense)"),
+        "GB/s; PCIe Gen5 x16: 64 GB/s per direction, all-reduce at "
+        "PCIE_ALLREDUCE_FRACTION) and RTX Blackwell architecture whitepaper (503.8 "
+        "TFLOPS FP16/BF16 tensor with FP32 accumulate, dense)"),
 )}
 
 #: GPU names as the recorded runs and shipped profiles spell them -> table key

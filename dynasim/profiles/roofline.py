@@ -17,76 +17,87 @@ BF16 peak, N = link bandwidth per direction, all from the datasheet):
 ``decode_attention_ms_per_token``  KV bytes per context token / (B x ``kv_eff``)
 ``step_ms``                        ``step_ms + layer_ms x L + allreduce_ms x 2L`` (TP > 1):
                                    scheduler, kernel launches, all-reduce latency
-``seq_ms``                         ``seq_ms`` + LM-head FLOPs per sequence / (F x
-                                   ``compute_eff``)
+``seq_ms``                         ``seq_ms``: sampling, output processing
 =================================  ========================================================
 
-Linear layers cost ``max(weights read, FLOPs)`` (the form's roofline knee).
+Linear layers cost ``max(weights read, FLOPs)`` (the form's roofline knee). The first
+five are the GPU part of :meth:`~dynasim.profiles.step_time.TokensStepTime.split`, the
+overheads (``step_ms``, ``seq_ms``) its CPU part, so a profile with async scheduling
+charges ``max(GPU, CPU)`` as the engine does (``dynasim.engine`` docstring). The
+LM-head FLOPs (``2 V h`` per sequence, < 2% of a decode token's linear FLOPs for these
+models) are left out: its weights are in the floor, and a per-sequence GPU term has no
+place in the form. Known gap: the TP all-reduce adds to the step in vLLM (no overlap),
+but the form has no per-token term outside the ``max``, so at decode, under the
+weights floor, it is hidden; over PCIe (RTX PRO 6000 TP 2: ~10 ms of a ~59 ms decode
+step at 128 sequences) that under-charges decode (a ``TokensStepTime`` term outside the
+``max`` was tried: with the learner fitted to run-fitted profiles that have no such term,
+Qwen3-32B went to 46.9% and the median to 11.3%, so it is not used).
 
 **What the coefficients are learned against, and why.** The nine coefficients
-(:class:`Coefficients`; efficiencies in (0, 1], overheads >= 0 ms) are fitted by
+(:class:`Coefficients`; efficiencies in [0.5, 1], overheads >= 0 ms) are fitted by
 bounded least squares (:func:`scipy.optimize.least_squares`) on log step-time ratios
 against the *run-fitted profiles* (:data:`dynasim.profiles.builders.RUN_PROFILES`: one
 per recorded server, each fitted by simulating its recorded runs,
-:mod:`dynasim.profiles.fit_runs`) over a grid of step compositions inside each
-profile's limits (:func:`step_grid`: decode batches 1 to ``max_num_seqs`` at three
-context lengths, prefill chunks of 64 tokens to the step budget alone and beside
-decodes), every profile weighted alike. Learning directly against the recorded runs'
+:mod:`dynasim.profiles.fit_runs`) over the *occupied steps*
+(:func:`dynasim.profiles.roofline_validate.occupied_steps`: the step compositions the
+engine meets replaying each server's fitting runs under its fitted profile, the region
+the runs pin down), every profile weighted alike. A profile's step time is what the
+engine charges under its switches (``max(GPU, CPU)`` of its split with async
+scheduling, the sum without: :func:`effective_ms`), and the roofline is charged as the
+profile it will be (``async_roofline`` of :func:`learn_coefficients`): hence two sets,
+:data:`LEARNED` (no async scheduling, the CLI default) and :data:`LEARNED_ASYNC` (for
+``--vllm-version`` of a version with it). Learning directly against the recorded runs'
 per-request latencies would need a simulation per evaluation (minutes per fold); the
-fitted profiles already summarise those runs (their per-request error is in
-``dynasim validate``), so fitting to them costs milliseconds and keeps the
-leave-one-model-out loop (:func:`dynasim.profiles.roofline_validate.leave_one_model_out`) a one-minute check.
+fitted profiles summarise those runs (their per-request error is in ``dynasim
+validate``), so fitting to them keeps the leave-one-model-out loop
+(:func:`dynasim.profiles.roofline_validate.leave_one_model_out`) a half-minute check.
 ``frontend_latency_ms`` is the median of the training profiles'.
 
-Measured (``python -m dynasim.profiles.roofline_validate``, 1000 requests x 2 windows
-per run): median per-request E2E error of the held-out model 4.8% to 64.0%, median
-over the six held-out servers 10.1% (TTFT 27.4%); the worst is Llama-2-7B (64.0%: its
-profile is fitted with async scheduling, which the roofline is simulated without; see
-:data:`LEARNED`), then Qwen3-32B on RTX PRO 6000 (30.7%, the only Blackwell, PCIe TP 2
-server). Before the async fits of Llama-2-7B and RTX 4090: 2.2% to 41.8%, median 14.9%
-(TTFT 24.2%), Llama-2-7B 17.1%.
+Measured (``python -m dynasim.profiles.roofline_validate``: 1000 requests x 2 windows
+per run, occupied steps, each held-out roofline profile with its run-fitted profile's
+switches): median per-request E2E error of the held-out model Qwen3-14B H100 20.2%,
+Llama-2-7B H100 11.3%, Llama-2-70B TP 4 9.1%, Mixtral TP 2 9.7%, Llama-3.1-8B RTX 4090
+1.0%, Qwen3-32B RTX PRO 6000 TP 2 28.0%; median over the six 10.5% (TTFT 28.9%).
+The same servers and engine with the learner before (grid, additive step times,
+held-out profiles without switches, PCIe all-reduce at the full link rate): 10.0%,
+71.2%, 9.1%, 7.4%, 0.6%, 29.6%; median 9.5% (TTFT 30.6%). The worst two: Qwen3-32B
+decodes too fast (the all-reduce gap above), Qwen3-14B's fitted profile charges ~30%
+more than the datasheet roofline in every step (``step_ms`` 11 ms), which the other
+servers' overheads do not explain.
 
 Alternatives measured and *not* adopted (median held-out E2E error per server, same
-command with the flags shown; efficiencies bounded below by :data:`MIN_EFFICIENCY`;
-measured before the async fits):
+command with the flags shown, same engine as the figures above):
 
-==========================================  =====  =====  =====  =====  =====  =====  =====
-fit target (flags)                          Q14B   L2-7B  L2-70  Mixt.  L3-8B  Q32B   med.
-==========================================  =====  =====  =====  =====  =====  =====  =====
-grid, global (default)                      23.0   17.1   12.7    3.3    2.2   41.8   14.9
-grid, overheads per vLLM version            23.0   41.6   18.6    5.1   13.3   14.7   16.6
-  (``--per-version``)
-grid, front-end latency per vLLM version    23.0   17.2   12.6    3.2    2.2   41.8   14.9
-occupied steps (``--fit-target occupied``)  17.6   39.5    6.6   11.7   19.7   43.2   18.7
-occupied steps, per version                 17.6   42.0    4.8    8.6   44.7   25.5   21.5
-per-request mean decode steps (earlier)        -      -      -      -      -      -   33.6
-==========================================  =====  =====  =====  =====  =====  =====  =====
+=============================================  =====  =====  =====  =====  =====  =====
+fit target, held-out switches (flags)          Q14B   L2-7B  L2-70  Mixt.  L3-8B  Q32B
+=============================================  =====  =====  =====  =====  =====  =====
+occupied, fitted profile's (default)            20.2   11.3    9.1    9.7    1.0   28.0
+occupied, vLLM version's                        21.0   18.8   12.4    3.3   13.1   29.8
+  (``--switches version``)
+grid, fitted profile's (``--fit-target grid``)  27.9   12.8   16.4    6.4   16.4   21.3
+default, PCIe all-reduce at the full link rate  20.8   11.8   19.9    9.5    1.9   42.7
+=============================================  =====  =====  =====  =====  =====  =====
 
-*Occupied steps* (:func:`dynasim.profiles.roofline_validate.occupied_steps`) are the
-step compositions the engine meets replaying each training server's fitting runs under
-its fitted profile, the region the runs pin down. Fitted there, the efficiencies leave
-their bound 1 (memory 0.72 to 0.84, KV 0.5 to 0.85) but the KV efficiency is driven by
-the GQA servers' per-sequence costs and over-charges Llama-2-7B (no GQA: 4x the KV
-bytes per token). The run-fitted profiles disagree about physics in ways no shared
-roofline reconciles: the vLLM 0.15.1 H100 fits read KV 2 to 2.5x faster than the
-datasheet bandwidth and compute prefill above the dense peak (unmodelled prefix-cache
-hits of the BLIS workloads, and the prefill/front-end trade-off), the vLLM 0.19 fits
-charge 0.4 to 0.65 ms per sequence (host-side work) that the H100 servers do not;
-refitting the overheads per vLLM version fixes Qwen3-32B (41.8% -> 14.7%) but two
-servers per version are too few (Llama-2-7B then borrows the TP servers' all-reduce
-latency). The per-family front-end latency changes nothing: E2E is dominated by steps.
+The vLLM version's switches (what ``--vllm-version`` gives) put async scheduling on
+every server, but four of the six run-fitted profiles fit their runs better without it
+(:data:`dynasim.profiles.builders.SWITCH_OVERRIDES`), and charged ``max(GPU, CPU)``
+those servers come out too fast. ``--per-version`` (overheads refitted per vLLM
+version) was measured worse before these changes (median 16.6% against 14.9%).
 
-Known limits: the six recorded servers are 3 GPUs and 3 vLLM versions; per-step CPU
-overhead (the largest term at small batches) differs between vLLM versions and hosts
-and is learned as one constant, so a server unlike every training one (another GPU
-class, another vLLM) is extrapolated. ``python -m dynasim.profiles.roofline_validate`` (or ``dynasim profiles
---roofline-validate``) prints the
-leave-one-model-out table.
+Known limits: the six recorded servers are 3 GPUs and 3 vLLM versions; the fitted
+profiles of the two LLMServingSim runs (300 saturated requests each, no per-step
+times) split prefill and decode unphysically (Qwen3-32B: a 2,048-token prompt step
+~70 ms where ``timeseries.csv`` shows ~350 ms, 0.65 ms per decoding sequence), which
+the roofline learns from; per-step CPU overhead differs between vLLM versions and hosts
+and is learned as one constant. ``python -m dynasim.profiles.roofline_validate`` (or
+``dynasim profiles --roofline-validate``) prints the leave-one-model-out table.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -95,7 +106,7 @@ from pydantic import ValidationError
 from dynasim.errors import InputError, from_validation_error
 from dynasim.profiles.gpus import GPU
 from dynasim.profiles.model_config import ModelConfig
-from dynasim.profiles.profile import Profile
+from dynasim.profiles.profile import SWITCHES, Profile
 from dynasim.profiles.step_time import TokensStepTime
 
 #: vLLM's ``--gpu-memory-utilization`` default (``CacheConfig``)
@@ -122,25 +133,53 @@ class Coefficients:
     OVERHEADS = ("step_ms", "layer_ms", "allreduce_ms", "seq_ms")
 
 
-LEARNED = Coefficients(mem_eff=1.0, kv_eff=0.5444, compute_eff=1.0, attn_eff=1.0,
-                       link_eff=1.0, step_ms=2.0806, layer_ms=0.0, allreduce_ms=0.0,
-                       seq_ms=0.067987, frontend_latency_ms=18.519)
-"""The coefficients learned from all six run-fitted servers
-(:func:`dynasim.profiles.roofline_validate.learn_all`; a test checks they match a fresh
-fit): the default of ``dynasim profiles --roofline``. The efficiencies but ``kv_eff``
-sit at their bound 1: the run-fitted profiles are as fast as the datasheet roofline, or
-faster in prefill (their prefill and front-end terms trade off), so the datasheet
-ceilings themselves are the best fit and the learned part is the per-step and
-per-sequence overhead. ``kv_eff`` is about 0.54 since the two profiles fitted with async
-scheduling (Llama-2-7B H100, Llama-3.1-8B RTX 4090) charge 1.5-6x more per decode
-context token than before; the fit reads their step times as the additive sum, not the
-``max(GPU, CPU)`` the engine takes under async scheduling."""
+LEARNED = Coefficients(mem_eff=0.80508, kv_eff=0.57733, compute_eff=1, attn_eff=0.62537,
+                       link_eff=1, step_ms=8.8513e-15, layer_ms=0.0049608,
+                       allreduce_ms=0.010059, seq_ms=0.0096916, frontend_latency_ms=17.623)
+"""The coefficients learned from all six run-fitted servers for a roofline profile
+without async scheduling (:func:`dynasim.profiles.roofline_validate.learn_all`; a test
+checks they match a fresh fit): the default of ``dynasim profiles --roofline``."""
+
+LEARNED_ASYNC = Coefficients(mem_eff=0.74563, kv_eff=0.56966, compute_eff=1, attn_eff=0.5,
+                             link_eff=1, step_ms=5.2565e-12, layer_ms=3.1973e-14,
+                             allreduce_ms=2.0219e-14, seq_ms=1.3208e-13,
+                             frontend_latency_ms=17.623)
+"""The same, learned for a roofline profile with async scheduling (its step charged
+``max(GPU, CPU)``; ``learn_all(True)``): ``dynasim profiles --roofline --vllm-version``
+of a version with async scheduling on. Its overheads come out ~0: under async
+scheduling the CPU part hides under the GPU part of every occupied step, so the
+recorded servers' extra time goes to the efficiencies (memory 0.75, KV 0.57)."""
+
+
+def learned_for(async_scheduling: bool) -> Coefficients:
+    """:data:`LEARNED_ASYNC` for a profile with async scheduling, else :data:`LEARNED`."""
+    return LEARNED_ASYNC if async_scheduling else LEARNED
+
+
+def version_switches(version: str | None) -> dict[str, bool]:
+    """The engine switches (:data:`~dynasim.profiles.profile.SWITCHES`) of vLLM
+    ``version`` (:func:`~dynasim.profiles.run_switches.switches_for`), all off for None.
+
+    Raises:
+        InputError: a version that is not ``MAJOR.MINOR[.PATCH]`` digits.
+    """
+    from dynasim.profiles.run_switches import switches_for
+
+    if version is None:
+        return dict.fromkeys(SWITCHES, False)
+    if not re.fullmatch(r"\d+\.\d+(\.\d+)?", version.strip()):
+        raise InputError(f"expected a vLLM version like 0.19.0, got {version!r}",
+                         field="vllm-version")
+    return switches_for({"vllm_version": version.strip()})
 
 
 def step_time_coefficients(model: ModelConfig, gpu: GPU, tp: int,
                            coef: Coefficients) -> dict[str, float]:
     """The ``tokens`` step-time coefficients (ms; module table) of ``model`` on ``tp``
-    shards of ``gpu`` under ``coef``."""
+    shards of ``gpu`` under ``coef``: the roofline terms in the GPU coefficients
+    (``dense_floor_ms``, ``dense_ms_per_token``, the attention ones), the overheads in
+    ``step_ms`` and ``seq_ms``, which are the CPU part of
+    :meth:`~dynasim.profiles.step_time.TokensStepTime.split`."""
     ms = 1e3
     ar = 0.0
     if tp > 1:  # ring all-reduce of the hidden state, twice per layer
@@ -156,8 +195,7 @@ def step_time_coefficients(model: ModelConfig, gpu: GPU, tp: int,
         / (gpu.flops * coef.attn_eff),
         "decode_attention_ms_per_token": ms * model.kv_bytes_per_token(tp)
         / (gpu.bandwidth * coef.kv_eff),
-        "seq_ms": coef.seq_ms + ms * model.lm_head_flops_per_seq / tp
-        / (gpu.flops * coef.compute_eff)}
+        "seq_ms": coef.seq_ms}
 
 
 def derive_kv_blocks(model: ModelConfig, gpu: GPU, tp: int, block_size: int = 16,
@@ -183,10 +221,13 @@ def roofline_profile(model: ModelConfig, gpu: GPU, tp: int, coef: Coefficients, 
                      name: str | None = None, max_num_seqs: int = 256,
                      max_num_batched_tokens: int = 8192, kv_blocks: int | None = None,
                      block_size: int = 16, max_model_len: int | None = None,
-                     provenance: dict | None = None) -> Profile:
+                     provenance: dict | None = None,
+                     switches: dict[str, bool] | None = None) -> Profile:
     """A V1 profile (chunked prefill, prefix caching: vLLM V1's defaults; 256 seats and
     8192 batched tokens unless given) of ``model`` on ``tp`` x ``gpu``; ``kv_blocks``
-    from :func:`derive_kv_blocks` when None.
+    from :func:`derive_kv_blocks` when None; the engine ``switches``
+    (:data:`~dynasim.profiles.profile.SWITCHES`, e.g. those of a vLLM version,
+    :func:`~dynasim.profiles.run_switches.switches_for`) on, all off when None.
 
     Raises:
         InputError: the model does not fit the GPUs, or limits the profile schema rejects.
@@ -202,6 +243,7 @@ def roofline_profile(model: ModelConfig, gpu: GPU, tp: int, coef: Coefficients, 
         "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
         "max_model_len": max_model_len, "scheduling": "v1", "enable_prefix_caching": True,
         "frontend_latency_ms": round(coef.frontend_latency_ms, 4),
+        **{k: bool((switches or {}).get(k, False)) for k in SWITCHES},
         "step_time": {k: (v if isinstance(v, str) else float(f"{v:.6g}"))
                       for k, v in step_time_coefficients(model, gpu, tp, coef).items()},
         "provenance": {"method": "dynasim.profiles.roofline (module docstring)",
@@ -240,14 +282,26 @@ _NAMES = Coefficients.EFFICIENCIES + Coefficients.OVERHEADS
 MIN_EFFICIENCY = 0.5
 
 
-def _fit_data(train: list[tuple[Profile, ModelConfig, GPU, list]]) -> list[tuple]:
-    """``(model, gpu, tp, steps, profile step times in ms)`` per training server; the
-    steps are the given ones, or :func:`step_grid` where none are given."""
+def effective_ms(st: TokensStepTime, steps: list, async_scheduling: bool) -> np.ndarray:
+    """Milliseconds the engine charges for each step of ``steps`` under ``st``: the sum
+    of :meth:`~dynasim.profiles.step_time.TokensStepTime.split` or, with
+    ``async_scheduling``, its ``max(GPU, CPU)`` (``dynasim.engine`` module docstring:
+    vLLM's ``EngineCore.step_with_batch_queue`` overlaps the CPU work with the GPU)."""
+    parts = np.array([st.split(*s) for s in steps]) * 1e3
+    return parts.max(axis=1) if async_scheduling else parts.sum(axis=1)
+
+
+def _fit_data(train: list[tuple[Profile, ModelConfig, GPU, list]],
+              async_roofline: Sequence[bool]) -> list[tuple]:
+    """``(model, gpu, tp, steps, profile step times in ms, async)`` per training server;
+    the steps are the given ones, or :func:`step_grid` where none are given; the times
+    are what the engine charges under the profile's own ``async_scheduling``
+    (:func:`effective_ms`), ``async`` the switch the roofline is charged under."""
     data = []
-    for p, m, g, steps in train:
+    for (p, m, g, steps), async_ in zip(train, async_roofline, strict=True):
         grid = steps or step_grid(p)
-        y = np.array([p.step_time.step_time(*s) * 1e3 for s in grid])
-        data.append((m, g, p.tensor_parallel_size, grid, y))
+        y = effective_ms(p.step_time, grid, p.async_scheduling)
+        data.append((m, g, p.tensor_parallel_size, grid, y, bool(async_)))
     return data
 
 
@@ -267,9 +321,9 @@ def _least_squares(data: list[tuple], names: tuple[str, ...], base: Coefficients
     def residuals(x: np.ndarray) -> np.ndarray:
         c = coef_of(x)
         out = []
-        for m, g, tp, grid, y in data:
+        for m, g, tp, grid, y, async_ in data:
             st = TokensStepTime(**step_time_coefficients(m, g, tp, c))
-            pred = np.array([st.step_time(*s) * 1e3 for s in grid])
+            pred = effective_ms(st, grid, async_)
             out.append(np.log(pred / y) / math.sqrt(len(y)))
         return np.concatenate(out)
 
@@ -284,21 +338,31 @@ def _least_squares(data: list[tuple], names: tuple[str, ...], base: Coefficients
 
 
 def learn_coefficients(train: list[tuple[Profile, ModelConfig, GPU, list]],
-                       family: list[tuple[Profile, ModelConfig, GPU, list]] | None = None
-                       ) -> Coefficients:
+                       family: list[tuple[Profile, ModelConfig, GPU, list]] | None = None,
+                       async_roofline: bool | Sequence[bool] = False) -> Coefficients:
     """:class:`Coefficients` fitted to the step times of the ``(profile, model, gpu,
     steps)`` servers (module docstring): bounded least squares on ``log(roofline /
     profile)`` over each server's ``steps`` (:func:`step_grid` when empty), every server
     weighted alike; efficiencies bounded to [:data:`MIN_EFFICIENCY`, 1], overheads to
     [0, 50] ms (step), [0, 2] (layer), [0, 1] (all-reduce), [0, 5] (sequence); the
-    front-end latency is the training profiles' median. With ``family`` (the training
-    servers of the target's vLLM version, when there are any) the overheads and the
-    front-end latency are then refitted on those servers alone, the efficiencies kept.
+    front-end latency is the training profiles' median. A profile's step time is what
+    the engine charges under its own ``async_scheduling`` (:func:`effective_ms`); the
+    roofline's is charged as a profile with ``async_roofline`` would be (one bool for
+    every server, or one per server of ``train`` then ``family``): ``max(GPU, CPU)`` of
+    its split when on, their sum when off. With ``family`` (the training servers of the
+    target's vLLM version, when there are any) the overheads and the front-end latency
+    are then refitted on those servers alone, the efficiencies kept.
     """
-    coef = _least_squares(_fit_data(train), _NAMES, Coefficients())
+    family = family or []
+    flags = ([bool(async_roofline)] * (len(train) + len(family))
+             if isinstance(async_roofline, bool) else list(async_roofline))
+    if len(flags) != len(train) + len(family):
+        raise ValueError("async_roofline needs one flag per server of train and family")
+    coef = _least_squares(_fit_data(train, flags[:len(train)]), _NAMES, Coefficients())
     front = float(np.median([t[0].frontend_latency_ms for t in train]))
     if family:
-        coef = _least_squares(_fit_data(family), Coefficients.OVERHEADS, coef)
+        coef = _least_squares(_fit_data(family, flags[len(train):]), Coefficients.OVERHEADS,
+                              coef)
         front = float(np.median([t[0].frontend_latency_ms for t in family]))
     return Coefficients(**{**fields_of(coef), "frontend_latency_ms": round(front, 3)})
 

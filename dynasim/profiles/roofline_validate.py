@@ -29,7 +29,7 @@ from dynasim.profiles.builders import RUN_PROFILES
 from dynasim.profiles.fit_runs import profile_for, simulate_window, window_errors, windows
 from dynasim.profiles.gpus import GPU, get_gpu
 from dynasim.profiles.model_config import ModelConfig, load_model_config
-from dynasim.profiles.profile import Profile, load_profile
+from dynasim.profiles.profile import SWITCHES, Profile, load_profile
 from dynasim.profiles.roofline import (
     Coefficients,
     derive_kv_blocks,
@@ -37,6 +37,7 @@ from dynasim.profiles.roofline import (
     learn_coefficients,
     step_time_coefficients,
 )
+from dynasim.profiles.run_switches import switches_for
 from dynasim.profiles.step_time import TokensStepTime
 from dynasim.runs import load_run
 
@@ -92,10 +93,13 @@ def server(name: str) -> tuple[Profile, ModelConfig, GPU]:
     return prof, load_model_config(prof.model), get_gpu(prof.gpu)
 
 
-def learn_all() -> Coefficients:
-    """The coefficients learned from every run-fitted server (the CLI's default,
-    :data:`~dynasim.profiles.roofline.LEARNED`)."""
-    return learn_coefficients(_training(list(RUN_PROFILES)))
+def learn_all(async_scheduling: bool = False) -> Coefficients:
+    """The coefficients learned from every run-fitted server over its
+    :func:`occupied_steps`, the roofline charged with ``async_scheduling`` (the CLI's
+    :data:`~dynasim.profiles.roofline.LEARNED` and, for a profile with async
+    scheduling, :data:`~dynasim.profiles.roofline.LEARNED_ASYNC`)."""
+    return learn_coefficients(_training(list(RUN_PROFILES), occupied=True),
+                              async_roofline=async_scheduling)
 
 
 def version(name: str) -> str | None:
@@ -110,19 +114,37 @@ def _training(names: list[str], occupied: bool = False
     return [(*server(n), list(occupied_steps(n)) if occupied else []) for n in names]
 
 
+def held_out_switches(held: str, engine: dict, source: str = "version") -> dict[str, bool]:
+    """The engine switches of the roofline profile of the held-out server ``held``:
+    ``"version"`` those of its runs' vLLM version and recorded config
+    (:func:`~dynasim.profiles.run_switches.switches_for`, what ``dynasim profiles
+    --roofline --vllm-version`` selects), ``"fitted"`` those of its run-fitted profile
+    (the version's less :data:`~dynasim.profiles.builders.SWITCH_OVERRIDES`, chosen by
+    its recorded runs), ``"off"`` none."""
+    if source == "off":
+        return dict.fromkeys(SWITCHES, False)
+    if source == "fitted":
+        prof = load_profile(held)
+        return {k: bool(getattr(prof, k)) for k in SWITCHES}
+    return switches_for(engine)
+
+
 def leave_one_model_out(max_requests: int | None = 1000,
-                        only: list[str] | None = None, occupied: bool = False,
-                        per_version: bool = False) -> list[dict]:
+                        only: list[str] | None = None, occupied: bool = True,
+                        per_version: bool = False, switches: str = "fitted") -> list[dict]:
     """One row per held-out server (``only``: these names of :data:`RUN_PROFILES`):
     ``server``, ``model``, ``gpu``, ``tp``, ``runs``, ``scored`` (requests),
     ``e2e`` / ``ttft`` (median per-request error of the roofline profile, fractions),
     ``fitted_e2e`` / ``fitted_ttft`` (the run-fitted profile's), ``kv_blocks``
     (recorded) and ``derived_kv_blocks``, ``coefficients`` (learned without it),
-    ``seconds``. ``occupied``: fit over :func:`occupied_steps` instead of the grid;
-    ``per_version``: refit the overheads and front-end latency on the training servers
-    of the held-out server's vLLM version (:func:`learn_coefficients` ``family``); both
-    are the alternatives of the module docstring of :mod:`dynasim.profiles.roofline`,
-    off by default (they measured worse)."""
+    ``seconds``. ``occupied``: fit over :func:`occupied_steps` (default) or, false,
+    over :func:`~dynasim.profiles.roofline.step_grid`; ``per_version``: refit the
+    overheads and front-end latency on the training servers of the held-out server's
+    vLLM version (:func:`learn_coefficients` ``family``, off by default: it measured
+    worse). ``switches``: the held-out profile's engine switches
+    (:func:`held_out_switches`), also in each row; the roofline is learned charged with
+    each training server's async switch from the same source. Alternatives and figures:
+    the module docstring of :mod:`dynasim.profiles.roofline`."""
     names = list(RUN_PROFILES)
     rows = []
     for held in only or names:
@@ -132,10 +154,15 @@ def leave_one_model_out(max_requests: int | None = 1000,
         engine = runs[0].engine
         train = [n for n in names if n != held]
         peers = [n for n in train if per_version and version(n) == engine.get("vllm_version")]
-        coef = learn_coefficients(_training(train, occupied), _training(peers, occupied))
+        flags = [held_out_switches(n, load_run(RUN_PROFILES[n][0][0]).engine,
+                                   switches)["async_scheduling"] for n in [*train, *peers]]
+        coef = learn_coefficients(_training(train, occupied), _training(peers, occupied),
+                                  async_roofline=flags)
         tp = fitted.tensor_parallel_size
         st = step_time_coefficients(model, gpu, tp, coef)
-        prof = profile_for(engine, f"roofline-{held}", st, coef.frontend_latency_ms)
+        sw = held_out_switches(held, engine, switches)
+        prof = profile_for(engine, f"roofline-{held}", st, coef.frontend_latency_ms,
+                           switches=sw)
         wins = [w for r in runs for w in windows(r, max_requests)]
         got = window_errors(prof, wins)
         ref = window_errors(fitted, wins)
@@ -149,6 +176,7 @@ def leave_one_model_out(max_requests: int | None = 1000,
                      "derived_kv_blocks": derive_kv_blocks(model, gpu, tp,
                                                            engine["block_size"]),
                      "coefficients": fields_of(coef),
+                     "switches": sorted(k for k, v in sw.items() if v),
                      "seconds": time.perf_counter() - t0})
     return rows
 
@@ -181,7 +209,8 @@ def print_table(rows: list[dict]) -> None:
     print("coefficients learned without each server:")
     for r in rows:
         c = r["coefficients"]
-        print(f"  {r['server']}: " + ", ".join(f"{k}={v:.4g}" for k, v in c.items()))
+        print(f"  {r['server']}: " + ", ".join(f"{k}={v:.4g}" for k, v in c.items())
+              + f"; switches: {', '.join(r['switches']) or 'none'}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,13 +219,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-requests", type=int, default=1000,
                    help="requests per window (two windows per run; 0: whole runs)")
     p.add_argument("--only", nargs="+", choices=list(RUN_PROFILES), help="held-out servers")
-    p.add_argument("--fit-target", choices=("grid", "occupied"), default="grid",
+    p.add_argument("--fit-target", choices=("grid", "occupied"), default="occupied",
                    help="step compositions fitted over (roofline module docstring)")
     p.add_argument("--per-version", action="store_true",
                    help="refit overheads and front-end latency per vLLM version")
+    p.add_argument("--switches", choices=("version", "fitted", "off"), default="fitted",
+                   help="engine switches of the held-out roofline profile: its run-fitted "
+                   "profile's (default), its vLLM version's, or none")
     args = p.parse_args(argv)
     print_table(leave_one_model_out(args.max_requests or None, args.only,
-                                    args.fit_target == "occupied", args.per_version))
+                                    args.fit_target == "occupied", args.per_version,
+                                    args.switches))
 
 
 if __name__ == "__main__":  # pragma: no cover
