@@ -296,10 +296,10 @@ def run_profile(run: str) -> tuple[str, bool]:
 def recorded_row(run_name: str, profile: Profile | None = None) -> dict:
     """Simulate the recorded run ``run_name`` (:mod:`dynasim.runs`) whole with its
     profile (default :func:`run_profile`'s) and return its row of the fidelity table:
-    :func:`dynasim.profiles.fit_runs.errors` plus ``run``, ``source``, ``profile``,
+    :func:`dynasim.profiles.run_windows.errors` plus ``run``, ``source``, ``profile``,
     ``fitted``, ``requests`` and ``published`` (the source's own simulator error)."""
     from dynasim.profiles import load_profile
-    from dynasim.profiles.fit_runs import window_errors, windows
+    from dynasim.profiles.run_windows import window_errors, windows
     from dynasim.runs import load_run
 
     run = load_run(run_name)

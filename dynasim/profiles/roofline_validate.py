@@ -6,9 +6,9 @@ build the held-out model's roofline profile from its architecture
 (:data:`~dynasim.profiles.model_config.KNOWN_MODELS`), its GPU's datasheet and its
 recorded engine limits (KV blocks, ``max_num_seqs``, ``max_num_batched_tokens``, as
 ``--kv-blocks`` etc. would give them), simulate every recorded run of that model
-(:func:`dynasim.profiles.fit_runs.windows`: up to ``max_requests`` requests from each
+(:func:`dynasim.profiles.run_windows.windows`: up to ``max_requests`` requests from each
 of two starts per run) and report the median per-request E2E and TTFT error pooled over
-them (:func:`dynasim.profiles.fit_runs.errors`), beside the error of the run-fitted
+them (:func:`dynasim.profiles.run_windows.errors`), beside the error of the run-fitted
 profile itself on the same requests (what a measured profile achieves) and the KV
 blocks vLLM's memory rule derives against the recorded ones.
 
@@ -26,7 +26,7 @@ import math
 import time
 
 from dynasim.profiles.builders import RUN_PROFILES
-from dynasim.profiles.fit_runs import profile_for, simulate_window, window_errors, windows
+from dynasim.profiles.fit_runs import profile_for
 from dynasim.profiles.gpus import GPU, get_gpu
 from dynasim.profiles.model_config import ModelConfig, load_model_config
 from dynasim.profiles.profile import SWITCHES, Profile, load_profile
@@ -38,6 +38,7 @@ from dynasim.profiles.roofline import (
     step_time_coefficients,
 )
 from dynasim.profiles.run_switches import switches_for
+from dynasim.profiles.run_windows import simulate_window, window_errors, windows
 from dynasim.profiles.step_time import TokensStepTime
 from dynasim.runs import load_run
 

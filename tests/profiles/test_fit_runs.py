@@ -15,8 +15,8 @@ from dynasim.profiles.fit_runs import (
     fit_decode,
     fit_from_runs,
     profile_for,
-    windows,
 )
+from dynasim.profiles.run_windows import window_errors, windows
 from dynasim.profiles.step_time import TokensStepTime
 from dynasim.runs.common import RecordedRun, make_trace
 from dynasim.simulation import simulate
@@ -113,7 +113,7 @@ def test_a_window_from_mid_run_is_scored_against_its_own_requests():
     sim, _ = simulate(trace, prof, make_policy("fcfs"))
     run = _run("w", trace, sim)
     for w in windows(run, max_requests=100, k=2, warmup_s=0.0):
-        e = fit_runs.window_errors(prof, [w])
+        e = window_errors(prof, [w])
         assert e["scored"] == 100 and e["median_e2e_error"] < 1e-9, e
 
 
