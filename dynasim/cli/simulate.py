@@ -55,6 +55,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "--output-dir (removes its requests.*, programs.*, summary.json, "
                    "compare.*)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--max-concurrency", type=int, default=None, metavar="N",
+                   help="trace, fcfs, one replica: a client that keeps at most N requests "
+                   "in flight and sends due ones in order as slots free; latencies count "
+                   "from the due time, as dynasim replay --max-concurrency measures them "
+                   "(dynasim/runs/client.py)")
     g = p.add_argument_group("a fleet of replicas behind a router")
     g.add_argument("--replicas", type=int, default=None, metavar="N",
                    help="number of replicas (default 1, or one per --replica-profile)")
@@ -139,8 +144,12 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         raise InputError("give exactly one of --trace and --workload", field="trace")
     fleet = fleet_profiles(args, profile)
     if args.workload is not None:
+        if args.max_concurrency is not None:
+            raise InputError("--max-concurrency is simulated for traces only (programs: "
+                             "dynasim replay --max-concurrency)", field="max_concurrency")
         return simulate_workload(args, profile, fleet)
     policy = make_policy(args.policy)
+    check_max_concurrency(args, policy.name, len(fleet))
     knobs = router_knobs(args.router_knob)
     router = make_router(args.router, **knobs)
     tr = trace_from_args(args)
@@ -151,7 +160,14 @@ def cmd_simulate(args: argparse.Namespace) -> None:
                   "{task.total} requests"), TimeElapsedColumn(), console=console,
                   transient=True, disable=args.no_progress) as bar:
         task = bar.add_task("sim", total=len(tr))
-        if len(fleet) == 1:
+        if args.max_concurrency is not None:
+            from dynasim.runs.client import simulate_capped
+
+            records = simulate_capped(tr, fleet[0], policy, args.max_concurrency,
+                                      measure_from="due",
+                                      progress=lambda n: bar.update(task, completed=n))
+            engine = None
+        elif len(fleet) == 1:
             records, engine = simulate(tr, fleet[0], policy,
                                        progress=lambda n: bar.update(task, completed=n))
         else:
@@ -166,14 +182,37 @@ def cmd_simulate(args: argparse.Namespace) -> None:
                         "replica_profiles": [p.name for p in fleet]})
     summary.update({"trace": tr.source, "profile": ",".join(names), "policy": policy.name,
                     "scheduling": ",".join(dict.fromkeys(p.scheduling for p in fleet)),
-                    "num_prompts": len(tr),
+                    "num_prompts": len(tr), "max_concurrency": args.max_concurrency,
                     "request_rate": args.request_rate if args.request_rate is not None
                     else "trace", "burstiness": args.burstiness, "seed": args.seed,
-                    "engine_steps": engine.num_steps, "wall_seconds": wall})
+                    "engine_steps": engine.num_steps if engine is not None else None,
+                    "wall_seconds": wall})
     records.to_parquet(out / "requests.parquet", index=False)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default) + "\n")
     print_summary(summary)
     print(f"wrote {out / 'requests.parquet'} and {out / 'summary.json'}")
+
+
+def check_max_concurrency(args: argparse.Namespace, policy: str, replicas: int) -> None:
+    """``--max-concurrency``: >= 1; the simulated client sends due requests in due
+    order, which is replay's client-side queue under ``fcfs`` only (other policies
+    order replay's client queue themselves), on one replica.
+
+    Raises:
+        InputError: a cap < 1, another policy, or a fleet (field ``max_concurrency``).
+    """
+    n = args.max_concurrency
+    if n is None:
+        return
+    if n < 1:
+        raise InputError(f"--max-concurrency must be >= 1, got {n}", field="max_concurrency")
+    if policy != "fcfs":
+        raise InputError(f"--max-concurrency is simulated under fcfs only (the client "
+                         f"sends in due order); {policy} would order replay's client "
+                         "queue itself", field="max_concurrency")
+    if replicas > 1:
+        raise InputError("--max-concurrency is simulated on one replica only",
+                         field="max_concurrency")
 
 
 def router_knobs(items: list[str]) -> dict[str, float]:

@@ -24,6 +24,7 @@ the simulated send, so TTFT and E2E are measured from it, as the client measured
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -53,23 +54,32 @@ def client_cap(trace: Trace) -> int | None:
     return int(cap) if math.isfinite(cap) and cap >= 1 else None
 
 
-def simulate_capped(trace: Trace, profile: Profile, policy: Policy, cap: int
-                    ) -> pd.DataFrame:
+def simulate_capped(trace: Trace, profile: Profile, policy: Policy, cap: int, *,
+                    measure_from: str = "send",
+                    progress: Callable[[int], None] | None = None) -> pd.DataFrame:
     """Simulate ``trace`` on one replica behind a client holding at most ``cap``
     requests in flight (module docstring); deterministic.
 
-    Requests are due at their ``scheduled_time`` (seconds) in that order (ties by id);
-    a due request is sent when fewer than ``cap`` are in flight, else at the instant an
-    in-flight request finishes, fails or times out (the slot frees when its response
-    ends). A sent request reaches the engine ``profile.frontend_latency_ms``
-    later, as in :func:`dynasim.simulation.simulate`; its ``client_timeout_s`` (if any)
-    counts from the send.
+    Requests are due at their ``scheduled_time`` (seconds; the ``arrival_time`` where
+    the trace has no such column) in that order (ties by id); a due request is sent
+    when fewer than ``cap`` are in flight, else at the instant an in-flight request
+    finishes, fails or times out (the slot frees when its response ends). A sent
+    request reaches the engine ``profile.frontend_latency_ms`` later, as in
+    :func:`dynasim.simulation.simulate`; its ``client_timeout_s`` (if any) counts from
+    the send.
+
+    Args:
+        measure_from: ``"send"``: a record's ``arrival_time`` is the send (the recorded
+            runs' clients measure from it); ``"due"``: the due time, so TTFT and E2E
+            include the wait in the client's queue (``dynasim replay
+            --max-concurrency`` measures so: ``arrival_time = send - client_queue_time``).
+        progress: called with the number of requests done, now and then.
 
     Returns:
-        the record table (:mod:`dynasim.data_record`), ``arrival_time`` = send time.
+        the record table (:mod:`dynasim.data_record`).
 
     Raises:
-        ValueError: ``cap`` < 1.
+        ValueError: ``cap`` < 1 or an unknown ``measure_from``.
     """
     import simpy
 
@@ -79,8 +89,11 @@ def simulate_capped(trace: Trace, profile: Profile, policy: Policy, cap: int
 
     if cap < 1:
         raise ValueError(f"client concurrency cap must be >= 1, got {cap}")
+    if measure_from not in ("send", "due"):
+        raise ValueError(f"measure_from must be 'send' or 'due', got {measure_from!r}")
     env = simpy.Environment()
-    sched = trace.frame[SCHEDULE].to_numpy(float)
+    f = trace.frame
+    sched = f[SCHEDULE if SCHEDULE in f.columns else "arrival_time"].to_numpy(float)
     by_id = {r.request_id: r for r in requests_from_trace(trace)}
     ids = trace.frame.index.to_numpy().astype(np.int64)
     order = np.lexsort((ids, sched))
@@ -88,6 +101,7 @@ def simulate_capped(trace: Trace, profile: Profile, policy: Policy, cap: int
     front = profile.frontend_latency_ms / 1000.0
     done: list[Request] = []
     state = {"in_flight": 0, "timer_at": -math.inf}  # the pending wake-up, if any
+    due_at: dict[Request, float] = {}  # measure_from="due": each request's due time
 
     def send_due(_: object = None) -> None:
         while due and state["in_flight"] < cap:
@@ -100,13 +114,19 @@ def simulate_capped(trace: Trace, profile: Profile, policy: Policy, cap: int
             due.pop()
             state["in_flight"] += 1
             req.arrival_time = env.now
+            if measure_from == "due":
+                due_at[req] = t
             if front > 0:
                 env.timeout(front).callbacks.append(lambda _, r=req: engine.submit(r))
             else:
                 engine.submit(req)
 
+    every = max(1, len(trace) // 200)
+
     def on_finish(req: Request) -> None:
         done.append(req)
+        if progress is not None and len(done) % every == 0:
+            progress(len(done))
         state["in_flight"] -= 1
         send_due()
 
@@ -116,4 +136,6 @@ def simulate_capped(trace: Trace, profile: Profile, policy: Policy, cap: int
     if len(done) != len(trace):
         raise RuntimeError(f"simulation ended with {len(trace) - len(done)} requests "
                            "unfinished")
+    for req, t in due_at.items():  # measured from the due time (the engine saw the send)
+        req.arrival_time = t
     return records_frame(done)

@@ -105,3 +105,26 @@ def test_workload_on_replicas_with_program_affinity(tmp_path, data_dir):
     assert (req.groupby("program_id")["replica"].nunique() == 1).all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_programs"] == 40 and summary["num_replicas"] == 2
+
+
+def test_max_concurrency_client_measures_from_the_due_time(trace, tmp_path, capsys):
+    """``--max-concurrency N`` (vLLM bench's and dynasim replay's flag): at most N in
+    flight, due requests sent in order as slots free, latencies from the due time (as
+    replay records them), so the client's queue shows in TTFT."""
+    free, capped = tmp_path / "free", tmp_path / "capped"
+    assert _simulate(trace, free) == 0
+    assert _simulate(trace, capped, "--max-concurrency", "2") == 0
+    a = pd.read_parquet(free / "requests.parquet")
+    b = pd.read_parquet(capped / "requests.parquet")
+    assert (b["arrival_time"] == a["arrival_time"]).all()  # the due times
+    summary = json.loads((capped / "summary.json").read_text())
+    assert summary["max_concurrency"] == 2
+    assert b["ttft"].median() > a["ttft"].median()
+    starts, ends = b["finish_time"] - b["e2e_latency"], b["finish_time"]
+    sends = b["first_token_time"].sort_values()  # at most 2 requests hold a slot
+    assert max(((starts <= t) & (ends > t) & (b["first_token_time"] <= t)).sum()
+               for t in sends) <= 2
+    for flags in (["--policy", "sjf"], ["--replicas", "2"], ["--max-concurrency", "0"]):
+        extra = flags if flags[0] == "--max-concurrency" else [*flags, "--max-concurrency", "2"]
+        assert _simulate(trace, tmp_path / "bad", *extra) == 2
+        assert "max_concurrency" in capsys.readouterr().err

@@ -74,3 +74,18 @@ def test_residency_runs_carry_the_drivers_schedule_and_cap(data_dir):
     # below saturation the cap never binds: send = schedule
     low = load_run("residency-rate8").trace.frame
     assert (low["arrival_time"] - low[SCHEDULE]).abs().max() < 0.01
+
+
+def test_due_mode_measures_from_the_schedule_and_changes_nothing_else():
+    """``measure_from="due"`` (``dynasim simulate --max-concurrency``): the engine runs
+    the same (same finishes), records count from the due time, not the send."""
+    trace = _capped_trace(120, cap=3, rate=200.0)
+    prof = make_profile()
+    send = simulate_capped(trace, prof, make_policy("fcfs"), 3)
+    due = simulate_capped(trace, prof, make_policy("fcfs"), 3, measure_from="due")
+    np.testing.assert_array_equal(due["finish_time"], send["finish_time"])
+    np.testing.assert_allclose(due["arrival_time"], trace.frame["arrival_time"].sort_index())
+    assert (due["arrival_time"] <= send["arrival_time"]).all()
+    assert (due["arrival_time"] < send["arrival_time"]).sum() > 50  # a queue formed
+    with pytest.raises(ValueError, match="measure_from"):
+        simulate_capped(trace, prof, make_policy("fcfs"), 3, measure_from="arrival")
