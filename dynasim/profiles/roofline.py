@@ -76,7 +76,18 @@ occupied, vLLM version's                        21.0   18.8   12.4    3.3   13.1
   (``--switches version``)
 grid, fitted profile's (``--fit-target grid``)  27.9   12.8   16.4    6.4   16.4   21.3
 default, PCIe all-reduce at the full link rate  20.8   11.8   19.9    9.5    1.9   42.7
+default, all-reduce outside the ``max``         20.2   12.2   10.4    7.1    3.1   46.9
+  (a ``comm_ms_per_token`` GPU term)
+default, steps where a fitted profile is below   7.5   12.5   70.1   13.0    5.3    6.5
+  the datasheet floor left out of the target
+  the same with ``link_eff`` fixed at 1          10.5   11.5   65.5   26.8    8.6   22.2
 =============================================  =====  =====  =====  =====  =====  =====
+
+The floor filter (a run-fitted profile charging less than the roofline at every peak
+somewhere, e.g. Llama-2-70B TP 4's 2,048-token prefill at 36.5 ms where the FLOPs alone
+take 71 ms, is extrapolating) brings both Qwen3 servers under 10% (median 10.0%), but
+the learned ``compute_eff`` falls to ~0.75 and Llama-2-70B, near saturation at 20
+req/s in its runs, overloads when held out: not adopted while one server goes to 70%.
 
 The vLLM version's switches (what ``--vllm-version`` gives) put async scheduling on
 every server, but four of the six run-fitted profiles fit their runs better without it
