@@ -90,8 +90,10 @@ next step boundary (under :func:`~dynasim.simulation.simulate` the engine knows 
 arrival's instant, :attr:`Engine.next_arrival`, and a run it will cut waits for it
 instead of a timeout, saving two SimPy events per arrival with the same instants); so does a change of the policy's order with time alone
 (:meth:`~dynasim.policies.base.Policy.order_changes_at`, SJF aging), and, for an order
-that reads the prefix cache (LPM), the first step that evicts a cached block. No Python
-work is done per token.
+that reads the prefix cache (LPM), the first step that evicts a cached block. Under
+:func:`~dynasim.simulation.simulate` a run may also look ahead past finishes while the
+queue is empty and no request can arrive first (:attr:`Engine.lookahead`): several runs
+and their finishes in one event, the same records. No Python work is done per token.
 """
 
 from __future__ import annotations
