@@ -61,8 +61,8 @@ def test_saturated_residency_run_meets_the_targets_only_in_a_closed_loop(data_di
     assert row["median_ttft_error"] <= 0.15, row
     # replayed open loop on the recorded sends, the simulated server drains the backlog
     # the real one kept (TTFT off by most of itself)
-    from dynasim.profiles import fit_runs
+    from dynasim.profiles import run_windows
 
-    monkeypatch.setattr(fit_runs, "client_cap", lambda trace: None)
+    monkeypatch.setattr(run_windows, "client_cap", lambda trace: None)
     (open_loop,) = fidelity_table(["residency-w7-agg12"])
     assert open_loop["median_e2e_error"] > 0.2 and open_loop["median_ttft_error"] > 0.5
