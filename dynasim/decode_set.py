@@ -215,6 +215,8 @@ class DecodeSet:
             delay = math.nextafter(delay, math.inf)
         while delay > 0 and now + delay > t:
             delay = math.nextafter(delay, 0.0)
+        if now + delay < t:  # no float lands exactly on t: the next one after it,
+            delay = math.nextafter(delay, math.inf)  # never before (a step never ends early)
         ev = simpy.Event(env)
         ev._ok, ev._value = True, None
         env.schedule(ev, delay=delay)
