@@ -116,9 +116,7 @@ def trace_from_args(args: argparse.Namespace) -> Trace:
     else:
         tr = trace_mod.read_trace(args.trace)
     if args.num_prompts is not None:
-        if args.num_prompts < 1:
-            raise InputError(f"--num-prompts must be >= 1, got {args.num_prompts}",
-                             field="num_prompts")
+        require_at_least_one(args.num_prompts, "--num-prompts")
         tr = tr.head(args.num_prompts)
     if args.request_rate is not None:
         tr = arrivals.retime(tr, args.request_rate, args.burstiness, args.seed)
@@ -259,6 +257,28 @@ def intra_args(args: argparse.Namespace, *, single_cap: bool = True) -> dict:
                                              "token_budget") if hasattr(args, k)}}
 
 
+def require_at_least_one(value: int, flag: str) -> None:
+    """A count flag (``--num-prompts``, ``--replicas``...) must be >= 1.
+
+    Raises:
+        InputError: ``value < 1`` (field: the flag's name with underscores).
+    """
+    if value < 1:
+        raise InputError(f"{flag} must be >= 1, got {value}",
+                         field=flag.lstrip("-").replace("-", "_"))
+
+
+def require_rate(value: float, flag: str, unit: str) -> None:
+    """A rate flag must be finite and > 0 (``unit``: ``req/s``, ``programs/s``).
+
+    Raises:
+        InputError: NaN, ``<= 0`` or infinite (field: the flag's name with underscores).
+    """
+    if not value > 0 or math.isinf(value):
+        raise InputError(f"{flag} must be finite and > 0 {unit}, got {value}",
+                         field=flag.lstrip("-").replace("-", "_"))
+
+
 def check_online_flags(args: argparse.Namespace) -> None:
     """Check the flags of an online program run (``simulate``/``replay --workload``).
 
@@ -273,9 +293,7 @@ def check_online_flags(args: argparse.Namespace) -> None:
     if args.request_rate is None:
         raise InputError("--request-rate (programs/s) is required with --workload",
                          field="request_rate")
-    if not args.request_rate > 0 or math.isinf(args.request_rate):
-        raise InputError(f"--request-rate must be finite and > 0 programs/s, got "
-                         f"{args.request_rate}", field="request_rate")
+    require_rate(args.request_rate, "--request-rate", "programs/s")
     if args.num_programs is not None and args.num_programs < 1:
         raise InputError("--num-programs must be >= 1", field="num_programs")
     if not args.slo_scale > 0:

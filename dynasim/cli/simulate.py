@@ -18,6 +18,8 @@ from dynasim.cli.common import (
     print_program_summary,
     print_summary,
     profile_from_args,
+    require_at_least_one,
+    require_rate,
     trace_from_args,
 )
 from dynasim.errors import InputError
@@ -204,8 +206,7 @@ def check_max_concurrency(args: argparse.Namespace, policy: str, replicas: int) 
     n = args.max_concurrency
     if n is None:
         return
-    if n < 1:
-        raise InputError(f"--max-concurrency must be >= 1, got {n}", field="max_concurrency")
+    require_at_least_one(n, "--max-concurrency")
     if policy != "fcfs":
         raise InputError(f"--max-concurrency is simulated under fcfs only (the client "
                          f"sends in due order); {policy} would order replay's client "
@@ -247,8 +248,7 @@ def fleet_profiles(args: argparse.Namespace, profile: Profile) -> list[Profile]:
 
     names = args.replica_profile or []
     n = args.replicas if args.replicas is not None else max(1, len(names))
-    if n < 1:
-        raise InputError(f"--replicas must be >= 1, got {n}", field="replicas")
+    require_at_least_one(n, "--replicas")
     if len(names) > n:
         raise InputError(f"{len(names)} --replica-profile names for {n} replicas",
                          field="replica_profile")
@@ -352,12 +352,8 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
     if args.programs:
         from dynasim.experiments.benchmark import run_programs_benchmark
 
-        if args.num_programs < 1:
-            raise InputError(f"--num-programs must be >= 1, got {args.num_programs}",
-                             field="num_programs")
-        if not 0 < args.program_rate < float("inf"):
-            raise InputError(f"--program-rate must be finite and > 0 programs/s, got "
-                             f"{args.program_rate}", field="program_rate")
+        require_at_least_one(args.num_programs, "--num-programs")
+        require_rate(args.program_rate, "--program-rate", "programs/s")
         profile = args.profile if args.profile != "distserve-opt13b-a100" \
             else "vllm023-qwen3-14b-h100"
         run_programs_benchmark(tuple(w for w in args.workloads.split(",") if w),
@@ -365,12 +361,8 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
                                args.program_rate, repeat=args.repeat)
         return
     if args.scale:
-        if args.num_requests < 1:
-            raise InputError(f"--num-requests must be >= 1, got {args.num_requests}",
-                             field="num_requests")
-        if not 0 < args.rate_per_replica < float("inf"):
-            raise InputError(f"--rate-per-replica must be finite and > 0 req/s, got "
-                             f"{args.rate_per_replica}", field="rate_per_replica")
+        require_at_least_one(args.num_requests, "--num-requests")
+        require_rate(args.rate_per_replica, "--rate-per-replica", "req/s")
         run_scale_benchmark(args.num_requests, tuple(int_list(args.replicas, "replicas")),
                             args.rate_per_replica, args.profile, args.router, args.trace,
                             cprofile=args.cprofile)
